@@ -1,0 +1,65 @@
+/* cli.h - what the subcommand files share: the command table entry, the
+ * control-socket client and output helpers. */
+#ifndef SERVE_CLI_H
+#define SERVE_CLI_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct cli_command {
+    const char *name;
+    const char *usage;   /* the synopsis after "serve " */
+    const char *summary; /* one line for `serve --help` */
+    const char *help;    /* the options, for `serve NAME --help` */
+    int (*run)(int argc, char **argv, const char *state_dir);
+};
+
+/* One entry per subcommand, defined in the cmd_*.c files. */
+extern const struct cli_command cmd_start, cmd_stop, cmd_status;
+extern const struct cli_command cmd_create_backend, cmd_delete_backend, cmd_list_backends;
+extern const struct cli_command cmd_create_endpoint, cmd_delete_endpoint, cmd_list_endpoints;
+
+/* Prints "serve: CMD: MESSAGE" to stderr; returns 1 (for `return fail(...)`). */
+int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parses a whole decimal number within [min, max]. */
+bool cli_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
+bool cli_parse_double(const char *s, double min, double max, double *out);
+
+/* Sends one control request (the packed map in `request`) to the server of
+ * state_dir and waits for its answer. On success *reply holds the unpacked
+ * answer and *result points at its "result". On failure prints the error
+ * as "serve: CMD: ..." and returns false. */
+bool cli_call(const char *cmd, const char *state_dir, const msgpack_sbuffer *request,
+              msgpack_unpacked *reply, const msgpack_object **result);
+
+/* Frees what a successful cli_call returned. */
+void cli_reply_free(msgpack_unpacked *reply);
+
+/* Writes `o` as JSON to stdout. */
+void cli_print_json(const msgpack_object *o);
+
+/* String field `key` of map `o` as a printable C string in buf ("-" if
+ * absent or nil). */
+const char *cli_str(const msgpack_object *o, const char *key, char *buf, size_t len);
+uint64_t cli_uint(const msgpack_object *o, const char *key);
+double cli_double(const msgpack_object *o, const char *key);
+
+/* Tables for list output: backends and endpoints as the server sends them. */
+void cli_print_backends(const msgpack_object *backends);
+void cli_print_endpoints(const msgpack_object *endpoints);
+
+/* Sends {"cmd": cmd, "name": argv[1]} and prints done_fmt with the name. */
+int cli_simple_named(const char *cmd, int argc, char **argv, const char *state_dir,
+                     const char *done_fmt);
+
+/* Sends {"cmd": cmd} and prints the result with `print`, or as JSON with
+ * --json. */
+int cli_list(const char *cmd, int argc, char **argv, const char *state_dir,
+             void (*print)(const msgpack_object *));
+
+/* Prints a command's --help. */
+void cli_print_help(const struct cli_command *c);
+
+#endif

@@ -1,0 +1,228 @@
+/* client.c - the CLI's side of the control socket, and small helpers. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "../runtime/frame.h"
+#include "../runtime/mp.h"
+#include "cli.h"
+
+int cli_fail(const char *cmd, const char *fmt, ...)
+{
+    char msg[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "serve: %s: %s\n", cmd, msg);
+    return 1;
+}
+
+bool cli_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max) return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+bool cli_parse_double(const char *s, double min, double max, double *out)
+{
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v) || v < min || v > max) return false;
+    *out = v;
+    return true;
+}
+
+/* The raw bytes behind the last reply (one control call at a time). */
+static char *reply_data;
+
+void cli_reply_free(msgpack_unpacked *reply)
+{
+    msgpack_unpacked_destroy(reply);
+    free(reply_data);
+    reply_data = NULL;
+}
+
+bool cli_call(const char *cmd, const char *state_dir, const msgpack_sbuffer *request,
+              msgpack_unpacked *reply, const msgpack_object **result)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/control.sock", state_dir);
+    if (n >= (int)sizeof addr.sun_path) {
+        cli_fail(cmd, "state dir %s is too deep for a Unix socket path", state_dir);
+        return false;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        if (e == ENOENT || e == ECONNREFUSED)
+            cli_fail(cmd, "no server is running on state dir %s (start one with `serve start`)",
+                     state_dir);
+        else
+            cli_fail(cmd, "cannot reach the server at %s: %s", addr.sun_path, strerror(e));
+        return false;
+    }
+    char *data = NULL;
+    size_t len = 0;
+    if (frame_write(fd, request->data, request->size) != 0 ||
+        frame_read(fd, &data, &len, FRAME_MAX) != 0) {
+        close(fd);
+        free(data);
+        cli_fail(cmd, "the server closed the control connection without an answer");
+        return false;
+    }
+    close(fd);
+    msgpack_unpacked_init(reply);
+    size_t off = 0;
+    if (msgpack_unpack_next(reply, data, len, &off) != MSGPACK_UNPACK_SUCCESS) {
+        free(data);
+        msgpack_unpacked_destroy(reply);
+        cli_fail(cmd, "the server sent a malformed answer");
+        return false;
+    }
+    /* Strings in the unpacked object point into data: keep it with them. */
+    reply_data = data;
+    bool ok = false;
+    mp_as_bool(mp_get(&reply->data, "ok"), &ok);
+    if (!ok) {
+        char *err = NULL;
+        mp_as_str(mp_get(&reply->data, "error"), &err);
+        cli_fail(cmd, "%s", err ? err : "failed");
+        free(err);
+        cli_reply_free(reply);
+        return false;
+    }
+    *result = mp_get(&reply->data, "result");
+    return true;
+}
+
+static void print_json_string(const char *s, size_t n)
+{
+    putchar('"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+void cli_print_json(const msgpack_object *o)
+{
+    if (!o) {
+        printf("null");
+        return;
+    }
+    switch (o->type) {
+    case MSGPACK_OBJECT_NIL: printf("null"); break;
+    case MSGPACK_OBJECT_BOOLEAN: printf(o->via.boolean ? "true" : "false"); break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: printf("%llu", (unsigned long long)o->via.u64); break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: printf("%lld", (long long)o->via.i64); break;
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: printf("%.17g", o->via.f64); break;
+    case MSGPACK_OBJECT_STR: print_json_string(o->via.str.ptr, o->via.str.size); break;
+    case MSGPACK_OBJECT_BIN: print_json_string(o->via.bin.ptr, o->via.bin.size); break;
+    case MSGPACK_OBJECT_ARRAY:
+        putchar('[');
+        for (uint32_t i = 0; i < o->via.array.size; i++) {
+            if (i) printf(", ");
+            cli_print_json(&o->via.array.ptr[i]);
+        }
+        putchar(']');
+        break;
+    case MSGPACK_OBJECT_MAP:
+        putchar('{');
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            if (i) printf(", ");
+            cli_print_json(&o->via.map.ptr[i].key);
+            printf(": ");
+            cli_print_json(&o->via.map.ptr[i].val);
+        }
+        putchar('}');
+        break;
+    default: printf("null"); break;
+    }
+}
+
+const char *cli_str(const msgpack_object *o, const char *key, char *buf, size_t len)
+{
+    const msgpack_object *v = mp_get(o, key);
+    if (!v || v->type != MSGPACK_OBJECT_STR) return "-";
+    snprintf(buf, len, "%.*s", (int)v->via.str.size, v->via.str.ptr);
+    return buf;
+}
+
+uint64_t cli_uint(const msgpack_object *o, const char *key)
+{
+    uint64_t v = 0;
+    mp_as_uint(mp_get(o, key), &v);
+    return v;
+}
+
+double cli_double(const msgpack_object *o, const char *key)
+{
+    double v = 0;
+    mp_as_double(mp_get(o, key), &v);
+    return v;
+}
+
+void cli_print_backends(const msgpack_object *backends)
+{
+    printf("%-16s %-10s %8s %9s %8s %11s %6s %9s %9s  %s\n", "BACKEND", "PLUGIN", "REPLICAS",
+           "MAX_BATCH", "WAIT_MS", "CONCURRENCY", "QUEUED", "IN_FLIGHT", "REQUESTS", "CONFIG");
+    for (uint32_t i = 0; backends && backends->type == MSGPACK_OBJECT_ARRAY &&
+                         i < backends->via.array.size; i++) {
+        const msgpack_object *b = &backends->via.array.ptr[i];
+        const msgpack_object *spec = mp_get(b, "spec");
+        char name[128], plugin[128];
+        uint64_t mcq = cli_uint(spec, "max_concurrent_queries");
+        uint64_t batch = cli_uint(spec, "max_batch_size");
+        if (!mcq) mcq = batch * 2 < 8 ? 8 : batch * 2;
+        printf("%-16s %-10s %8llu %9llu %8g %11llu %6llu %9llu %9llu  ",
+               cli_str(spec, "name", name, sizeof name),
+               cli_str(b, "plugin_name", plugin, sizeof plugin),
+               (unsigned long long)cli_uint(spec, "num_replicas"), (unsigned long long)batch,
+               cli_double(spec, "batch_wait_timeout_ms"), (unsigned long long)mcq,
+               (unsigned long long)cli_uint(b, "queued"), (unsigned long long)cli_uint(b, "in_flight"),
+               (unsigned long long)cli_uint(b, "requests"));
+        const msgpack_object *cfg = mp_get(spec, "config");
+        for (uint32_t k = 0; cfg && cfg->type == MSGPACK_OBJECT_MAP && k < cfg->via.map.size; k++) {
+            const msgpack_object_kv *kv = &cfg->via.map.ptr[k];
+            printf("%s%.*s=%.*s", k ? "," : "", (int)kv->key.via.str.size, kv->key.via.str.ptr,
+                   (int)kv->val.via.str.size, kv->val.via.str.ptr);
+        }
+        printf("\n");
+    }
+}
+
+void cli_print_endpoints(const msgpack_object *endpoints)
+{
+    printf("%-16s %-24s %-16s %s\n", "ENDPOINT", "ROUTE", "BACKEND", "METHODS");
+    for (uint32_t i = 0; endpoints && endpoints->type == MSGPACK_OBJECT_ARRAY &&
+                         i < endpoints->via.array.size; i++) {
+        const msgpack_object *e = &endpoints->via.array.ptr[i];
+        char name[128], route[1100], backend[128], methods[128];
+        printf("%-16s %-24s %-16s %s\n", cli_str(e, "name", name, sizeof name),
+               cli_str(e, "route", route, sizeof route),
+               cli_str(e, "backend", backend, sizeof backend),
+               cli_str(e, "methods", methods, sizeof methods));
+    }
+}

@@ -1,0 +1,216 @@
+/* cmd_backend.c - serve create-backend, delete-backend, list-backends. */
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/mp.h"
+#include "../runtime/plugin_path.h"
+#include "../runtime/spec.h"
+#include "cli.h"
+
+#define BACKEND_OPTIONS_HELP                                                              \
+    "  --num-replicas N              independent instances, each with its own state (default 1)\n" \
+    "  --max-batch-size N            largest batch handed to the plugin (default 1)\n"      \
+    "  --batch-wait-timeout-ms T     wait at most T ms after a batch's first request for\n"  \
+    "                                the batch to fill; fractions allowed (default 0)\n"    \
+    "  --max-concurrent-queries N    requests in flight per replica, queued in its batch\n" \
+    "                                or executing (default 2 x max batch size, at least 8)\n" \
+    "  --max-queued-requests N       requests waiting for a replica; beyond it requests\n"  \
+    "                                get 503 at once (default 1024)\n"                      \
+    "  --request-timeout-ms T        answer 504 when a request is not answered in T ms\n"   \
+    "                                (default: no timeout)\n"                               \
+    "  --config KEY=VALUE            user config for the plugin's init (repeatable)\n"
+
+static const struct option backend_long_options[] = {
+    {"num-replicas", required_argument, NULL, 'r'},
+    {"max-batch-size", required_argument, NULL, 'b'},
+    {"batch-wait-timeout-ms", required_argument, NULL, 'w'},
+    {"max-concurrent-queries", required_argument, NULL, 'c'},
+    {"max-queued-requests", required_argument, NULL, 'q'},
+    {"request-timeout-ms", required_argument, NULL, 't'},
+    {"config", required_argument, NULL, 'C'},
+    {0, 0, 0, 0}};
+
+static int parse_backend_option(int c, struct backend_spec *spec)
+{
+    struct backend_options *o = &spec->options;
+    const char *name = NULL;
+    bool ok = true;
+    switch (c) {
+    case 'r': name = "--num-replicas"; ok = cli_parse_u32(optarg, 1, 256, &o->num_replicas); break;
+    case 'b': name = "--max-batch-size"; ok = cli_parse_u32(optarg, 1, 65536, &o->max_batch_size); break;
+    case 'w':
+        name = "--batch-wait-timeout-ms";
+        ok = cli_parse_double(optarg, 0, 3600000, &o->batch_wait_timeout_ms);
+        break;
+    case 'c':
+        name = "--max-concurrent-queries";
+        ok = cli_parse_u32(optarg, 1, 1000000, &o->max_concurrent_queries);
+        break;
+    case 'q':
+        name = "--max-queued-requests";
+        ok = cli_parse_u32(optarg, 1, 10000000, &o->max_queued_requests);
+        break;
+    case 't':
+        name = "--request-timeout-ms";
+        ok = cli_parse_double(optarg, 0, 86400000, &o->request_timeout_ms);
+        break;
+    case 'C': {
+        const char *eq = strchr(optarg, '=');
+        if (!eq || eq == optarg)
+            return cli_fail("create-backend", "--config %s: expected KEY=VALUE", optarg);
+        char *key = strndup(optarg, (size_t)(eq - optarg));
+        int rc = key ? config_set(spec->config, key, eq + 1) : -1;
+        free(key);
+        return rc == 0 ? 0 : cli_fail("create-backend", "out of memory");
+    }
+    default: return cli_fail("create-backend", "unknown option; see `serve create-backend --help`");
+    }
+    if (!ok) return cli_fail("create-backend", "%s %s: not a valid value", name, optarg);
+    return 0;
+}
+
+static int run_create_backend(int argc, char **argv, const char *state_dir)
+{
+    struct backend_spec spec = {0};
+    backend_options_default(&spec.options);
+    spec.config = config_new();
+    int c, rc = 1;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", backend_long_options, NULL)) != -1)
+        if (parse_backend_option(c, &spec) != 0) goto out;
+    if (argc - optind != 2) {
+        cli_fail("create-backend", "usage: serve create-backend NAME PLUGIN [options]");
+        goto out;
+    }
+    char err[4096], path[PATH_MAX];
+    if (!spec_name_valid("backend", argv[optind], err, sizeof err) ||
+        !backend_options_valid(&spec.options, err, sizeof err) ||
+        !plugin_path_resolve(argv[optind + 1], path, sizeof path, err, sizeof err)) {
+        cli_fail("create-backend", "%s", err);
+        goto out;
+    }
+    spec.name = strdup(argv[optind]);
+    spec.plugin = strdup(path);
+
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_key(&pk, "cmd");
+    mp_pack_str(&pk, "create-backend");
+    mp_pack_key(&pk, "backend");
+    backend_spec_pack(&pk, &spec);
+    msgpack_unpacked reply;
+    const msgpack_object *result;
+    bool ok = cli_call("create-backend", state_dir, &sbuf, &reply, &result);
+    msgpack_sbuffer_destroy(&sbuf);
+    if (ok) {
+        printf("serve: backend %s created: %u replica(s) of %s\n", spec.name,
+               spec.options.num_replicas, spec.plugin);
+        cli_reply_free(&reply);
+        rc = 0;
+    }
+out:
+    backend_spec_free(&spec);
+    return rc;
+}
+
+const struct cli_command cmd_create_backend = {
+    .name = "create-backend",
+    .usage = "create-backend NAME PLUGIN [options] [--config KEY=VALUE]...",
+    .summary = "Load a plugin and start its replicas as backend NAME.",
+    .help = "PLUGIN is a path to a .so, or a bare name (counter) looked up as NAME.so in\n"
+            "each folder of SERVE_PLUGIN_PATH, beside the serve binary (plugins/) and in\n"
+            "the installed plugin folder.\n\n"
+            "Options:\n" BACKEND_OPTIONS_HELP,
+    .run = run_create_backend,
+};
+
+int cli_simple_named(const char *cmd, int argc, char **argv, const char *state_dir,
+                        const char *done_fmt)
+{
+    if (argc != 2 || argv[1][0] == '-') return cli_fail(cmd, "usage: serve %s NAME", cmd);
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_key(&pk, "cmd");
+    mp_pack_str(&pk, cmd);
+    mp_pack_key(&pk, "name");
+    mp_pack_str(&pk, argv[1]);
+    msgpack_unpacked reply;
+    const msgpack_object *result;
+    bool ok = cli_call(cmd, state_dir, &sbuf, &reply, &result);
+    msgpack_sbuffer_destroy(&sbuf);
+    if (!ok) return 1;
+    printf(done_fmt, argv[1]);
+    cli_reply_free(&reply);
+    return 0;
+}
+
+static int run_delete_backend(int argc, char **argv, const char *state_dir)
+{
+    return cli_simple_named("delete-backend", argc, argv, state_dir, "serve: backend %s deleted\n");
+}
+
+const struct cli_command cmd_delete_backend = {
+    .name = "delete-backend",
+    .usage = "delete-backend NAME",
+    .summary = "Stop and remove a backend; refused while an endpoint uses it.",
+    .help = "Requests already queued for the backend are answered before its replicas stop.\n\n"
+            "Options:\n",
+    .run = run_delete_backend,
+};
+
+int cli_list(const char *cmd, int argc, char **argv, const char *state_dir,
+             void (*print)(const msgpack_object *))
+{
+    static const struct option long_options[] = {{"json", no_argument, NULL, 'j'}, {0, 0, 0, 0}};
+    bool json = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (c != 'j') return cli_fail(cmd, "usage: serve %s [--json]", cmd);
+        json = true;
+    }
+    if (optind < argc) return cli_fail(cmd, "unexpected argument '%s'", argv[optind]);
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_key(&pk, "cmd");
+    mp_pack_str(&pk, cmd);
+    msgpack_unpacked reply;
+    const msgpack_object *result;
+    bool ok = cli_call(cmd, state_dir, &sbuf, &reply, &result);
+    msgpack_sbuffer_destroy(&sbuf);
+    if (!ok) return 1;
+    if (json) {
+        cli_print_json(result);
+        printf("\n");
+    } else {
+        print(result);
+    }
+    cli_reply_free(&reply);
+    return 0;
+}
+
+static int run_list_backends(int argc, char **argv, const char *state_dir)
+{
+    return cli_list("list-backends", argc, argv, state_dir, cli_print_backends);
+}
+
+const struct cli_command cmd_list_backends = {
+    .name = "list-backends",
+    .usage = "list-backends [--json]",
+    .summary = "List backends with their plugin, options, queue and counts.",
+    .help = "Options:\n"
+            "  --json              print a JSON array\n",
+    .run = run_list_backends,
+};

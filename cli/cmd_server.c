@@ -1,0 +1,318 @@
+/* cmd_server.c - serve start, serve stop, serve status. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../runtime/log.h"
+#include "../runtime/mp.h"
+#include "../runtime/server.h"
+#include "cli.h"
+
+/* HOST:PORT, [V6]:PORT or :PORT into host (static storage) and port. */
+static bool parse_listen(const char *arg, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(arg, ':');
+    if (!colon) return false;
+    size_t n = (size_t)(colon - arg);
+    const char *h = arg;
+    if (n >= 2 && arg[0] == '[' && arg[n - 1] == ']') {
+        h++;
+        n -= 2;
+    }
+    if (n >= hostlen) return false;
+    memcpy(host, h, n);
+    host[n] = '\0';
+    if (!*host) snprintf(host, hostlen, "127.0.0.1");
+    uint32_t p;
+    if (!cli_parse_u32(colon + 1, 0, 65535, &p)) return false;
+    *port = (int)p;
+    return true;
+}
+
+struct start_report {
+    int fd;       /* daemon: pipe to the waiting parent; foreground: -1 */
+};
+
+static void report_started(const char *url, const char *message, void *arg)
+{
+    struct start_report *r = arg;
+    if (r->fd < 0) {
+        if (url) {
+            printf("serve: listening on %s\n", url);
+            fflush(stdout);
+        } else {
+            fprintf(stderr, "serve: start: %s\n", message);
+        }
+        return;
+    }
+    char line[4200];
+    int n = snprintf(line, sizeof line, "%s%s\n", url ? "" : "!", url ? url : message);
+    ssize_t ignored = write(r->fd, line, (size_t)(n < (int)sizeof line ? n : (int)sizeof line - 1));
+    (void)ignored;
+    close(r->fd);
+    r->fd = -1;
+}
+
+static int run_start(int argc, char **argv, const char *state_dir)
+{
+    static const struct option long_options[] = {
+        {"http", required_argument, NULL, 'H'},
+        {"http-threads", required_argument, NULL, 't'},
+        {"foreground", no_argument, NULL, 'f'},
+        {"max-body", required_argument, NULL, 'b'},
+        {"max-header", required_argument, NULL, 'm'},
+        {"idle-timeout", required_argument, NULL, 'i'},
+        {"log-level", required_argument, NULL, 'l'},
+        {0, 0, 0, 0}};
+    struct server_options o;
+    server_options_default(&o);
+    o.state_dir = state_dir;
+    bool foreground = false;
+    char host[256];
+    uint32_t u;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'H':
+            if (!parse_listen(optarg, host, sizeof host, &o.http_port))
+                return cli_fail("start", "--http %s: expected HOST:PORT, e.g. 127.0.0.1:8000", optarg);
+            o.http_host = host;
+            break;
+        case 't':
+            if (!cli_parse_u32(optarg, 1, 256, &u))
+                return cli_fail("start", "--http-threads %s: expected 1..256", optarg);
+            o.http_threads = (int)u;
+            break;
+        case 'f': foreground = true; break;
+        case 'b':
+            if (!cli_parse_u32(optarg, 1, 1u << 30, &u))
+                return cli_fail("start", "--max-body %s: expected bytes, 1..1073741824", optarg);
+            o.max_body = u;
+            break;
+        case 'm':
+            if (!cli_parse_u32(optarg, 256, 16u << 20, &u))
+                return cli_fail("start", "--max-header %s: expected bytes, 256..16777216", optarg);
+            o.max_header = u;
+            break;
+        case 'i':
+            if (!cli_parse_u32(optarg, 1, 86400, &u))
+                return cli_fail("start", "--idle-timeout %s: expected seconds, 1..86400", optarg);
+            o.idle_timeout_s = (int)u;
+            break;
+        case 'l': {
+            int level = serve__log_level_from_name(optarg);
+            if (level < 0)
+                return cli_fail("start", "--log-level %s: expected error, warn, info or debug", optarg);
+            serve__log_set_level(level);
+            break;
+        }
+        default: return cli_fail("start", "unknown option; see `serve start --help`");
+        }
+    }
+    if (optind < argc) return cli_fail("start", "unexpected argument '%s'", argv[optind]);
+
+    struct start_report report = {.fd = -1};
+    o.on_started = report_started;
+    o.on_started_arg = &report;
+    if (foreground) return server_run(&o);
+
+    /* Daemon: the child serves; the parent waits on a pipe for the child's
+     * first word, so `serve start` fails loudly when the server cannot. */
+    char log_path[4200];
+    snprintf(log_path, sizeof log_path, "%s/serve.log", state_dir);
+    int fds[2];
+    if (pipe(fds) != 0) return cli_fail("start", "pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) return cli_fail("start", "fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(fds[0]);
+        setsid();
+        int devnull = open("/dev/null", O_RDWR);
+        /* The state dir (and its parents) must exist before the log can. */
+        char path[4200];
+        snprintf(path, sizeof path, "%s", state_dir);
+        for (char *p = path + 1; *p; p++)
+            if (*p == '/') {
+                *p = '\0';
+                mkdir(path, 0700);
+                *p = '/';
+            }
+        mkdir(path, 0700);
+        int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        char err[4300];
+        if (log < 0) {
+            snprintf(err, sizeof err, "!cannot open log %s: %s\n", log_path, strerror(errno));
+            ssize_t ignored = write(fds[1], err, strlen(err));
+            (void)ignored;
+            _exit(1);
+        }
+        dup2(devnull, STDIN_FILENO);
+        dup2(log, STDOUT_FILENO);
+        dup2(log, STDERR_FILENO);
+        close(devnull);
+        close(log);
+        report.fd = fds[1];
+        _exit(server_run(&o));
+    }
+    close(fds[1]);
+    char line[4200];
+    size_t len = 0;
+    for (;;) {
+        ssize_t n = read(fds[0], line + len, sizeof line - 1 - len);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    close(fds[0]);
+    line[len] = '\0';
+    line[strcspn(line, "\n")] = '\0';
+    if (len == 0 || line[0] == '!') {
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (len == 0)
+            return cli_fail("start", "the server exited while starting; see %s", log_path);
+        return cli_fail("start", "%s", line + 1);
+    }
+    printf("serve: listening on %s (pid %ld, state dir %s, log %s)\n", line, (long)pid,
+           state_dir, log_path);
+    return 0;
+}
+
+const struct cli_command cmd_start = {
+    .name = "start",
+    .usage = "start [--http HOST:PORT] [--http-threads N] [--foreground] [options]",
+    .summary = "Start a server; restores the backends and endpoints of its state dir.",
+    .help = "Options:\n"
+            "  --http HOST:PORT    address to listen on (default 127.0.0.1:8000; port 0 picks one)\n"
+            "  --http-threads N    HTTP I/O threads (default: one per core)\n"
+            "  --foreground        stay in the foreground and log to stderr\n"
+            "                      (default: run as a daemon, log to STATE_DIR/serve.log)\n"
+            "  --max-body BYTES    largest request body; larger gets 413 (default 16777216)\n"
+            "  --max-header BYTES  largest request head; larger is refused (default 65536)\n"
+            "  --idle-timeout S    close idle keep-alive connections after S seconds (default 60)\n"
+            "  --log-level LEVEL   error, warn, info or debug (default info)\n",
+    .run = run_start,
+};
+
+/* The server holds an flock on STATE_DIR/serve.pid for as long as it runs. */
+static bool server_gone(const char *state_dir)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/serve.pid", state_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return true;
+    bool gone = flock(fd, LOCK_SH | LOCK_NB) == 0;
+    close(fd);
+    return gone;
+}
+
+static int run_stop(int argc, char **argv, const char *state_dir)
+{
+    static const struct option long_options[] = {{"timeout", required_argument, NULL, 't'},
+                                                 {0, 0, 0, 0}};
+    double timeout = 30;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (c != 't' || !cli_parse_double(optarg, 0, 86400, &timeout))
+            return cli_fail("stop", "usage: serve stop [--timeout SECONDS]");
+    }
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_key(&pk, "cmd");
+    mp_pack_str(&pk, "stop");
+    mp_pack_key(&pk, "timeout_s");
+    msgpack_pack_double(&pk, timeout);
+    msgpack_unpacked reply;
+    const msgpack_object *result;
+    bool ok = cli_call("stop", state_dir, &sbuf, &reply, &result);
+    msgpack_sbuffer_destroy(&sbuf);
+    if (!ok) return 1;
+    long pid = (long)cli_uint(result, "pid");
+    cli_reply_free(&reply);
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        if (server_gone(state_dir)) break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - start.tv_sec > timeout + 15)
+            return cli_fail("stop", "server (pid %ld) is still running after %g s", pid, timeout + 15);
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    printf("serve: stopped (pid %ld)\n", pid);
+    return 0;
+}
+
+const struct cli_command cmd_stop = {
+    .name = "stop",
+    .usage = "stop [--timeout SECONDS]",
+    .summary = "Stop the server gracefully: every accepted request is answered first.",
+    .help = "Stops accepting connections, answers every request already accepted\n"
+            "(queued or executing), then exits. Waits until the server is gone.\n\n"
+            "Options:\n"
+            "  --timeout S         after S seconds (default 30) requests still queued get 503\n",
+    .run = run_stop,
+};
+
+static int run_status(int argc, char **argv, const char *state_dir)
+{
+    static const struct option long_options[] = {{"json", no_argument, NULL, 'j'}, {0, 0, 0, 0}};
+    bool json = false;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        if (c != 'j') return cli_fail("status", "usage: serve status [--json]");
+        json = true;
+    }
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 1);
+    mp_pack_key(&pk, "cmd");
+    mp_pack_str(&pk, "status");
+    msgpack_unpacked reply;
+    const msgpack_object *result;
+    bool ok = cli_call("status", state_dir, &sbuf, &reply, &result);
+    msgpack_sbuffer_destroy(&sbuf);
+    if (!ok) return 1;
+    if (json) {
+        cli_print_json(result);
+        printf("\n");
+    } else {
+        char url[256];
+        printf("serve at %s, pid %llu, up %llu s, state dir %s\n",
+               cli_str(result, "url", url, sizeof url), (unsigned long long)cli_uint(result, "pid"),
+               (unsigned long long)cli_uint(result, "uptime_s"), state_dir);
+        printf("%llu request(s) in progress\n\n",
+               (unsigned long long)cli_uint(result, "outstanding_requests"));
+        cli_print_backends(mp_get(result, "backends"));
+        printf("\n");
+        cli_print_endpoints(mp_get(result, "endpoints"));
+    }
+    cli_reply_free(&reply);
+    return 0;
+}
+
+const struct cli_command cmd_status = {
+    .name = "status",
+    .usage = "status [--json]",
+    .summary = "Show the server's address, uptime, backends and endpoints.",
+    .help = "Options:\n"
+            "  --json              print one JSON object instead of tables\n",
+    .run = run_status,
+};

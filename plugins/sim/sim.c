@@ -1,0 +1,87 @@
+/* sim - a simulated model for load tests and batching checks. A batch of n
+ * takes base_us + per_item_us x n microseconds (config keys, default 0) and
+ * each request is answered {"batch_size": n, "replica": R, "index": i}. */
+#include <errno.h>
+#include <serve/plugin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+struct sim {
+    long base_us;
+    long per_item_us;
+    int replica;
+};
+
+static int read_us(serve_replica *replica, const serve_config *config, const char *key,
+                   long *out)
+{
+    const char *v = serve_config_get(config, key);
+    if (!v) return 0;
+    char *end;
+    errno = 0;
+    long us = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || errno || us < 0 || us > 600000000) {
+        serve_replica_fail(replica, "config %s=%s: expected microseconds, 0..600000000", key, v);
+        return -1;
+    }
+    *out = us;
+    return 0;
+}
+
+static int sim_init(serve_replica *replica, const serve_config *config, void **state)
+{
+    struct sim *s = calloc(1, sizeof *s);
+    if (!s) {
+        serve_replica_fail(replica, "out of memory");
+        return -1;
+    }
+    if (read_us(replica, config, "base_us", &s->base_us) != 0 ||
+        read_us(replica, config, "per_item_us", &s->per_item_us) != 0) {
+        free(s);
+        return -1;
+    }
+    s->replica = serve_replica_index(replica);
+    *state = s;
+    return 0;
+}
+
+static void sleep_us(long us)
+{
+    if (us <= 0) return;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += us / 1000000;
+    deadline.tv_nsec += (us % 1000000) * 1000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, NULL) == EINTR) {
+    }
+}
+
+static int sim_handle_batch(void *state, serve_request *const *requests, size_t n)
+{
+    struct sim *s = state;
+    sleep_us(s->base_us + s->per_item_us * (long)n);
+    for (size_t i = 0; i < n; i++) {
+        char body[96];
+        int len = snprintf(body, sizeof body, "{\"batch_size\": %zu, \"replica\": %d, \"index\": %zu}",
+                           n, s->replica, i);
+        serve_respond(requests[i], 200, "application/json", body, (size_t)len);
+    }
+    return 0;
+}
+
+static void sim_destroy(void *state) { free(state); }
+
+static const serve_plugin sim_plugin = {
+    .abi_version = SERVE_ABI_VERSION,
+    .name = "sim",
+    .init = sim_init,
+    .handle_batch = sim_handle_batch,
+    .destroy = sim_destroy,
+};
+
+SERVE_PLUGIN_DEFINE(sim_plugin)

@@ -1,0 +1,417 @@
+/* backend.c - replicas, the batching queue and the worker threads. */
+#include "backend.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "loader.h"
+#include "log.h"
+#include "mp.h"
+#include "replica_context.h"
+
+struct replica {
+    struct backend *backend;
+    serve_replica context;
+    void *state;
+    pthread_t thread;
+    bool thread_started;
+    bool initialized;
+    /* Guarded by backend->mutex. */
+    uint32_t in_flight;
+    serve_request *deferred_head;
+};
+
+struct backend {
+    atomic_int refs;
+    struct backend_spec spec;
+    struct plugin_lib lib;
+    uint32_t concurrency;
+    uint64_t batch_wait_ns;
+
+    pthread_mutex_t mutex;
+    pthread_cond_t work_ready; /* queue grew, capacity freed, or stopping */
+    serve_request *queue_head;
+    serve_request *queue_tail;
+    size_t queue_len;
+    bool accepting;
+    bool stopping;
+    bool reject_queued;
+
+    struct replica *replicas;
+    size_t replica_count;
+
+    atomic_ulong requests_total;
+    atomic_ulong batches_total;
+};
+
+static void deliver_or_drop(serve_request *req)
+{
+    if (atomic_load(&req->state) == REQ_ANSWERED)
+        req->deliver(req); /* hands the execution reference to the origin */
+    else
+        request_release(req);
+}
+
+/* Runs one batch on the replica's worker thread, outside the mutex.
+ * Returns how many requests left the replica's in-flight count. */
+static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
+{
+    struct backend *b = r->backend;
+    for (size_t i = 0; i < n; i++) {
+        request_ref(batch[i]); /* the batch reference */
+        batch[i]->in_batch = true;
+    }
+    int rc = b->lib.plugin->handle_batch(r->state, batch, n);
+    uint32_t finished = 0;
+    for (size_t i = 0; i < n; i++) {
+        serve_request *req = batch[i];
+        req->in_batch = false;
+        if (req->deferred) {
+            request_release(req);
+            continue;
+        }
+        if (!req->answered) {
+            req->answered = true;
+            char msg[256];
+            if (rc != 0) {
+                snprintf(msg, sizeof msg, "backend %s: plugin failed on this batch (code %d)",
+                         b->spec.name, rc);
+            } else {
+                backend_report_plugin_bug(req, "returned without answering a request");
+                snprintf(msg, sizeof msg, "backend %s: plugin returned without answering",
+                         b->spec.name);
+            }
+            request_answer_runtime(req, 500, msg);
+        }
+        finished++;
+        deliver_or_drop(req);
+        request_release(req);
+    }
+    atomic_fetch_add_explicit(&b->batches_total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->requests_total, n, memory_order_relaxed);
+    return finished;
+}
+
+static void reject_batch(struct backend *b, serve_request **batch, size_t n)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "backend %s is shutting down", b->spec.name);
+    for (size_t i = 0; i < n; i++) {
+        request_answer_runtime(batch[i], 503, msg);
+        deliver_or_drop(batch[i]);
+    }
+}
+
+static void *replica_main(void *arg)
+{
+    struct replica *r = arg;
+    struct backend *b = r->backend;
+    const size_t max_batch = b->spec.options.max_batch_size;
+    serve_request **batch = malloc(max_batch * sizeof *batch);
+    if (!batch) {
+        LOG_ERROR("backend=%s replica=%d: out of memory", b->spec.name, r->context.index);
+        return NULL;
+    }
+    pthread_mutex_lock(&b->mutex);
+    for (;;) {
+        if (b->queue_len == 0) {
+            if (b->stopping) break;
+            pthread_cond_wait(&b->work_ready, &b->mutex);
+            continue;
+        }
+        bool rejecting = b->reject_queued;
+        if (!rejecting && r->in_flight >= b->concurrency) {
+            pthread_cond_wait(&b->work_ready, &b->mutex);
+            continue;
+        }
+        uint64_t deadline = b->queue_head->enqueued_ns + b->batch_wait_ns;
+        if (!rejecting && !b->stopping && b->queue_len < max_batch &&
+            serve__now_ns() < deadline) {
+            struct timespec ts = serve__ns_to_timespec(deadline);
+            pthread_cond_timedwait(&b->work_ready, &b->mutex, &ts);
+            continue;
+        }
+        size_t limit = max_batch;
+        if (!rejecting && b->concurrency - r->in_flight < limit)
+            limit = b->concurrency - r->in_flight;
+        size_t n = 0;
+        while (n < limit && b->queue_head) {
+            serve_request *req = b->queue_head;
+            b->queue_head = req->next;
+            if (!b->queue_head) b->queue_tail = NULL;
+            b->queue_len--;
+            req->next = NULL;
+            if (atomic_load(&req->state) == REQ_TIMED_OUT) {
+                request_release(req); /* answered 504 already; not the last ref */
+                continue;
+            }
+            req->replica = r;
+            batch[n++] = req;
+        }
+        if (n == 0) continue;
+        if (rejecting) {
+            pthread_mutex_unlock(&b->mutex);
+            reject_batch(b, batch, n);
+            pthread_mutex_lock(&b->mutex);
+            continue;
+        }
+        r->in_flight += (uint32_t)n;
+        pthread_mutex_unlock(&b->mutex);
+        uint32_t finished = run_batch(r, batch, n);
+        pthread_mutex_lock(&b->mutex);
+        r->in_flight -= finished;
+    }
+    pthread_mutex_unlock(&b->mutex);
+    free(batch);
+    return NULL;
+}
+
+static void destroy_replicas(struct backend *b)
+{
+    for (size_t i = 0; i < b->replica_count; i++) {
+        struct replica *r = &b->replicas[i];
+        if (r->initialized && b->lib.plugin->destroy) b->lib.plugin->destroy(r->state);
+        r->initialized = false;
+    }
+}
+
+struct backend *backend_create(const struct backend_spec *spec, char *err,
+                               size_t errlen)
+{
+    struct backend *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&b->refs, 1);
+    b->spec.name = strdup(spec->name);
+    b->spec.plugin = strdup(spec->plugin);
+    b->spec.options = spec->options;
+    b->spec.config = config_copy(spec->config);
+    b->concurrency = backend_options_concurrency(&spec->options);
+    b->batch_wait_ns = (uint64_t)(spec->options.batch_wait_timeout_ms * 1e6);
+    pthread_mutex_init(&b->mutex, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->work_ready, &attr);
+    pthread_condattr_destroy(&attr);
+    b->replica_count = spec->options.num_replicas;
+    b->replicas = calloc(b->replica_count, sizeof *b->replicas);
+    if (!b->spec.name || !b->spec.plugin || !b->spec.config || !b->replicas) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (!plugin_load(spec->plugin, &b->lib, err, errlen)) goto fail;
+
+    for (size_t i = 0; i < b->replica_count; i++) {
+        struct replica *r = &b->replicas[i];
+        r->backend = b;
+        r->context.backend_name = b->spec.name;
+        r->context.index = (int)i;
+        if (b->lib.plugin->init &&
+            b->lib.plugin->init(&r->context, b->spec.config, &r->state) != 0) {
+            snprintf(err, errlen, "plugin %s: init failed: %s", spec->plugin,
+                     r->context.failure[0] ? r->context.failure : "no reason given");
+            goto fail;
+        }
+        r->initialized = true;
+    }
+    b->accepting = true;
+    for (size_t i = 0; i < b->replica_count; i++) {
+        struct replica *r = &b->replicas[i];
+        int rc = pthread_create(&r->thread, NULL, replica_main, r);
+        if (rc != 0) {
+            snprintf(err, errlen, "backend %s: cannot start worker thread: %s",
+                     spec->name, strerror(rc));
+            backend_stop(b);
+            backend_release(b);
+            return NULL;
+        }
+        r->thread_started = true;
+    }
+    return b;
+fail:
+    destroy_replicas(b);
+    backend_release(b);
+    return NULL;
+}
+
+void backend_ref(struct backend *b)
+{
+    atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+}
+
+void backend_release(struct backend *b)
+{
+    if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
+    plugin_unload(&b->lib);
+    pthread_mutex_destroy(&b->mutex);
+    pthread_cond_destroy(&b->work_ready);
+    free(b->replicas);
+    backend_spec_free(&b->spec);
+    free(b);
+}
+
+const char *backend_name(const struct backend *b) { return b->spec.name; }
+
+const struct backend_spec *backend_get_spec(const struct backend *b)
+{
+    return &b->spec;
+}
+
+enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
+{
+    req->enqueued_ns = serve__now_ns();
+    pthread_mutex_lock(&b->mutex);
+    if (!b->accepting) {
+        pthread_mutex_unlock(&b->mutex);
+        return ENQUEUE_CLOSED;
+    }
+    if (b->queue_len >= b->spec.options.max_queued_requests) {
+        pthread_mutex_unlock(&b->mutex);
+        return ENQUEUE_OVERLOADED;
+    }
+    request_ref(req); /* the execution reference */
+    req->next = NULL;
+    if (b->queue_tail)
+        b->queue_tail->next = req;
+    else
+        b->queue_head = req;
+    b->queue_tail = req;
+    b->queue_len++;
+    pthread_mutex_unlock(&b->mutex);
+    /* Broadcast, not signal: a waiter may be a replica at its concurrency
+     * limit, which would swallow a single wake-up. */
+    pthread_cond_broadcast(&b->work_ready);
+    return ENQUEUE_OK;
+}
+
+void backend_stop(struct backend *b)
+{
+    pthread_mutex_lock(&b->mutex);
+    b->accepting = false;
+    b->stopping = true;
+    pthread_mutex_unlock(&b->mutex);
+    pthread_cond_broadcast(&b->work_ready);
+    for (size_t i = 0; i < b->replica_count; i++) {
+        if (b->replicas[i].thread_started) pthread_join(b->replicas[i].thread, NULL);
+        b->replicas[i].thread_started = false;
+    }
+    destroy_replicas(b);
+    char msg[256];
+    snprintf(msg, sizeof msg, "backend %s stopped before its plugin answered", b->spec.name);
+    for (size_t i = 0; i < b->replica_count; i++) {
+        struct replica *r = &b->replicas[i];
+        for (;;) {
+            pthread_mutex_lock(&b->mutex);
+            serve_request *req = r->deferred_head;
+            pthread_mutex_unlock(&b->mutex);
+            if (!req) break;
+            backend_deferred_answered(req, request_answer_runtime(req, 503, msg));
+        }
+    }
+}
+
+void backend_reject_queued(struct backend *b)
+{
+    pthread_mutex_lock(&b->mutex);
+    b->reject_queued = true;
+    pthread_mutex_unlock(&b->mutex);
+    pthread_cond_broadcast(&b->work_ready);
+}
+
+size_t backend_outstanding(struct backend *b)
+{
+    pthread_mutex_lock(&b->mutex);
+    size_t n = b->queue_len;
+    for (size_t i = 0; i < b->replica_count; i++) n += b->replicas[i].in_flight;
+    pthread_mutex_unlock(&b->mutex);
+    return n;
+}
+
+void backend_defer(serve_request *req)
+{
+    struct replica *r = req->replica;
+    struct backend *b = r->backend;
+    pthread_mutex_lock(&b->mutex);
+    req->deferred = true;
+    req->deferred_prev = NULL;
+    req->deferred_next = r->deferred_head;
+    if (r->deferred_head) r->deferred_head->deferred_prev = req;
+    r->deferred_head = req;
+    pthread_mutex_unlock(&b->mutex);
+}
+
+void backend_deferred_answered(serve_request *req, bool answer_won)
+{
+    struct replica *r = req->replica;
+    struct backend *b = r->backend;
+    pthread_mutex_lock(&b->mutex);
+    if (req->deferred_prev)
+        req->deferred_prev->deferred_next = req->deferred_next;
+    else
+        r->deferred_head = req->deferred_next;
+    if (req->deferred_next) req->deferred_next->deferred_prev = req->deferred_prev;
+    req->deferred_prev = req->deferred_next = NULL;
+    r->in_flight--;
+    pthread_mutex_unlock(&b->mutex);
+    pthread_cond_broadcast(&b->work_ready);
+    if (answer_won)
+        req->deliver(req);
+    else
+        request_release(req); /* timed out: drop the execution reference */
+}
+
+void backend_report_plugin_bug(const serve_request *req, const char *what)
+{
+    const struct replica *r = req->replica;
+    LOG_ERROR("backend=%s replica=%d request=%s: plugin bug: %s",
+              r ? r->backend->spec.name : "?", r ? r->context.index : -1,
+              req->id ? req->id : "-", what);
+}
+
+void backend_pack_status(struct backend *b, msgpack_packer *pk)
+{
+    size_t queued, in_flight = 0;
+    pthread_mutex_lock(&b->mutex);
+    queued = b->queue_len;
+    for (size_t i = 0; i < b->replica_count; i++) in_flight += b->replicas[i].in_flight;
+    pthread_mutex_unlock(&b->mutex);
+    msgpack_pack_map(pk, 6);
+    mp_pack_key(pk, "spec");
+    backend_spec_pack(pk, &b->spec);
+    mp_pack_key(pk, "plugin_name");
+    mp_pack_str(pk, b->lib.plugin ? b->lib.plugin->name : "?");
+    mp_pack_key(pk, "queued");
+    msgpack_pack_uint64(pk, queued);
+    mp_pack_key(pk, "in_flight");
+    msgpack_pack_uint64(pk, in_flight);
+    mp_pack_key(pk, "requests");
+    msgpack_pack_uint64(pk, atomic_load(&b->requests_total));
+    mp_pack_key(pk, "batches");
+    msgpack_pack_uint64(pk, atomic_load(&b->batches_total));
+}
+
+SERVE_EXPORT const char *serve_replica_backend(const serve_replica *replica)
+{
+    return replica ? replica->backend_name : NULL;
+}
+
+SERVE_EXPORT int serve_replica_index(const serve_replica *replica)
+{
+    return replica ? replica->index : -1;
+}
+
+SERVE_EXPORT void serve_replica_fail(serve_replica *replica, const char *fmt, ...)
+{
+    if (!replica || !fmt) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(replica->failure, sizeof replica->failure, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,63 @@
+/* backend.h - a backend: one loaded plugin, its replicas, and the queue they
+ * take batches from.
+ *
+ * Threads: backend_create and backend_stop run on the control thread. Front
+ * ends call backend_enqueue from any thread. Each replica has one worker
+ * thread that forms batches and calls handle_batch.
+ *
+ * The batching rule: a replica dispatches as soon as max_batch_size requests
+ * wait, or batch_wait_timeout after the first waiting request arrived,
+ * whichever comes first, never more than max_batch_size, in arrival order,
+ * and only while it has fewer than max_concurrent_queries requests in
+ * flight (executing or deferred). */
+#ifndef SERVE_RUNTIME_BACKEND_H
+#define SERVE_RUNTIME_BACKEND_H
+
+#include <msgpack.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "request.h"
+#include "spec.h"
+
+struct backend;
+
+/* Loads the plugin, runs init for every replica and starts the workers.
+ * The spec is copied. On failure returns NULL with one line in err. */
+struct backend *backend_create(const struct backend_spec *spec, char *err,
+                               size_t errlen);
+
+void backend_ref(struct backend *b);
+void backend_release(struct backend *b); /* frees on the last reference */
+
+const char *backend_name(const struct backend *b);
+const struct backend_spec *backend_get_spec(const struct backend *b);
+
+enum enqueue_result { ENQUEUE_OK, ENQUEUE_OVERLOADED, ENQUEUE_CLOSED };
+
+/* Queues a request (taking the execution reference on success). Sets
+ * req->backend's timing fields. Any thread. */
+enum enqueue_result backend_enqueue(struct backend *b, serve_request *req);
+
+/* Stops taking requests, lets the replicas finish what is queued, joins
+ * them, calls destroy and answers still-deferred requests with 503. */
+void backend_stop(struct backend *b);
+
+/* From now on queued requests are answered 503 instead of executed (the
+ * last step of a graceful stop whose time ran out). Any thread. */
+void backend_reject_queued(struct backend *b);
+
+/* Number of requests accepted but not yet answered (queued, executing,
+ * deferred). */
+size_t backend_outstanding(struct backend *b);
+
+/* Packs {name, plugin, options..., queued, in_flight, requests, batches}
+ * for status and list commands. */
+void backend_pack_status(struct backend *b, msgpack_packer *pk);
+
+/* Hooks for request.c. */
+void backend_defer(serve_request *req);
+void backend_deferred_answered(serve_request *req, bool answer_won);
+void backend_report_plugin_bug(const serve_request *req, const char *what);
+
+#endif

@@ -1,0 +1,147 @@
+/* control.c - the control socket: a Unix socket in the state dir, mode
+ * 0600, one thread, blocking I/O, one msgpack frame in and one out per
+ * command. Commands run one at a time, which is what makes the
+ * apply-persist-acknowledge sequence of commands.c safe without locks. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "frame.h"
+#include "log.h"
+#include "mp.h"
+#include "server_internal.h"
+
+static void reply(int fd, bool ok, const char *err, const msgpack_sbuffer *result)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_key(&pk, "ok");
+    ok ? msgpack_pack_true(&pk) : msgpack_pack_false(&pk);
+    if (ok) {
+        mp_pack_key(&pk, "result");
+        if (result->size)
+            msgpack_sbuffer_write(&sbuf, result->data, result->size);
+        else
+            msgpack_pack_nil(&pk);
+    } else {
+        mp_pack_key(&pk, "error");
+        mp_pack_str(&pk, err);
+    }
+    if (frame_write(fd, sbuf.data, sbuf.size) != 0)
+        LOG_WARN("control: cannot send reply: %s", strerror(errno));
+    msgpack_sbuffer_destroy(&sbuf);
+}
+
+static void serve_connection(struct server *s, int fd)
+{
+    for (;;) {
+        char *data = NULL;
+        size_t len = 0;
+        int rc = frame_read(fd, &data, &len, FRAME_MAX);
+        if (rc == -2) {
+            reply(fd, false, "control frame too large", NULL);
+            return;
+        }
+        if (rc != 0) return; /* EOF or a client that went away */
+        msgpack_unpacked msg;
+        msgpack_unpacked_init(&msg);
+        size_t off = 0;
+        msgpack_sbuffer result;
+        msgpack_sbuffer_init(&result);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &result, msgpack_sbuffer_write);
+        char err[2048] = "";
+        bool ok;
+        if (msgpack_unpack_next(&msg, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+            msg.data.type != MSGPACK_OBJECT_MAP) {
+            snprintf(err, sizeof err, "malformed control frame: expected a msgpack map");
+            ok = false;
+        } else {
+            ok = command_run(s, &msg.data, &pk, err, sizeof err);
+        }
+        reply(fd, ok, err, &result);
+        msgpack_sbuffer_destroy(&result);
+        msgpack_unpacked_destroy(&msg);
+        free(data);
+    }
+}
+
+static void *control_main(void *arg)
+{
+    struct server *s = arg;
+    for (;;) {
+        struct pollfd fds[2] = {{s->control_fd, POLLIN, 0}, {s->control_wake[0], POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            LOG_ERROR("control: poll: %s", strerror(errno));
+            break;
+        }
+        if (fds[1].revents) break;
+        if (!(fds[0].revents & POLLIN)) continue;
+        int fd = accept4(s->control_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) continue;
+        /* A client that stops talking must not hold the control plane. */
+        struct timeval tv = {10, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        serve_connection(s, fd);
+        close(fd);
+    }
+    return NULL;
+}
+
+bool control_start(struct server *s, char *err, size_t errlen)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(s->socket_path) >= sizeof addr.sun_path) {
+        snprintf(err, errlen, "control socket path %s is too long (state dir too deep)",
+                 s->socket_path);
+        return false;
+    }
+    strcpy(addr.sun_path, s->socket_path);
+    /* Only reached while holding the state dir's lock: a socket file left
+     * here belongs to a server that is gone. */
+    unlink(s->socket_path);
+    s->control_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    mode_t old_mask = umask(0177); /* the socket is created 0600 */
+    int rc = s->control_fd < 0 ? -1
+                               : bind(s->control_fd, (struct sockaddr *)&addr, sizeof addr);
+    umask(old_mask);
+    if (rc != 0 || chmod(s->socket_path, 0600) != 0 || listen(s->control_fd, 64) != 0 ||
+        pipe2(s->control_wake, O_CLOEXEC) != 0) {
+        snprintf(err, errlen, "control socket %s: %s", s->socket_path, strerror(errno));
+        return false;
+    }
+    if (pthread_create(&s->control_thread, NULL, control_main, s) != 0) {
+        snprintf(err, errlen, "cannot start the control thread");
+        return false;
+    }
+    s->control_started = true;
+    return true;
+}
+
+void control_stop(struct server *s)
+{
+    if (s->control_started) {
+        ssize_t ignored = write(s->control_wake[1], "x", 1);
+        (void)ignored;
+        pthread_join(s->control_thread, NULL);
+        s->control_started = false;
+    }
+    if (s->control_fd >= 0) close(s->control_fd);
+    s->control_fd = -1;
+    for (int i = 0; i < 2; i++)
+        if (s->control_wake[i] >= 0) close(s->control_wake[i]);
+    s->control_wake[0] = s->control_wake[1] = -1;
+    unlink(s->socket_path);
+}

@@ -1,0 +1,32 @@
+/* deployment.h - the declared state: every backend and endpoint the control
+ * plane acknowledged. This is what the state file holds. */
+#ifndef SERVE_RUNTIME_DEPLOYMENT_H
+#define SERVE_RUNTIME_DEPLOYMENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "spec.h"
+
+struct deployment {
+    struct backend_spec *backends;
+    size_t backend_count;
+    struct endpoint_spec *endpoints;
+    size_t endpoint_count;
+};
+
+void deployment_free(struct deployment *d);
+/* Index of the named item, or -1. */
+long deployment_find_backend(const struct deployment *d, const char *name);
+long deployment_find_endpoint(const struct deployment *d, const char *name);
+
+/* Writes the state file atomically: a temp file beside it, fsync, rename,
+ * fsync of the folder. On failure the old file is untouched. */
+bool deployment_save(const struct deployment *d, const char *path, char *err,
+                     size_t errlen);
+/* Reads the state file. A missing file is an empty deployment; a file that
+ * cannot be read or decoded is an error naming the file. */
+bool deployment_load(struct deployment *d, const char *path, char *err,
+                     size_t errlen);
+
+#endif

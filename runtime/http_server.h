@@ -1,0 +1,46 @@
+/* http_server.h - the data plane: N I/O threads, each with its own libevent
+ * base and evhttp, sharing one listening socket.
+ *
+ * An I/O thread parses a request, routes it with its own routes snapshot,
+ * queues it on the backend and goes on; the answer comes back through the
+ * thread's completion queue (mutex + event_active), and the thread writes
+ * it. The data plane can only route to what exists: it cannot load, change
+ * or delete anything. */
+#ifndef SERVE_RUNTIME_HTTP_SERVER_H
+#define SERVE_RUNTIME_HTTP_SERVER_H
+
+#include <stddef.h>
+
+#include "routes.h"
+
+struct http_options {
+    const char *host;
+    int port;            /* 0 picks a free port */
+    int threads;
+    size_t max_body;
+    size_t max_header;
+    int idle_timeout_s;
+};
+
+struct http_server;
+
+/* Binds and starts the I/O threads with an empty routing table. */
+struct http_server *http_server_start(const struct http_options *options,
+                                      char *err, size_t errlen);
+int http_server_port(const struct http_server *s);
+
+/* Hands a new snapshot to every I/O thread (each takes its own reference;
+ * the caller keeps its own). Any thread. */
+void http_server_publish_routes(struct http_server *s, struct routes *routes);
+
+/* Stops accepting connections; requests on open connections get 503 and
+ * the connection is closed; /-/healthz answers 503. */
+void http_server_drain(struct http_server *s);
+
+/* Requests received and not yet answered, over all threads. */
+size_t http_server_outstanding(struct http_server *s);
+
+/* Stops the threads and frees everything. */
+void http_server_stop(struct http_server *s);
+
+#endif

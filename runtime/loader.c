@@ -1,0 +1,91 @@
+/* loader.c - plugin loading with a clear error for every failure. */
+#include "loader.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Distinguishes "missing" and "not a shared object" before dlopen, whose
+ * messages for those cases are long and vary between libc versions. */
+static bool precheck(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "plugin %s: %s", path, strerror(errno));
+        return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "plugin %s: not a regular file", path);
+        return false;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "plugin %s: %s", path, strerror(errno));
+        return false;
+    }
+    unsigned char magic[4] = {0};
+    ssize_t n = read(fd, magic, sizeof magic);
+    close(fd);
+    if (n != 4 || memcmp(magic, "\x7f" "ELF", 4) != 0) {
+        snprintf(err, errlen, "plugin %s: not a shared object (no ELF header)", path);
+        return false;
+    }
+    return true;
+}
+
+bool plugin_load(const char *path, struct plugin_lib *lib, char *err,
+                 size_t errlen)
+{
+    memset(lib, 0, sizeof *lib);
+    if (!precheck(path, err, errlen)) return false;
+    /* RTLD_LOCAL keeps each plugin's own symbols to itself; RTLD_NOW reports
+     * an unresolved symbol here rather than at the first request. */
+    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+        snprintf(err, errlen, "plugin %s: cannot load: %s", path, dlerror());
+        return false;
+    }
+    dlerror();
+    void *sym = dlsym(handle, SERVE_PLUGIN_ENTRY_SYMBOL);
+    if (!sym) {
+        snprintf(err, errlen, "plugin %s: missing symbol %s", path,
+                 SERVE_PLUGIN_ENTRY_SYMBOL);
+        dlclose(handle);
+        return false;
+    }
+    serve_plugin_entry_fn entry;
+    memcpy(&entry, &sym, sizeof entry); /* object pointer to function pointer */
+    const serve_plugin *plugin = entry();
+    const char *why = NULL;
+    if (!plugin) {
+        why = "serve_plugin_entry returned NULL";
+    } else if (plugin->abi_version != SERVE_ABI_VERSION) {
+        snprintf(err, errlen,
+                 "plugin %s: built for SDK ABI version %u, this server speaks version %u",
+                 path, plugin->abi_version, SERVE_ABI_VERSION);
+        dlclose(handle);
+        return false;
+    } else if (!plugin->name || !*plugin->name) {
+        why = "descriptor has no name";
+    } else if (!plugin->handle_batch) {
+        why = "descriptor has no handle_batch callback";
+    }
+    if (why) {
+        snprintf(err, errlen, "plugin %s: %s", path, why);
+        dlclose(handle);
+        return false;
+    }
+    lib->handle = handle;
+    lib->plugin = plugin;
+    return true;
+}
+
+void plugin_unload(struct plugin_lib *lib)
+{
+    if (lib->handle) dlclose(lib->handle);
+    memset(lib, 0, sizeof *lib);
+}

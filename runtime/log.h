@@ -1,0 +1,19 @@
+/* log.h - the server log: one line per event, with level and context.
+ *
+ * Lines go to stderr (the daemon points stderr at the log file in the state
+ * dir). Each line is written with one write(2) so lines from different
+ * threads never interleave. */
+#ifndef SERVE_RUNTIME_LOG_H
+#define SERVE_RUNTIME_LOG_H
+
+#include "serve/plugin.h"
+
+void serve__log_set_level(int level);
+int serve__log_level_from_name(const char *name); /* -1 if unknown */
+void serve__log(int level, const char *fmt, ...) SERVE_PRINTF(2, 3);
+
+#define LOG_ERROR(...) serve__log(SERVE_LOG_ERROR, __VA_ARGS__)
+#define LOG_WARN(...) serve__log(SERVE_LOG_WARN, __VA_ARGS__)
+#define LOG_INFO(...) serve__log(SERVE_LOG_INFO, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,66 @@
+/* plugin_path.c - plugin name resolution (see plugin_path.h). */
+#include "plugin_path.h"
+
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef SERVE_PLUGIN_DIR
+#define SERVE_PLUGIN_DIR "/usr/local/lib/serve/plugins"
+#endif
+
+static bool try_dir(const char *dir, const char *name, char *out, size_t outlen)
+{
+    if (!*dir) return false;
+    snprintf(out, outlen, "%s/%s.so", dir, name);
+    return access(out, R_OK) == 0;
+}
+
+bool plugin_path_resolve(const char *plugin, char *out, size_t outlen, char *err,
+                         size_t errlen)
+{
+    size_t n = strlen(plugin);
+    if (n == 0) {
+        snprintf(err, errlen, "plugin name is empty");
+        return false;
+    }
+    if (strchr(plugin, '/') || (n > 3 && strcmp(plugin + n - 3, ".so") == 0)) {
+        if (plugin[0] == '/') {
+            snprintf(out, outlen, "%s", plugin);
+        } else {
+            char cwd[PATH_MAX];
+            if (!getcwd(cwd, sizeof cwd)) {
+                snprintf(err, errlen, "plugin %s: cannot read the current directory", plugin);
+                return false;
+            }
+            snprintf(out, outlen, "%s/%s", cwd, plugin);
+        }
+        return true;
+    }
+    const char *env = getenv("SERVE_PLUGIN_PATH");
+    if (env) {
+        char *dirs = strdup(env), *save = NULL;
+        for (char *d = dirs ? strtok_r(dirs, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save))
+            if (try_dir(d, plugin, out, outlen)) {
+                free(dirs);
+                return true;
+            }
+        free(dirs);
+    }
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char build_dir[PATH_MAX] = "";
+    if (len > 0) {
+        exe[len] = '\0';
+        snprintf(build_dir, sizeof build_dir, "%s/plugins", dirname(exe));
+        if (try_dir(build_dir, plugin, out, outlen)) return true;
+    }
+    if (try_dir(SERVE_PLUGIN_DIR, plugin, out, outlen)) return true;
+    snprintf(err, errlen,
+             "plugin %s not found: looked for %s.so in SERVE_PLUGIN_PATH (%s), %s and %s",
+             plugin, plugin, env ? env : "unset", build_dir, SERVE_PLUGIN_DIR);
+    return false;
+}

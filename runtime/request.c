@@ -1,0 +1,282 @@
+/* request.c - request lifetime, the SDK's request accessors and the answer
+ * functions (see request.h for the ownership rules). */
+#include "request.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "backend.h"
+#include "log.h"
+
+serve_request *request_new(size_t extra, char **extra_out)
+{
+    serve_request *req = calloc(1, sizeof *req + extra);
+    if (!req) return NULL;
+    atomic_init(&req->state, REQ_PENDING);
+    atomic_init(&req->refs, 1);
+    if (extra_out) *extra_out = (char *)(req + 1);
+    return req;
+}
+
+void request_ref(serve_request *req)
+{
+    atomic_fetch_add_explicit(&req->refs, 1, memory_order_relaxed);
+}
+
+void request_clear_response(serve_request *req)
+{
+    if (req->free_response_body && req->response_body)
+        req->free_response_body(req->response_body);
+    req->response_body = NULL;
+    req->free_response_body = NULL;
+    req->response_len = 0;
+    free(req->content_type);
+    req->content_type = NULL;
+    for (size_t i = 0; i < req->response_header_count; i++) {
+        free(req->response_headers[i].name);
+        free(req->response_headers[i].value);
+    }
+    free(req->response_headers);
+    req->response_headers = NULL;
+    req->response_header_count = 0;
+}
+
+void request_release(serve_request *req)
+{
+    if (atomic_fetch_sub_explicit(&req->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    request_clear_response(req);
+    if (req->body_buf) evbuffer_free(req->body_buf);
+    for (size_t i = 0; i < req->query_count * 2; i++) free(req->query[i]);
+    free(req->query);
+    if (req->backend) backend_release(req->backend);
+    free(req);
+}
+
+static uint32_t id_prefix;
+static atomic_ulong id_counter;
+
+void request_id_generate(char out[32])
+{
+    if (!id_prefix) {
+        uint32_t r = 0;
+        if (getrandom(&r, sizeof r, 0) != sizeof r) r = 0x5e7e5e7e;
+        id_prefix = r | 1;
+    }
+    unsigned long n = atomic_fetch_add_explicit(&id_counter, 1, memory_order_relaxed);
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int shift = 28; shift >= 0; shift -= 4) *p++ = hex[(id_prefix >> shift) & 15];
+    for (int shift = 44; shift >= 0; shift -= 4) *p++ = hex[(n >> shift) & 15];
+    *p = '\0';
+}
+
+bool request_time_out(serve_request *req)
+{
+    int expected = REQ_PENDING;
+    return atomic_compare_exchange_strong(&req->state, &expected, REQ_TIMED_OUT);
+}
+
+char *json_error_body(const char *message, size_t *len)
+{
+    if (!message) message = "error";
+    size_t cap = strlen(message) * 6 + 16;
+    char *out = malloc(cap);
+    if (!out) return NULL;
+    size_t n = (size_t)sprintf(out, "{\"error\": \"");
+    for (const unsigned char *p = (const unsigned char *)message; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            out[n++] = '\\';
+            out[n++] = (char)*p;
+        } else if (*p < 0x20) {
+            n += (size_t)sprintf(out + n, "\\u%04x", *p);
+        } else {
+            out[n++] = (char)*p;
+        }
+    }
+    memcpy(out + n, "\"}", 3);
+    *len = n + 2;
+    return out;
+}
+
+/* Stores an answer and settles the race with the timeout. Takes ownership
+ * of body in every case. Returns SERVE_OK when this answer won. */
+static int store_answer(serve_request *req, int status, const char *content_type,
+                        void *body, size_t len, void (*free_body)(void *))
+{
+    char *ctype = strdup(content_type ? content_type : "application/octet-stream");
+    if (!ctype) {
+        if (free_body && body) free_body(body);
+        return SERVE_ENOMEM;
+    }
+    /* The response fields are ours alone until the CAS publishes them: the
+     * timeout path never reads them. */
+    req->status = status;
+    req->content_type = ctype;
+    req->response_body = body;
+    req->response_len = len;
+    req->free_response_body = free_body;
+    int expected = REQ_PENDING;
+    if (atomic_compare_exchange_strong(&req->state, &expected, REQ_ANSWERED))
+        return SERVE_OK;
+    request_clear_response(req);
+    return SERVE_ETIMEDOUT;
+}
+
+bool request_answer_runtime(serve_request *req, int status, const char *message)
+{
+    size_t len = 0;
+    char *body = json_error_body(message, &len);
+    if (!body) return false;
+    return store_answer(req, status, "application/json", body, len, free) == SERVE_OK;
+}
+
+static int respond(serve_request *req, int status, const char *content_type,
+                   void *body, size_t len, void (*free_body)(void *))
+{
+    if (!req || status < 100 || status > 599 || (!body && len)) {
+        if (free_body && body) free_body(body);
+        return SERVE_EINVAL;
+    }
+    if (req->answered) {
+        backend_report_plugin_bug(req, "answered the same request twice");
+        if (free_body && body) free_body(body);
+        return SERVE_EALREADY;
+    }
+    req->answered = true;
+    int rc = store_answer(req, status, content_type, body, len, free_body);
+    /* A request answered during handle_batch is delivered by the worker
+     * once handle_batch returns; a deferred one is delivered now. */
+    if (req->deferred) backend_deferred_answered(req, rc == SERVE_OK);
+    return rc;
+}
+
+SERVE_EXPORT int serve_respond_take(serve_request *req, int status,
+                                    const char *content_type, void *body,
+                                    size_t len, void (*free_body)(void *))
+{
+    return respond(req, status, content_type, body, len, free_body);
+}
+
+SERVE_EXPORT int serve_respond(serve_request *req, int status,
+                               const char *content_type, const void *body,
+                               size_t len)
+{
+    void *copy = NULL;
+    if (len) {
+        copy = malloc(len);
+        if (!copy) return SERVE_ENOMEM;
+        memcpy(copy, body, len);
+    }
+    return respond(req, status, content_type, copy, len, free);
+}
+
+SERVE_EXPORT int serve_respond_error(serve_request *req, int status,
+                                     const char *message)
+{
+    size_t len = 0;
+    char *body = json_error_body(message, &len);
+    if (!body) return SERVE_ENOMEM;
+    return respond(req, status, "application/json", body, len, free);
+}
+
+SERVE_EXPORT int serve_request_defer(serve_request *req)
+{
+    if (!req) return SERVE_EINVAL;
+    if (!req->in_batch || req->answered) return SERVE_ESTATE;
+    if (req->deferred) return SERVE_OK;
+    backend_defer(req);
+    return SERVE_OK;
+}
+
+static bool header_value_valid(const char *s)
+{
+    for (; *s; s++)
+        if (*s == '\r' || *s == '\n') return false;
+    return true;
+}
+
+SERVE_EXPORT int serve_response_add_header(serve_request *req, const char *name,
+                                           const char *value)
+{
+    static const char *const reserved[] = {"content-length", "content-type",
+                                           "transfer-encoding", "connection",
+                                           "x-request-id"};
+    if (!req || !name || !value || !*name || req->answered) return SERVE_EINVAL;
+    for (size_t i = 0; i < sizeof reserved / sizeof *reserved; i++)
+        if (strcasecmp(name, reserved[i]) == 0) return SERVE_EINVAL;
+    for (const char *p = name; *p; p++)
+        if (*p <= ' ' || *p == ':' || *p >= 127) return SERVE_EINVAL;
+    if (!header_value_valid(value)) return SERVE_EINVAL;
+    struct response_header *h =
+        realloc(req->response_headers, (req->response_header_count + 1) * sizeof *h);
+    if (!h) return SERVE_ENOMEM;
+    req->response_headers = h;
+    h += req->response_header_count;
+    h->name = strdup(name);
+    h->value = strdup(value);
+    if (!h->name || !h->value) {
+        free(h->name);
+        free(h->value);
+        return SERVE_ENOMEM;
+    }
+    req->response_header_count++;
+    return SERVE_OK;
+}
+
+SERVE_EXPORT const void *serve_request_body(const serve_request *req, size_t *len)
+{
+    if (len) *len = req ? req->body_len : 0;
+    if (!req) return NULL;
+    return req->body ? req->body : "";
+}
+
+SERVE_EXPORT const char *serve_request_method(const serve_request *req)
+{
+    return req ? req->method : NULL;
+}
+
+SERVE_EXPORT const char *serve_request_path(const serve_request *req)
+{
+    return req ? req->path : NULL;
+}
+
+SERVE_EXPORT const char *serve_request_id(const serve_request *req)
+{
+    return req ? req->id : NULL;
+}
+
+SERVE_EXPORT const char *serve_request_header(const serve_request *req,
+                                              const char *name)
+{
+    if (!req || !name) return NULL;
+    for (size_t i = 0; i < req->header_count; i++)
+        if (strcasecmp(req->headers[2 * i], name) == 0) return req->headers[2 * i + 1];
+    return NULL;
+}
+
+SERVE_EXPORT const char *serve_request_query(const serve_request *req,
+                                             const char *key)
+{
+    if (!req || !key) return NULL;
+    for (size_t i = 0; i < req->query_count; i++)
+        if (strcmp(req->query[2 * i], key) == 0) return req->query[2 * i + 1];
+    return NULL;
+}
+
+SERVE_EXPORT const char *serve_strerror(int code)
+{
+    switch (code) {
+    case SERVE_OK: return "success";
+    case SERVE_EINVAL: return "invalid argument";
+    case SERVE_EALREADY: return "request already answered";
+    case SERVE_ENOMEM: return "out of memory";
+    case SERVE_ESTATE: return "not allowed in this state";
+    case SERVE_ETIMEDOUT: return "request timed out; answer dropped";
+    default: return "unknown error";
+    }
+}

@@ -1,0 +1,111 @@
+/* request.h - the runtime side of serve_request: one client request from
+ * the moment a front end (HTTP today) creates it until its answer is sent.
+ *
+ * Ownership is shared through a reference count:
+ *   - the origin's reference (the HTTP connection side), dropped once the
+ *     origin has sent an answer (the plugin's, a 504, or a 503);
+ *   - the execution reference, taken when the request enters a backend queue
+ *     and dropped when the execution side is finished with it: handed to the
+ *     origin together with the plugin's answer, or dropped when the answer
+ *     came too late;
+ *   - a batch reference, held by a replica's worker across handle_batch so
+ *     the request outlives an asynchronous answer given before it returns.
+ *
+ * The answer race (plugin answer vs. request timeout) is settled by one
+ * compare-and-swap on `state`: whoever moves it off REQ_PENDING answers. */
+#ifndef SERVE_RUNTIME_REQUEST_H
+#define SERVE_RUNTIME_REQUEST_H
+
+#include <event2/event_struct.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "serve/plugin.h"
+
+struct backend;
+struct replica;
+struct evbuffer;
+
+enum request_state { REQ_PENDING, REQ_ANSWERED, REQ_TIMED_OUT };
+
+struct response_header {
+    char *name;
+    char *value;
+};
+
+struct serve_request {
+    serve_request *next;          /* backend queue, then completion queue */
+    serve_request *deferred_prev; /* replica's list of deferred requests */
+    serve_request *deferred_next;
+    atomic_int state;             /* enum request_state */
+    atomic_int refs;
+
+    struct backend *backend;      /* referenced; set when routed */
+    struct replica *replica;      /* set when dispatched */
+    uint64_t received_ns;
+    uint64_t enqueued_ns;
+
+    /* Called once with the answer (status and body below) when the plugin
+     * or the runtime answered and the origin must send it. Any thread. */
+    void (*deliver)(serve_request *req);
+    void *origin;                 /* the front end's own data */
+    void *origin_request;         /* e.g. the evhttp request to answer */
+    struct event timeout_event;   /* origin-owned; used when timeout > 0 */
+    bool has_timeout;
+
+    /* What the plugin reads. Strings live in this allocation or in body_buf
+     * and stay unchanged until the request is freed. */
+    const char *method;
+    const char *path;
+    const char *id;
+    size_t header_count;
+    const char **headers;         /* name, value, name, value ... */
+    size_t query_count;
+    char **query;                 /* decoded key, value, ... (malloc'd) */
+    struct evbuffer *body_buf;    /* owned; NULL for an empty body */
+    const void *body;
+    size_t body_len;
+
+    /* The answer, written by whoever wins the state race. */
+    int status;
+    char *content_type;           /* malloc'd */
+    void *response_body;
+    size_t response_len;
+    void (*free_response_body)(void *);
+    struct response_header *response_headers;
+    size_t response_header_count;
+
+    /* Plugin-side flags: touched only by the thread that runs handle_batch
+     * and, after serve_request_defer, by the thread that answers. */
+    bool in_batch;
+    bool deferred;
+    bool answered;
+    char id_buf[32];
+};
+
+/* Allocates a request with room for `extra` bytes of strings after it
+ * (returned in *extra_out). refs starts at 1 (the origin's). */
+serve_request *request_new(size_t extra, char **extra_out);
+void request_ref(serve_request *req);
+void request_release(serve_request *req);
+
+/* Writes a fresh 24-hex-digit request id (NUL-terminated) into out. */
+void request_id_generate(char out[32]);
+
+/* The runtime answers for a plugin (a 500 for a missed answer, a 503 on
+ * shutdown): the same race as a plugin answer, without the plugin-side
+ * double-answer check. Returns true when this answer won. */
+bool request_answer_runtime(serve_request *req, int status, const char *message);
+
+/* Moves PENDING to TIMED_OUT; true when the timeout won the race. */
+bool request_time_out(serve_request *req);
+
+/* Builds {"error": "<message>"} in a malloc'd buffer. */
+char *json_error_body(const char *message, size_t *len);
+
+/* Drops the answer's body (calling its free function) and headers. */
+void request_clear_response(serve_request *req);
+
+#endif

@@ -1,0 +1,218 @@
+/* server.c - server lifecycle: lock the state dir, restore the persisted
+ * state, serve, and stop gracefully. */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "log.h"
+#include "server_internal.h"
+
+void server_options_default(struct server_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->http_host = "127.0.0.1";
+    o->http_port = 8000;
+    o->max_body = 16u * 1024 * 1024;
+    o->max_header = 64u * 1024;
+    o->idle_timeout_s = 60;
+}
+
+static void started(const struct server_options *o, const char *url, const char *msg)
+{
+    if (o->on_started) o->on_started(url, msg, o->on_started_arg);
+}
+
+/* mkdir -p with mode 0700 for what it creates. */
+static bool make_dirs(const char *path, char *err, size_t errlen)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char saved = *p;
+            *p = '\0';
+            if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
+                snprintf(err, errlen, "state dir %s: %s", buf, strerror(errno));
+                return false;
+            }
+            *p = saved;
+            if (!saved) break;
+        }
+    }
+    return true;
+}
+
+/* Holds the state dir's lock for the life of the process; a second server
+ * on the same state dir is refused. The lock file holds our pid. */
+static int lock_state_dir(struct server *s, char *err, size_t errlen)
+{
+    int fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "lock file %s: %s", s->lock_path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "?";
+        ssize_t n = read(fd, pid, sizeof pid - 1);
+        pid[n > 0 ? n : 1] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "another server (pid %s) already runs on state dir %s",
+                 pid, s->options.state_dir);
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        LOG_WARN("cannot write pid to %s", s->lock_path);
+    return fd;
+}
+
+static bool restore(struct server *s, char *err, size_t errlen)
+{
+    if (!deployment_load(&s->declared, s->state_path, err, errlen)) return false;
+    s->live = calloc(s->declared.backend_count + 1, sizeof *s->live);
+    if (!s->live) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    for (size_t i = 0; i < s->declared.backend_count; i++) {
+        char why[2048];
+        if (!server_add_live_backend(s, &s->declared.backends[i], why, sizeof why)) {
+            snprintf(err, errlen, "cannot restore backend %s from %s: %s",
+                     s->declared.backends[i].name, s->state_path, why);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < s->declared.endpoint_count; i++)
+        if (deployment_find_backend(&s->declared, s->declared.endpoints[i].backend) < 0) {
+            snprintf(err, errlen, "state file %s: endpoint %s names unknown backend %s",
+                     s->state_path, s->declared.endpoints[i].name,
+                     s->declared.endpoints[i].backend);
+            return false;
+        }
+    return server_publish_routes(s);
+}
+
+static size_t outstanding(struct server *s)
+{
+    size_t n = http_server_outstanding(s->http);
+    return n;
+}
+
+static void wait_outstanding(struct server *s, uint64_t deadline_ns)
+{
+    while (outstanding(s) > 0 && serve__now_ns() < deadline_ns) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Stop accepting, answer everything accepted, then take the backends down.
+ * When the time runs out, queued requests get 503 instead. */
+static void graceful_stop(struct server *s)
+{
+    double timeout_s = atomic_load(&s->stop_timeout_s);
+    LOG_INFO("stopping: draining %zu outstanding request(s), at most %g s",
+             outstanding(s), timeout_s);
+    control_stop(s);
+    http_server_drain(s->http);
+    wait_outstanding(s, serve__now_ns() + (uint64_t)(timeout_s * 1e9));
+    if (outstanding(s) > 0) {
+        LOG_WARN("stop timeout: answering %zu queued request(s) with 503", outstanding(s));
+        for (size_t i = 0; i < s->declared.backend_count; i++)
+            backend_reject_queued(s->live[i]);
+        wait_outstanding(s, serve__now_ns() + 2000000000u);
+    }
+    for (size_t i = 0; i < s->declared.backend_count; i++) backend_reject_queued(s->live[i]);
+    /* Backends stop before the HTTP threads so that answers given while a
+     * plugin's destroy runs still reach their clients. */
+    for (size_t i = 0; i < s->declared.backend_count; i++) backend_stop(s->live[i]);
+    wait_outstanding(s, serve__now_ns() + 1000000000u);
+    http_server_stop(s->http);
+    s->http = NULL;
+}
+
+static void cleanup(struct server *s)
+{
+    control_stop(s);
+    if (s->http) {
+        for (size_t i = 0; s->live && i < s->declared.backend_count; i++)
+            if (s->live[i]) backend_stop(s->live[i]);
+        http_server_stop(s->http);
+    }
+    if (s->routes) routes_release(s->routes);
+    for (size_t i = 0; s->live && i < s->declared.backend_count; i++)
+        if (s->live[i]) backend_release(s->live[i]);
+    free(s->live);
+    deployment_free(&s->declared);
+}
+
+int server_run(const struct server_options *o)
+{
+    struct server server = {.options = *o, .control_fd = -1, .control_wake = {-1, -1}};
+    struct server *s = &server;
+    atomic_init(&s->stop_timeout_s, 30.0);
+    s->started_at = time(NULL);
+    snprintf(s->state_path, sizeof s->state_path, "%s/state.msgpack", o->state_dir);
+    snprintf(s->socket_path, sizeof s->socket_path, "%s/control.sock", o->state_dir);
+    snprintf(s->lock_path, sizeof s->lock_path, "%s/serve.pid", o->state_dir);
+
+    /* Every thread inherits this mask: only the main thread's sigwait sees
+     * SIGTERM and SIGINT; a client closing its socket is no signal at all. */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char err[4096];
+    int lock_fd = -1;
+    if (!make_dirs(o->state_dir, err, sizeof err)) goto fail;
+    chmod(o->state_dir, 0700);
+    lock_fd = lock_state_dir(s, err, sizeof err);
+    if (lock_fd < 0) goto fail;
+    struct http_options http = {.host = o->http_host, .port = o->http_port,
+                                .threads = o->http_threads, .max_body = o->max_body,
+                                .max_header = o->max_header,
+                                .idle_timeout_s = o->idle_timeout_s};
+    if (http.threads <= 0) http.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    s->http = http_server_start(&http, err, sizeof err);
+    if (!s->http) goto fail;
+    if (!restore(s, err, sizeof err)) goto fail;
+    if (!control_start(s, err, sizeof err)) goto fail;
+
+    const char *host = o->http_host;
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(s->url, sizeof s->url, "http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+             http_server_port(s->http));
+    LOG_INFO("listening on %s with %d HTTP thread(s); state dir %s; %zu backend(s), %zu endpoint(s) restored",
+             s->url, http.threads, o->state_dir, s->declared.backend_count,
+             s->declared.endpoint_count);
+    started(o, s->url, NULL);
+
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    LOG_INFO("received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    graceful_stop(s);
+    cleanup(s);
+    LOG_INFO("stopped");
+    close(lock_fd);
+    return 0;
+fail:
+    LOG_ERROR("%s", err);
+    started(o, NULL, err);
+    cleanup(s);
+    if (lock_fd >= 0) close(lock_fd);
+    return 1;
+}

@@ -1,0 +1,28 @@
+/* server.h - one serve server: its state dir, data plane, control plane
+ * and backends, from start to graceful stop. */
+#ifndef SERVE_RUNTIME_SERVER_H
+#define SERVE_RUNTIME_SERVER_H
+
+#include <stddef.h>
+
+struct server_options {
+    const char *state_dir;
+    const char *http_host;
+    int http_port;
+    int http_threads;   /* 0: one per core */
+    size_t max_body;
+    size_t max_header;
+    int idle_timeout_s;
+    /* Called once the server answers requests (url "http://HOST:PORT") or
+     * once it gave up starting (url NULL, message says why). */
+    void (*on_started)(const char *url, const char *message, void *arg);
+    void *on_started_arg;
+};
+
+void server_options_default(struct server_options *o);
+
+/* Runs until SIGTERM, SIGINT or the control command "stop"; returns the
+ * process exit status. */
+int server_run(const struct server_options *o);
+
+#endif

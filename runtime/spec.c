@@ -1,0 +1,389 @@
+/* spec.c - backend and endpoint descriptions (see spec.h) and the SDK's
+ * serve_config accessors. */
+#include "spec.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mp.h"
+
+serve_config *config_new(void) { return calloc(1, sizeof(serve_config)); }
+
+void config_free(serve_config *c)
+{
+    if (!c) return;
+    for (size_t i = 0; i < c->count; i++) {
+        free(c->keys[i]);
+        free(c->values[i]);
+    }
+    free(c->keys);
+    free(c->values);
+    free(c);
+}
+
+int config_set(serve_config *c, const char *key, const char *value)
+{
+    size_t i = 0;
+    while (i < c->count && strcmp(c->keys[i], key) < 0) i++;
+    char *v = strdup(value);
+    if (!v) return -1;
+    if (i < c->count && strcmp(c->keys[i], key) == 0) {
+        free(c->values[i]);
+        c->values[i] = v;
+        return 0;
+    }
+    char *k = strdup(key);
+    char **keys = realloc(c->keys, (c->count + 1) * sizeof *keys);
+    if (keys) c->keys = keys;
+    char **values = realloc(c->values, (c->count + 1) * sizeof *values);
+    if (values) c->values = values;
+    if (!k || !keys || !values) {
+        free(k);
+        free(v);
+        return -1;
+    }
+    memmove(&c->keys[i + 1], &c->keys[i], (c->count - i) * sizeof *keys);
+    memmove(&c->values[i + 1], &c->values[i], (c->count - i) * sizeof *values);
+    c->keys[i] = k;
+    c->values[i] = v;
+    c->count++;
+    return 0;
+}
+
+serve_config *config_copy(const serve_config *c)
+{
+    serve_config *copy = config_new();
+    if (!copy || !c) return copy;
+    for (size_t i = 0; i < c->count; i++)
+        if (config_set(copy, c->keys[i], c->values[i]) != 0) {
+            config_free(copy);
+            return NULL;
+        }
+    return copy;
+}
+
+bool config_equal(const serve_config *a, const serve_config *b)
+{
+    size_t na = a ? a->count : 0, nb = b ? b->count : 0;
+    if (na != nb) return false;
+    for (size_t i = 0; i < na; i++)
+        if (strcmp(a->keys[i], b->keys[i]) || strcmp(a->values[i], b->values[i]))
+            return false;
+    return true;
+}
+
+SERVE_EXPORT const char *serve_config_get(const serve_config *c, const char *key)
+{
+    if (!c || !key) return NULL;
+    for (size_t i = 0; i < c->count; i++)
+        if (strcmp(c->keys[i], key) == 0) return c->values[i];
+    return NULL;
+}
+
+SERVE_EXPORT size_t serve_config_count(const serve_config *c)
+{
+    return c ? c->count : 0;
+}
+
+SERVE_EXPORT const char *serve_config_key(const serve_config *c, size_t i)
+{
+    return c && i < c->count ? c->keys[i] : NULL;
+}
+
+SERVE_EXPORT const char *serve_config_value(const serve_config *c, size_t i)
+{
+    return c && i < c->count ? c->values[i] : NULL;
+}
+
+void backend_options_default(struct backend_options *o)
+{
+    o->num_replicas = 1;
+    o->max_batch_size = 1;
+    o->max_concurrent_queries = 0;
+    o->max_queued_requests = 1024;
+    o->batch_wait_timeout_ms = 0;
+    o->request_timeout_ms = 0;
+}
+
+uint32_t backend_options_concurrency(const struct backend_options *o)
+{
+    if (o->max_concurrent_queries) return o->max_concurrent_queries;
+    uint32_t twice = o->max_batch_size * 2;
+    return twice < 8 ? 8 : twice;
+}
+
+bool backend_options_valid(const struct backend_options *o, char *err,
+                           size_t len)
+{
+    const char *why = NULL;
+    if (o->num_replicas < 1 || o->num_replicas > 256)
+        why = "--num-replicas must be between 1 and 256";
+    else if (o->max_batch_size < 1 || o->max_batch_size > 65536)
+        why = "--max-batch-size must be between 1 and 65536";
+    else if (o->max_queued_requests < 1 || o->max_queued_requests > 10000000)
+        why = "--max-queued-requests must be between 1 and 10000000";
+    else if (o->max_concurrent_queries > 1000000)
+        why = "--max-concurrent-queries must be at most 1000000";
+    else if (o->max_concurrent_queries && o->max_concurrent_queries < o->max_batch_size)
+        why = "--max-concurrent-queries must be at least --max-batch-size";
+    else if (!(o->batch_wait_timeout_ms >= 0 && o->batch_wait_timeout_ms <= 3600000))
+        why = "--batch-wait-timeout-ms must be between 0 and 3600000";
+    else if (!(o->request_timeout_ms >= 0 && o->request_timeout_ms <= 86400000))
+        why = "--request-timeout-ms must be between 0 and 86400000";
+    if (why) snprintf(err, len, "%s", why);
+    return why == NULL;
+}
+
+static const char *const method_names[] = {"GET",   "POST", "PUT",    "DELETE",
+                                           "PATCH", "HEAD", "OPTIONS"};
+#define METHOD_COUNT (sizeof method_names / sizeof *method_names)
+
+unsigned method_bit(const char *name)
+{
+    for (size_t i = 0; i < METHOD_COUNT; i++)
+        if (strcasecmp(name, method_names[i]) == 0) return 1u << i;
+    return 0;
+}
+
+bool methods_parse(const char *list, unsigned *out, char *err, size_t errlen)
+{
+    unsigned methods = 0;
+    char buf[256];
+    if (snprintf(buf, sizeof buf, "%s", list) >= (int)sizeof buf) {
+        snprintf(err, errlen, "--methods: list too long");
+        return false;
+    }
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+        unsigned bit = method_bit(tok);
+        if (!bit) {
+            snprintf(err, errlen, "unknown HTTP method '%s' (known: GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS)", tok);
+            return false;
+        }
+        methods |= bit;
+    }
+    if (!methods) {
+        snprintf(err, errlen, "--methods: no method given");
+        return false;
+    }
+    *out = methods;
+    return true;
+}
+
+void methods_format(unsigned methods, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < METHOD_COUNT; i++)
+        if (methods & (1u << i))
+            n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",
+                                  n ? "," : "", method_names[i]);
+}
+
+void backend_spec_free(struct backend_spec *b)
+{
+    free(b->name);
+    free(b->plugin);
+    config_free(b->config);
+    memset(b, 0, sizeof *b);
+}
+
+void endpoint_spec_free(struct endpoint_spec *e)
+{
+    free(e->name);
+    free(e->backend);
+    free(e->route);
+    memset(e, 0, sizeof *e);
+}
+
+bool spec_name_valid(const char *kind, const char *name, char *err, size_t len)
+{
+    size_t n = name ? strlen(name) : 0;
+    bool ok = n > 0 && n <= 64;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)name[i]) || strchr("_.-", name[i]);
+    if (!ok)
+        snprintf(err, len, "%s name '%s' is invalid: use 1-64 letters, digits, '_', '.' or '-'",
+                 kind, name ? name : "");
+    return ok;
+}
+
+bool route_valid(const char *route, char *err, size_t len)
+{
+    size_t n = strlen(route);
+    bool ok = n > 0 && n <= 1024 && route[0] == '/';
+    for (size_t i = 0; ok && i < n; i++)
+        ok = route[i] > ' ' && route[i] < 127 && route[i] != '?' && route[i] != '#';
+    if (ok && strncmp(route, "/-/", 3) == 0) {
+        snprintf(err, len, "route '%s' is reserved: /-/ holds the server's own paths", route);
+        return false;
+    }
+    if (ok && strcmp(route, "/metrics") == 0) {
+        snprintf(err, len, "route '/metrics' is reserved for the server's metrics");
+        return false;
+    }
+    if (!ok)
+        snprintf(err, len, "route '%s' is invalid: it must start with '/' and hold no spaces, '?' or '#'",
+                 route);
+    return ok;
+}
+
+void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
+{
+    const struct backend_options *o = &b->options;
+    msgpack_pack_map(pk, 9);
+    mp_pack_key(pk, "name");
+    mp_pack_str(pk, b->name);
+    mp_pack_key(pk, "plugin");
+    mp_pack_str(pk, b->plugin);
+    mp_pack_key(pk, "num_replicas");
+    msgpack_pack_uint32(pk, o->num_replicas);
+    mp_pack_key(pk, "max_batch_size");
+    msgpack_pack_uint32(pk, o->max_batch_size);
+    mp_pack_key(pk, "max_concurrent_queries");
+    msgpack_pack_uint32(pk, o->max_concurrent_queries);
+    mp_pack_key(pk, "max_queued_requests");
+    msgpack_pack_uint32(pk, o->max_queued_requests);
+    mp_pack_key(pk, "batch_wait_timeout_ms");
+    msgpack_pack_double(pk, o->batch_wait_timeout_ms);
+    mp_pack_key(pk, "request_timeout_ms");
+    msgpack_pack_double(pk, o->request_timeout_ms);
+    mp_pack_key(pk, "config");
+    size_t n = b->config ? b->config->count : 0;
+    msgpack_pack_map(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        mp_pack_str(pk, b->config->keys[i]);
+        mp_pack_str(pk, b->config->values[i]);
+    }
+}
+
+static bool unpack_u32(const msgpack_object *map, const char *key, uint32_t *out,
+                       char *err, size_t len)
+{
+    const msgpack_object *o = mp_get(map, key);
+    if (!o) return true; /* absent: keep the default */
+    uint64_t v;
+    if (!mp_as_uint(o, &v) || v > UINT32_MAX) {
+        snprintf(err, len, "%s must be a non-negative integer", key);
+        return false;
+    }
+    *out = (uint32_t)v;
+    return true;
+}
+
+static bool unpack_ms(const msgpack_object *map, const char *key, double *out,
+                      char *err, size_t len)
+{
+    const msgpack_object *o = mp_get(map, key);
+    if (!o) return true;
+    if (!mp_as_double(o, out)) {
+        snprintf(err, len, "%s must be a number", key);
+        return false;
+    }
+    return true;
+}
+
+bool backend_spec_unpack(const msgpack_object *o, struct backend_spec *b,
+                         char *err, size_t len)
+{
+    memset(b, 0, sizeof *b);
+    backend_options_default(&b->options);
+    struct backend_options *opt = &b->options;
+    if (!mp_as_str(mp_get(o, "name"), &b->name)) {
+        snprintf(err, len, "backend: name missing");
+        goto fail;
+    }
+    if (!mp_as_str(mp_get(o, "plugin"), &b->plugin)) {
+        snprintf(err, len, "backend %s: plugin missing", b->name);
+        goto fail;
+    }
+    if (!unpack_u32(o, "num_replicas", &opt->num_replicas, err, len) ||
+        !unpack_u32(o, "max_batch_size", &opt->max_batch_size, err, len) ||
+        !unpack_u32(o, "max_concurrent_queries", &opt->max_concurrent_queries, err, len) ||
+        !unpack_u32(o, "max_queued_requests", &opt->max_queued_requests, err, len) ||
+        !unpack_ms(o, "batch_wait_timeout_ms", &opt->batch_wait_timeout_ms, err, len) ||
+        !unpack_ms(o, "request_timeout_ms", &opt->request_timeout_ms, err, len))
+        goto fail;
+    b->config = config_new();
+    if (!b->config) goto fail;
+    const msgpack_object *cfg = mp_get(o, "config");
+    if (cfg && cfg->type != MSGPACK_OBJECT_MAP && cfg->type != MSGPACK_OBJECT_NIL) {
+        snprintf(err, len, "backend %s: config must be a map of strings", b->name);
+        goto fail;
+    }
+    for (uint32_t i = 0; cfg && cfg->type == MSGPACK_OBJECT_MAP && i < cfg->via.map.size; i++) {
+        char *k = NULL, *v = NULL;
+        bool ok = mp_as_str(&cfg->via.map.ptr[i].key, &k) &&
+                  mp_as_str(&cfg->via.map.ptr[i].val, &v) && *k &&
+                  config_set(b->config, k, v) == 0;
+        free(k);
+        free(v);
+        if (!ok) {
+            snprintf(err, len, "backend %s: config keys and values must be strings", b->name);
+            goto fail;
+        }
+    }
+    if (!spec_name_valid("backend", b->name, err, len) ||
+        !backend_options_valid(opt, err, len))
+        goto fail;
+    return true;
+fail:
+    backend_spec_free(b);
+    return false;
+}
+
+void endpoint_spec_pack(msgpack_packer *pk, const struct endpoint_spec *e)
+{
+    char methods[128];
+    methods_format(e->methods, methods, sizeof methods);
+    msgpack_pack_map(pk, 4);
+    mp_pack_key(pk, "name");
+    mp_pack_str(pk, e->name);
+    mp_pack_key(pk, "backend");
+    mp_pack_str(pk, e->backend);
+    mp_pack_key(pk, "route");
+    mp_pack_str(pk, e->route);
+    mp_pack_key(pk, "methods");
+    mp_pack_str(pk, methods);
+}
+
+bool endpoint_spec_unpack(const msgpack_object *o, struct endpoint_spec *e,
+                          char *err, size_t len)
+{
+    memset(e, 0, sizeof *e);
+    e->methods = METHODS_DEFAULT;
+    if (!mp_as_str(mp_get(o, "name"), &e->name)) {
+        snprintf(err, len, "endpoint: name missing");
+        goto fail;
+    }
+    if (!mp_as_str(mp_get(o, "backend"), &e->backend)) {
+        snprintf(err, len, "endpoint %s: backend missing", e->name);
+        goto fail;
+    }
+    const msgpack_object *route = mp_get(o, "route");
+    if (route && route->type != MSGPACK_OBJECT_NIL && !mp_as_str(route, &e->route)) {
+        snprintf(err, len, "endpoint %s: route must be a string", e->name);
+        goto fail;
+    }
+    char *methods = NULL;
+    if (mp_get(o, "methods")) {
+        if (!mp_as_str(mp_get(o, "methods"), &methods)) {
+            snprintf(err, len, "endpoint %s: methods must be a string", e->name);
+            goto fail;
+        }
+        bool ok = methods_parse(methods, &e->methods, err, len);
+        free(methods);
+        if (!ok) goto fail;
+    }
+    if (!spec_name_valid("endpoint", e->name, err, len) ||
+        !spec_name_valid("backend", e->backend, err, len) ||
+        (e->route && !route_valid(e->route, err, len)))
+        goto fail;
+    return true;
+fail:
+    endpoint_spec_free(e);
+    return false;
+}

@@ -1,0 +1,307 @@
+/*
+ * serve/plugin.h - the serve plugin SDK, ABI version 1.
+ *
+ * This header is the whole contract between a model backend (a shared object
+ * loaded with dlopen) and the serve runtime. If something is not declared
+ * here, it is not API. A plugin includes only this file and links nothing:
+ * every serve_* function below is provided by the serve process that loads
+ * the plugin.
+ *
+ * The life of a plugin
+ * --------------------
+ *  1. The runtime dlopens the .so and calls serve_plugin_entry(), which
+ *     returns a pointer to a constant serve_plugin descriptor. The runtime
+ *     reads descriptor->abi_version first and refuses the plugin, without
+ *     calling anything else, when it differs from SERVE_ABI_VERSION.
+ *  2. For each replica of a backend, init() is called once, on a thread of
+ *     the control plane, with that backend's user configuration. It returns
+ *     the replica's private state through *state. Replicas never share state.
+ *  3. handle_batch() is called with 1..max_batch_size requests, always on
+ *     that replica's own worker thread, never concurrently for one replica.
+ *     Each request must be answered exactly once with one of the serve_respond
+ *     functions: during handle_batch, or later from any thread after
+ *     serve_request_defer() was called on it during handle_batch.
+ *  4. destroy() is called once per replica when its backend is deleted or the
+ *     server stops, after the last handle_batch of that replica returned.
+ *
+ * What a plugin must never do
+ * ---------------------------
+ * Plugins run inside the server process. A plugin must not crash, call
+ * exit(), install signal handlers, or close file descriptors it did not open.
+ * It must not block inside a serve_* function's caller for longer than its
+ * requests can wait: a replica's worker thread is busy for exactly as long as
+ * handle_batch runs.
+ *
+ * Minimal plugin
+ * --------------
+ *     #include <serve/plugin.h>
+ *
+ *     static int echo_batch(void *state, serve_request *const *reqs, size_t n)
+ *     {
+ *         (void)state;
+ *         for (size_t i = 0; i < n; i++) {
+ *             size_t len;
+ *             const void *body = serve_request_body(reqs[i], &len);
+ *             serve_respond(reqs[i], 200, "text/plain", body, len);
+ *         }
+ *         return 0;
+ *     }
+ *
+ *     static const serve_plugin echo = {
+ *         .abi_version = SERVE_ABI_VERSION,
+ *         .name = "echo",
+ *         .handle_batch = echo_batch,
+ *     };
+ *
+ *     SERVE_PLUGIN_DEFINE(echo)
+ */
+#ifndef SERVE_PLUGIN_H
+#define SERVE_PLUGIN_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI version this header describes. Bumped only when an existing
+ * declaration changes meaning; new functions and new trailing descriptor
+ * fields do not change it. */
+#define SERVE_ABI_VERSION 1u
+
+/* Marks a symbol visible outside its shared object. serve builds with hidden
+ * visibility by default; the runtime marks every function below with it, and
+ * a plugin marks its entry point with it (SERVE_PLUGIN_DEFINE does so). */
+#if defined(__GNUC__) || defined(__clang__)
+#define SERVE_EXPORT __attribute__((visibility("default")))
+#define SERVE_PRINTF(fmt_index, first_arg) \
+    __attribute__((format(printf, fmt_index, first_arg)))
+#else
+#define SERVE_EXPORT
+#define SERVE_PRINTF(fmt_index, first_arg)
+#endif
+
+/* ------------------------------------------------------------------------
+ * Error codes
+ * ------------------------------------------------------------------------ */
+
+/* Every serve_* function that can fail returns 0 or one of these negative
+ * codes. */
+enum serve_status_code {
+    SERVE_OK = 0,
+    SERVE_EINVAL = -1,     /* an argument is NULL or out of range */
+    SERVE_EALREADY = -2,   /* the request was already answered */
+    SERVE_ENOMEM = -3,     /* out of memory */
+    SERVE_ESTATE = -4,     /* the call is not allowed in this state, e.g.
+                              serve_request_defer outside handle_batch */
+    SERVE_ETIMEDOUT = -5,  /* the request timed out; the answer was dropped */
+};
+
+/* Returns a static, human-readable description of an error code. Never
+ * returns NULL; unknown codes give "unknown error". Any thread. */
+SERVE_EXPORT const char *serve_strerror(int code);
+
+/* ------------------------------------------------------------------------
+ * Opaque types
+ * ------------------------------------------------------------------------ */
+
+/* One client request. Owned by the runtime. Valid from the start of the
+ * handle_batch call that delivers it until it is answered; after the answer
+ * the pointer must not be used again (for a request answered during
+ * handle_batch, until handle_batch returns). */
+typedef struct serve_request serve_request;
+
+/* The context of one replica: which backend, which replica index. Owned by
+ * the runtime and valid from init until destroy returns. */
+typedef struct serve_replica serve_replica;
+
+/* A backend's user configuration: string keys to string values, as given
+ * with `--config KEY=VALUE`. Owned by the runtime; valid only during the
+ * init or reconfigure call it is passed to. Copy what you keep. */
+typedef struct serve_config serve_config;
+
+/* ------------------------------------------------------------------------
+ * The plugin descriptor
+ * ------------------------------------------------------------------------ */
+
+typedef struct serve_plugin {
+    /* Must be SERVE_ABI_VERSION. Read before anything else. */
+    uint32_t abi_version;
+
+    /* Short name for logs and `serve status`. Required. */
+    const char *name;
+
+    /* Optional. Called once per replica, on a control-plane thread. Store
+     * the replica's private state in *state (NULL is allowed). Return 0 on
+     * success. On failure return non-zero after serve_replica_fail() has
+     * recorded why; the backend is not created and the message reaches the
+     * user who asked for it. */
+    int (*init)(serve_replica *replica, const serve_config *config,
+                void **state);
+
+    /* Required. Called on the replica's worker thread with 1 <= n <=
+     * max_batch_size requests in arrival order. The array itself is only
+     * valid during the call. Every request must be answered (now, or later
+     * after serve_request_defer). A non-zero return value answers every
+     * request that is still unanswered and not deferred with 500. A request
+     * that is neither answered nor deferred when this returns is a plugin
+     * bug: the runtime answers it with 500 and logs the backend's name. */
+    int (*handle_batch)(void *state, serve_request *const *requests, size_t n);
+
+    /* Optional. Called on a control-plane thread with a new user config
+     * while no handle_batch of this replica is running. Return 0 to accept
+     * it. Without this callback a config change replaces the replica. */
+    int (*reconfigure)(void *state, const serve_config *config);
+
+    /* Optional. Called once per replica after its last handle_batch.
+     * Requests still deferred at that moment are answered 503 by the
+     * runtime; the plugin must not answer them afterwards. */
+    void (*destroy)(void *state);
+
+    /* New fields are only ever added here, at the end. */
+} serve_plugin;
+
+/* The one symbol the runtime looks up in a plugin. */
+#define SERVE_PLUGIN_ENTRY_SYMBOL "serve_plugin_entry"
+typedef const serve_plugin *(*serve_plugin_entry_fn)(void);
+
+/* Defines the plugin's exported entry point returning &descriptor. Use once
+ * per plugin, at file scope. */
+#define SERVE_PLUGIN_DEFINE(descriptor)                                \
+    SERVE_EXPORT const serve_plugin *serve_plugin_entry(void);         \
+    SERVE_EXPORT const serve_plugin *serve_plugin_entry(void)          \
+    {                                                                  \
+        return &(descriptor);                                          \
+    }
+
+/* ------------------------------------------------------------------------
+ * Reading a request
+ *
+ * All of these may be called from any thread while the request is valid.
+ * Returned strings are NUL-terminated, owned by the request, and valid as
+ * long as the request is. Passing NULL as the request returns NULL (or 0).
+ * ------------------------------------------------------------------------ */
+
+/* The request body and its length in *len (len may be NULL). An empty body
+ * gives a non-NULL pointer and length 0. The body is not NUL-terminated. */
+SERVE_EXPORT const void *serve_request_body(const serve_request *req,
+                                            size_t *len);
+
+/* "GET", "POST", ... */
+SERVE_EXPORT const char *serve_request_method(const serve_request *req);
+
+/* The decoded path, without the query string, e.g. "/increment". For a
+ * request arriving through a handle, the endpoint's route or "". */
+SERVE_EXPORT const char *serve_request_path(const serve_request *req);
+
+/* The decoded value of query parameter `key`, or NULL if absent. For a
+ * parameter given several times, the first one. */
+SERVE_EXPORT const char *serve_request_query(const serve_request *req,
+                                             const char *key);
+
+/* The value of header `name` (case-insensitive), or NULL if absent. */
+SERVE_EXPORT const char *serve_request_header(const serve_request *req,
+                                              const char *name);
+
+/* The request id: the client's X-Request-ID, or one the server made. */
+SERVE_EXPORT const char *serve_request_id(const serve_request *req);
+
+/* ------------------------------------------------------------------------
+ * Answering a request
+ *
+ * A request is answered exactly once. Any of these may be called from any
+ * thread: during handle_batch, or afterwards for a deferred request. A second
+ * answer returns SERVE_EALREADY (when detectable: during handle_batch) and is
+ * logged as a plugin bug; the first answer stands. An answer that arrives
+ * after the request timed out returns SERVE_ETIMEDOUT and is dropped.
+ * ------------------------------------------------------------------------ */
+
+/* Adds a response header before the answer. `name` and `value` are copied.
+ * Headers named Content-Length, Content-Type, Transfer-Encoding,
+ * Connection or X-Request-ID are set by the runtime and refused here
+ * (SERVE_EINVAL), as is any CR or LF in either string. Call it from the
+ * thread that will answer. */
+SERVE_EXPORT int serve_response_add_header(serve_request *req,
+                                           const char *name,
+                                           const char *value);
+
+/* Answers with `status` (100..599), a content type (NULL means
+ * "application/octet-stream") and a body that is copied (body may be NULL
+ * when len is 0). */
+SERVE_EXPORT int serve_respond(serve_request *req, int status,
+                               const char *content_type, const void *body,
+                               size_t len);
+
+/* Like serve_respond, but hands `body` over without a copy: the runtime
+ * calls free_body(body) once it has been sent or dropped, on any thread.
+ * free_body may be NULL for static memory. On failure (SERVE_EALREADY,
+ * SERVE_EINVAL) the runtime still owns and frees the body. */
+SERVE_EXPORT int serve_respond_take(serve_request *req, int status,
+                                    const char *content_type, void *body,
+                                    size_t len, void (*free_body)(void *));
+
+/* Answers with `status` and the JSON body {"error": "<message>"}, the same
+ * shape as the server's own errors. message may be NULL. */
+SERVE_EXPORT int serve_respond_error(serve_request *req, int status,
+                                     const char *message);
+
+/* Called during handle_batch: the plugin will answer `req` later, from any
+ * thread, after handle_batch returned. This is how a plugin waits on other
+ * work without holding its worker thread. A deferred request still counts
+ * against the replica's max_concurrent_queries until it is answered.
+ * Returns SERVE_ESTATE when called outside handle_batch. */
+SERVE_EXPORT int serve_request_defer(serve_request *req);
+
+/* ------------------------------------------------------------------------
+ * Configuration
+ * ------------------------------------------------------------------------ */
+
+/* The value for `key`, or NULL when the key is absent (or config is NULL). */
+SERVE_EXPORT const char *serve_config_get(const serve_config *config,
+                                          const char *key);
+
+/* Number of entries, and the key and value of entry i (0-based, sorted by
+ * key); NULL when i is out of range. */
+SERVE_EXPORT size_t serve_config_count(const serve_config *config);
+SERVE_EXPORT const char *serve_config_key(const serve_config *config,
+                                          size_t i);
+SERVE_EXPORT const char *serve_config_value(const serve_config *config,
+                                            size_t i);
+
+/* ------------------------------------------------------------------------
+ * The replica context
+ * ------------------------------------------------------------------------ */
+
+/* The backend this replica belongs to. */
+SERVE_EXPORT const char *serve_replica_backend(const serve_replica *replica);
+
+/* The replica's index, 0 .. num_replicas - 1. Stable for the replica's life;
+ * a replacement replica may reuse an index. */
+SERVE_EXPORT int serve_replica_index(const serve_replica *replica);
+
+/* Records why init failed; the message (printf-style, truncated at 1 KiB)
+ * reaches the CLI user as "plugin PATH: init failed: MESSAGE". Call it only
+ * from init, before returning non-zero. */
+SERVE_EXPORT void serve_replica_fail(serve_replica *replica, const char *fmt,
+                                     ...) SERVE_PRINTF(2, 3);
+
+/* Log levels for serve_log. */
+enum serve_log_level {
+    SERVE_LOG_ERROR = 0,
+    SERVE_LOG_WARN = 1,
+    SERVE_LOG_INFO = 2,
+    SERVE_LOG_DEBUG = 3,
+};
+
+/* Writes one line to the server log, prefixed with the backend and replica.
+ * replica may be NULL. Any thread. */
+SERVE_EXPORT void serve_log(const serve_replica *replica, int level,
+                            const char *fmt, ...) SERVE_PRINTF(3, 4);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SERVE_PLUGIN_H */

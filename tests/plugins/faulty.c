@@ -1,0 +1,86 @@
+/* faulty - a plugin that misbehaves on request, for the runtime's tests.
+ * The body says what to do with that request:
+ *   ok          answer 200 "ok batch=N"
+ *   fail        answer 500 through serve_respond_error
+ *   skip        return without answering
+ *   twice       answer twice
+ *   sleep:MS    sleep MS milliseconds in handle_batch, then answer
+ *   defer:MS    defer, answer 200 from another thread after MS ms
+ *   never       defer and never answer
+ *   crashbatch  return non-zero from handle_batch without answering */
+#include <pthread.h>
+#include <serve/plugin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+struct later {
+    serve_request *req;
+    long ms;
+};
+
+static void *answer_later(void *arg)
+{
+    struct later *l = arg;
+    sleep_ms(l->ms);
+    serve_respond(l->req, 200, "text/plain", "deferred", 8);
+    free(l);
+    return NULL;
+}
+
+static int faulty_batch(void *state, serve_request *const *requests, size_t n)
+{
+    (void)state;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        serve_request *req = requests[i];
+        size_t len;
+        const char *body = serve_request_body(req, &len);
+        char what[64];
+        snprintf(what, sizeof what, "%.*s", (int)(len < 63 ? len : 63), body);
+        char ok[64];
+        int oklen = snprintf(ok, sizeof ok, "ok batch=%zu", n);
+        if (strcmp(what, "fail") == 0) {
+            serve_respond_error(req, 500, "faulty: this request failed");
+        } else if (strcmp(what, "skip") == 0) {
+            /* no answer: the runtime must answer 500 */
+        } else if (strcmp(what, "twice") == 0) {
+            serve_respond(req, 200, "text/plain", ok, (size_t)oklen);
+            if (serve_respond(req, 200, "text/plain", "second", 6) != SERVE_EALREADY)
+                serve_log(NULL, SERVE_LOG_ERROR, "faulty: second answer was not refused");
+        } else if (strncmp(what, "sleep:", 6) == 0) {
+            sleep_ms(atol(what + 6));
+            serve_respond(req, 200, "text/plain", ok, (size_t)oklen);
+        } else if (strncmp(what, "defer:", 6) == 0) {
+            struct later *l = malloc(sizeof *l);
+            l->req = req;
+            l->ms = atol(what + 6);
+            serve_request_defer(req);
+            pthread_t t;
+            pthread_create(&t, NULL, answer_later, l);
+            pthread_detach(t);
+        } else if (strcmp(what, "never") == 0) {
+            serve_request_defer(req);
+        } else if (strcmp(what, "crashbatch") == 0) {
+            rc = -1;
+        } else {
+            serve_respond(req, 200, "text/plain", ok, (size_t)oklen);
+        }
+    }
+    return rc;
+}
+
+static const serve_plugin plugin = {
+    .abi_version = SERVE_ABI_VERSION,
+    .name = "faulty",
+    .handle_batch = faulty_batch,
+};
+
+SERVE_PLUGIN_DEFINE(plugin)
