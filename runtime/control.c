@@ -138,10 +138,14 @@ void control_stop(struct server *s)
         pthread_join(s->control_thread, NULL);
         s->control_started = false;
     }
-    if (s->control_fd >= 0) close(s->control_fd);
+    /* Only a server that opened the socket (and so holds the state dir's
+     * lock) may remove it: a refused second server must not. */
+    if (s->control_fd >= 0) {
+        close(s->control_fd);
+        unlink(s->socket_path);
+    }
     s->control_fd = -1;
     for (int i = 0; i < 2; i++)
         if (s->control_wake[i] >= 0) close(s->control_wake[i]);
     s->control_wake[0] = s->control_wake[1] = -1;
-    unlink(s->socket_path);
 }

@@ -36,6 +36,7 @@ struct io_thread {
     serve_request *done_tail;
     struct routes *pending_routes;
     bool drain_pending;
+    bool stop_pending;
 };
 
 struct http_server {
@@ -176,6 +177,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     t->pending_routes = NULL;
     bool drain = t->drain_pending;
     t->drain_pending = false;
+    bool stop = t->stop_pending;
     pthread_mutex_unlock(&t->mutex);
 
     while (done) {
@@ -194,6 +196,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         evhttp_del_accept_socket(t->http, t->bound);
         t->bound = NULL;
     }
+    if (stop) event_base_loopbreak(t->base);
 }
 
 static void on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -568,7 +571,13 @@ void http_server_stop(struct http_server *s)
     for (int i = 0; s->threads && i < s->thread_count; i++) {
         struct io_thread *t = &s->threads[i];
         if (t->thread_started) {
-            event_base_loopbreak(t->base);
+            /* Not event_base_loopbreak from here: a loop that has not
+             * started yet would forget it. The wake event stays active
+             * until the loop runs it. */
+            pthread_mutex_lock(&t->mutex);
+            t->stop_pending = true;
+            pthread_mutex_unlock(&t->mutex);
+            event_active(t->wake, EV_READ, 0);
             pthread_join(t->thread, NULL);
         }
     }

@@ -1,0 +1,202 @@
+"""serve_harness - starts real serve servers on 127.0.0.1 for the tests.
+
+Every server gets its own temporary state dir and an ephemeral port, runs as
+the real daemon (`serve start`), and is driven through the real CLI and real
+HTTP. When a server stops, its log is checked for sanitizer reports, so the
+same tests catch memory errors when the binary is built with ASan/UBSan.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+SERVE_BIN = os.environ.get("SERVE_BIN", os.path.join(os.path.dirname(__file__), "../../build/serve"))
+TEST_PLUGIN_DIR = os.environ.get(
+    "SERVE_TEST_PLUGIN_DIR", os.path.join(os.path.dirname(SERVE_BIN), "tests/plugins"))
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer")
+
+
+def test_plugin(name):
+    return os.path.join(TEST_PLUGIN_DIR, name + ".so")
+
+
+def run_cli(state_dir, *args, check=True, timeout=60):
+    proc = subprocess.run([SERVE_BIN, "--state-dir", state_dir, *args], capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError("serve %s failed (%d): %s%s" % (" ".join(args), proc.returncode,
+                                                             proc.stdout, proc.stderr))
+    return proc
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "Response(%d, %r)" % (self.status, self.body[:200])
+
+
+class Server:
+    def __init__(self, *start_args, state_dir=None):
+        self.own_dir = state_dir is None
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="serve-test-")
+        self.start_args = start_args
+        self.url = None
+        self.start()
+
+    # -- lifecycle -------------------------------------------------------
+    def start(self):
+        proc = run_cli(self.state_dir, "start", "--http", "127.0.0.1:0", *self.start_args)
+        m = re.search(r"listening on (http://[^ ]+) \(pid (\d+)", proc.stdout)
+        assert m, proc.stdout
+        self.url = m.group(1)
+        self.pid = int(m.group(2))
+        hostport = self.url[len("http://"):]
+        self.host, port = hostport.rsplit(":", 1)
+        self.port = int(port)
+        return proc
+
+    def stop(self, timeout=30):
+        proc = run_cli(self.state_dir, "stop", "--timeout", str(timeout))
+        self.pid = None
+        self.assert_log_clean()
+        return proc
+
+    def kill(self):
+        os.kill(self.pid, signal.SIGKILL)
+        for _ in range(500):
+            if not self.alive():
+                break
+            time.sleep(0.01)
+        self.pid = None
+
+    def alive(self):
+        """True while the server process runs (a zombie left for a
+        container's init to reap counts as gone)."""
+        if self.pid is None:
+            return False
+        try:
+            with open("/proc/%d/stat" % self.pid) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+
+    def close(self):
+        """Stops the server if it still runs; removes its state dir."""
+        if self.alive():
+            try:
+                self.stop()
+            except Exception:
+                self.kill()
+                raise
+        if self.own_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def log(self):
+        try:
+            with open(os.path.join(self.state_dir, "serve.log"), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def assert_log_clean(self):
+        log = self.log()
+        for marker in SANITIZER_MARKERS:
+            if marker in log:
+                raise AssertionError("sanitizer report in the server log:\n" + log[-6000:])
+
+    # -- control plane ---------------------------------------------------
+    def cli(self, *args, check=True):
+        return run_cli(self.state_dir, *args, check=check)
+
+    def status(self):
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def backend_status(self, name):
+        for b in self.status()["backends"]:
+            if b["spec"]["name"] == name:
+                return b
+        raise KeyError(name)
+
+    def deploy(self, backend, plugin, route=None, *options, endpoint=None):
+        """create-backend + create-endpoint in one call."""
+        self.cli("create-backend", backend, plugin, *options)
+        ep = ["create-endpoint", endpoint or backend, "--backend", backend]
+        if route:
+            ep += ["--route", route]
+        self.cli(*ep)
+
+    # -- data plane ------------------------------------------------------
+    def request(self, method, path, body=None, headers=None, timeout=30):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+        finally:
+            conn.close()
+
+    def post(self, path, body=b"", **kw):
+        return self.request("POST", path, body, **kw)
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def concurrent(self, bodies, path, workers=None):
+        """POSTs every body at once from its own connection; answers in order."""
+        bodies = list(bodies)
+        with ThreadPoolExecutor(max_workers=workers or max(1, len(bodies))) as pool:
+            return list(pool.map(lambda b: self.post(path, b), bodies))
+
+    def raw(self, data, timeout=5, read_all=True):
+        """Sends raw bytes on a fresh connection; returns what came back
+        until the server closed or went quiet."""
+        s = socket.create_connection((self.host, self.port), timeout=timeout)
+        try:
+            s.sendall(data)
+            chunks = []
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    break
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if not read_all:
+                    break
+            return b"".join(chunks)
+        finally:
+            s.close()
+
+
+class ServeTestCase(unittest.TestCase):
+    """Gives each test method a fresh server (self.server), stopped after."""
+    start_args = ()
+
+    def setUp(self):
+        self.server = Server(*self.start_args)
+
+    def tearDown(self):
+        self.server.close()
+
+
+def parse_statuses(raw):
+    return [int(m) for m in re.findall(rb"HTTP/1\.[01] (\d{3})", raw)]

@@ -1,0 +1,183 @@
+"""State dir, persistence across SIGKILL, graceful stop, the control rules."""
+import os
+import stat
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+from serve_harness import Server, ServeTestCase, run_cli
+
+
+class Persistence(unittest.TestCase):
+    def test_sigkill_then_restart_restores_everything(self):
+        s = Server()
+        try:
+            s.deploy("counter1", "counter", "/increment", "--max-batch-size", "5",
+                     "--batch-wait-timeout-ms", "5", "--config", "start=41")
+            s.deploy("echo", "echo", "/echo", "--num-replicas", "2")
+            s.cli("create-endpoint", "hidden", "--backend", "echo")
+            self.assertEqual(s.post("/increment").body, b"42")
+            s.kill()
+            s.start()
+            self.assertEqual(s.post("/increment").body, b"42")  # fresh replica state
+            self.assertEqual(s.post("/echo", b"hi").body, b"hi")
+            names = {e["name"]: e for e in s.status()["endpoints"]}
+            self.assertEqual(set(names), {"counter1", "echo", "hidden"})
+            self.assertIsNone(names["hidden"]["route"])
+            b = s.backend_status("counter1")["spec"]
+            self.assertEqual((b["max_batch_size"], b["batch_wait_timeout_ms"], b["config"]),
+                             (5, 5.0, {"start": "41"}))
+            self.assertEqual(s.backend_status("echo")["spec"]["num_replicas"], 2)
+        finally:
+            s.close()
+
+    def test_state_dir_and_socket_are_private(self):
+        s = Server()
+        try:
+            mode = stat.S_IMODE(os.stat(os.path.join(s.state_dir, "control.sock")).st_mode)
+            self.assertEqual(mode, 0o600)
+            self.assertEqual(stat.S_IMODE(os.stat(s.state_dir).st_mode), 0o700)
+        finally:
+            s.close()
+
+    def test_second_server_on_same_state_dir_is_refused(self):
+        s = Server()
+        try:
+            proc = run_cli(s.state_dir, "start", "--http", "127.0.0.1:0", check=False)
+            self.assertNotEqual(proc.returncode, 0)
+            self.assertIn("already runs on state dir", proc.stderr)
+            self.assertEqual(s.get("/-/healthz").status, 200)
+        finally:
+            s.close()
+
+    def test_corrupt_state_file_is_refused_and_kept(self):
+        s = Server()
+        s.deploy("echo", "echo", "/echo")
+        s.stop()
+        path = os.path.join(s.state_dir, "state.msgpack")
+        with open(path, "rb") as f:
+            good = f.read()
+        with open(path, "wb") as f:
+            f.write(good[: len(good) // 2])
+        proc = run_cli(s.state_dir, "start", "--http", "127.0.0.1:0", check=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("state.msgpack is corrupt", proc.stderr)
+        with open(path, "rb") as f:
+            self.assertEqual(len(f.read()), len(good) // 2, "the state file was rewritten")
+        s.close()
+
+    def test_commands_without_a_server_say_so(self):
+        s = Server()
+        s.stop()
+        proc = s.cli("list-backends", check=False)
+        self.assertEqual(proc.returncode, 1)
+        self.assertEqual(proc.stderr.count("\n"), 1)
+        self.assertIn("no server is running on state dir", proc.stderr)
+        s.close()
+
+
+class GracefulStop(unittest.TestCase):
+    def _stop_under_load(self, stop):
+        s = Server()
+        try:
+            s.deploy("slow", "sim", "/slow", "--max-batch-size", "4",
+                     "--config", "base_us=300000")
+            with ThreadPoolExecutor(max_workers=12) as pool:
+                futures = [pool.submit(s.post, "/slow") for _ in range(12)]
+                time.sleep(0.2)  # all accepted, most still queued
+                stop(s)
+                answers = [f.result(timeout=30) for f in futures]
+            self.assertEqual([a.status for a in answers], [200] * 12)
+            self.assertFalse(s.alive())
+            s.assert_log_clean()
+        finally:
+            s.close()
+
+    def test_serve_stop_answers_everything_accepted(self):
+        self._stop_under_load(lambda s: s.cli("stop"))
+
+    def test_sigterm_answers_everything_accepted(self):
+        def term(s):
+            os.kill(s.pid, 15)
+            for _ in range(1000):
+                if not s.alive():
+                    return
+                time.sleep(0.01)
+        self._stop_under_load(term)
+
+
+class ControlRules(ServeTestCase):
+    def test_delete_backend_refused_while_used(self):
+        self.server.deploy("echo", "echo", "/echo")
+        proc = self.server.cli("delete-backend", "echo", check=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertEqual(proc.stderr.strip(),
+                         "serve: delete-backend: backend echo is used by endpoint echo; "
+                         "delete that endpoint first")
+        self.server.cli("delete-endpoint", "echo")
+        self.assertEqual(self.server.post("/echo").status, 404)
+        self.server.cli("delete-backend", "echo")
+        self.assertEqual(self.server.status()["backends"], [])
+
+    def test_duplicates_and_unknowns_are_refused(self):
+        self.server.deploy("echo", "echo", "/echo")
+        cases = [
+            (["create-backend", "echo", "echo"], "backend echo already exists"),
+            (["create-endpoint", "echo", "--backend", "echo"], "endpoint echo already exists"),
+            (["create-endpoint", "e2", "--backend", "echo", "--route", "/echo"],
+             "route /echo is already served by endpoint echo"),
+            (["create-endpoint", "e3", "--backend", "nope"], "backend nope does not exist"),
+            (["delete-endpoint", "nope"], "endpoint nope does not exist"),
+            (["delete-backend", "nope"], "backend nope does not exist"),
+            (["create-backend", "x", "echo", "--max-batch-size", "0"], "--max-batch-size 0"),
+            (["create-backend", "bad name", "echo"], "backend name 'bad name' is invalid"),
+            (["create-endpoint", "e4", "--backend", "echo", "--route", "nope"],
+             "must start with '/'"),
+            (["create-endpoint", "e5", "--backend", "echo", "--route", "/-/x"], "reserved"),
+            (["create-endpoint", "e6", "--backend", "echo", "--methods", "FETCH"],
+             "unknown HTTP method"),
+            (["create-backend", "x", "nosuchplugin"], "plugin nosuchplugin not found"),
+            (["frobnicate"], "unknown command"),
+        ]
+        for args, message in cases:
+            proc = self.server.cli(*args, check=False)
+            self.assertNotEqual(proc.returncode, 0, args)
+            self.assertIn(message, proc.stderr, args)
+            self.assertEqual(proc.stderr.count("\n"), 1, proc.stderr)
+        self.assertEqual(self.server.post("/echo", b"still").body, b"still")
+
+    def test_routes_match_longest_prefix_on_segments(self):
+        self.server.cli("create-backend", "a", "counter", "--config", "start=100")
+        self.server.cli("create-backend", "b", "counter", "--config", "start=200")
+        self.server.cli("create-endpoint", "a", "--backend", "a", "--route", "/api")
+        self.server.cli("create-endpoint", "b", "--backend", "b", "--route", "/api/v2")
+        self.assertEqual(self.server.post("/api").body, b"101")
+        self.assertEqual(self.server.post("/api/v1/x").body, b"102")
+        self.assertEqual(self.server.post("/api/v2/x").body, b"201")
+        self.assertEqual(self.server.post("/apix").status, 404)
+        self.assertEqual(self.server.get("/-/routes").json(), {"/api": "a", "/api/v2": "b"})
+
+    def test_methods_are_checked(self):
+        self.server.cli("create-backend", "echo", "echo")
+        self.server.cli("create-endpoint", "echo", "--backend", "echo", "--route", "/e",
+                        "--methods", "POST")
+        r = self.server.get("/e")
+        self.assertEqual(r.status, 405)
+        self.assertEqual(r.headers["allow"], "POST")
+        self.assertIn("method GET not allowed", r.json()["error"])
+        self.assertEqual(self.server.post("/e", b"x").status, 200)
+
+    def test_list_commands(self):
+        self.server.deploy("echo", "echo", "/echo")
+        out = self.server.cli("list-backends").stdout
+        self.assertIn("echo", out)
+        out = self.server.cli("list-endpoints").stdout
+        self.assertIn("/echo", out)
+        import json
+        self.assertEqual(json.loads(self.server.cli("list-endpoints", "--json").stdout),
+                         [{"name": "echo", "backend": "echo", "route": "/echo",
+                           "methods": "GET,POST"}])
+
+
+if __name__ == "__main__":
+    unittest.main()
