@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: builds serve twice (normal, and ASan+UBSan) and runs
+# every test against each build. Usage: bash tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash .ci/install-deps.sh
+jobs=$(nproc)
+run_variant() { # $1 build dir, rest: cmake options
+  local dir=$1; shift
+  echo "== $dir: $*"
+  cmake -S . -B "$dir" "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+  (cd "$dir" && ctest --output-on-failure --timeout 300)
+}
+run_variant build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# halt_on_error makes the first report fatal; the harness also scans the
+# server logs for reports.
+ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_variant build-asan -DCMAKE_BUILD_TYPE=Debug -DSERVE_ASAN=ON -DSERVE_UBSAN=ON
+echo "all tests passed in both builds"
