@@ -19,7 +19,7 @@ cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/n
 cmake --build build-bench -j"$(nproc)" >/dev/null
 SERVE=$ROOT/build-bench/serve
 
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # 10000 connections for M1
 export SERVE_STATE_DIR=$OUT/state
 "$SERVE" stop >/dev/null 2>&1 || true
 rm -rf "$SERVE_STATE_DIR"
