@@ -3,6 +3,7 @@
 #include "request.h"
 
 #include <event2/buffer.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,14 +60,19 @@ void request_release(serve_request *req)
 
 static uint32_t id_prefix;
 static atomic_ulong id_counter;
+static pthread_once_t id_prefix_once = PTHREAD_ONCE_INIT;
+
+/* A random prefix per process keeps ids of restarted servers apart. */
+static void choose_id_prefix(void)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, 0) != sizeof r) r = 0x5e7e5e7e;
+    id_prefix = r;
+}
 
 void request_id_generate(char out[32])
 {
-    if (!id_prefix) {
-        uint32_t r = 0;
-        if (getrandom(&r, sizeof r, 0) != sizeof r) r = 0x5e7e5e7e;
-        id_prefix = r | 1;
-    }
+    pthread_once(&id_prefix_once, choose_id_prefix);
     unsigned long n = atomic_fetch_add_explicit(&id_counter, 1, memory_order_relaxed);
     static const char hex[] = "0123456789abcdef";
     char *p = out;

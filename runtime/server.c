@@ -189,13 +189,13 @@ int server_run(const struct server_options *o)
     if (http.threads <= 0) http.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     s->http = http_server_start(&http, err, sizeof err);
     if (!s->http) goto fail;
-    if (!restore(s, err, sizeof err)) goto fail;
-    if (!control_start(s, err, sizeof err)) goto fail;
-
+    /* The URL is set before the control thread starts: it reads it. */
     const char *host = o->http_host;
     bool v6 = strchr(host, ':') != NULL;
     snprintf(s->url, sizeof s->url, "http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
              http_server_port(s->http));
+    if (!restore(s, err, sizeof err)) goto fail;
+    if (!control_start(s, err, sizeof err)) goto fail;
     LOG_INFO("listening on %s with %d HTTP thread(s); state dir %s; %zu backend(s), %zu endpoint(s) restored",
              s->url, http.threads, o->state_dir, s->declared.backend_count,
              s->declared.endpoint_count);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: builds serve twice (normal, and ASan+UBSan) and runs
-# every test against each build. Usage: bash tests/run.sh
+# The whole test suite: builds serve three times (normal, ASan+UBSan, TSan)
+# and runs every test against each build. Usage: bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-deps.sh
@@ -17,4 +17,6 @@ run_variant build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 # server logs for reports.
 ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_variant build-asan -DCMAKE_BUILD_TYPE=Debug -DSERVE_ASAN=ON -DSERVE_UBSAN=ON
-echo "all tests passed in both builds"
+TSAN_OPTIONS=halt_on_error=1 \
+  run_variant build-tsan -DCMAKE_BUILD_TYPE=Debug -DSERVE_TSAN=ON
+echo "all tests passed in every build"
