@@ -19,6 +19,7 @@ struct cli_command {
 extern const struct cli_command cmd_start, cmd_stop, cmd_status;
 extern const struct cli_command cmd_create_backend, cmd_delete_backend, cmd_list_backends;
 extern const struct cli_command cmd_create_endpoint, cmd_delete_endpoint, cmd_list_endpoints;
+extern const struct cli_command cmd_call;
 
 /* Prints "serve: CMD: MESSAGE" to stderr; returns 1 (for `return fail(...)`). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

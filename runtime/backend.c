@@ -176,6 +176,7 @@ static void destroy_replicas(struct backend *b)
         struct replica *r = &b->replicas[i];
         if (r->initialized && b->lib.plugin->destroy) b->lib.plugin->destroy(r->state);
         r->initialized = false;
+        replica_free_handles(&r->context);
     }
 }
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "handles.h"
 #include "log.h"
 #include "mp.h"
 #include "server_internal.h"
@@ -24,6 +25,7 @@ bool server_publish_routes(struct server *s)
     free(backends);
     if (!routes) return false;
     http_server_publish_routes(s->http, routes);
+    handles_publish_routes(routes);
     if (s->routes) routes_release(s->routes);
     s->routes = routes;
     return true;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "handles.h"
 #include "log.h"
 #include "mp.h"
 #include "server_internal.h"
@@ -42,7 +44,67 @@ static void reply(int fd, bool ok, const char *err, const msgpack_sbuffer *resul
     msgpack_sbuffer_destroy(&sbuf);
 }
 
-static void serve_connection(struct server *s, int fd)
+/* `serve call`: the answer comes later, on whatever thread the target
+ * answers on; the connection goes with the call and is closed by it. */
+static void call_answered(const serve_result *result, void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    size_t len = 0;
+    const void *body = serve_result_body(result, &len);
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init(&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_key(&pk, "ok");
+    msgpack_pack_true(&pk);
+    mp_pack_key(&pk, "result");
+    msgpack_pack_map(&pk, 3);
+    mp_pack_key(&pk, "status");
+    msgpack_pack_int(&pk, serve_result_status(result));
+    mp_pack_key(&pk, "content_type");
+    mp_pack_str(&pk, serve_result_content_type(result));
+    mp_pack_key(&pk, "body");
+    msgpack_pack_bin(&pk, len);
+    msgpack_pack_bin_body(&pk, body, len);
+    if (frame_write(fd, sbuf.data, sbuf.size) != 0)
+        LOG_WARN("control: cannot send the answer of a call: %s", strerror(errno));
+    msgpack_sbuffer_destroy(&sbuf);
+    close(fd);
+}
+
+/* Returns true when the call took the connection. */
+static bool start_call(const msgpack_object *req, int fd, char *err, size_t errlen)
+{
+    char *endpoint = NULL;
+    if (!mp_as_str(mp_get(req, "endpoint"), &endpoint)) {
+        snprintf(err, errlen, "call: endpoint missing");
+        return false;
+    }
+    serve_call *call = handles_call_new(endpoint, NULL);
+    free(endpoint);
+    const msgpack_object *body = mp_get(req, "body");
+    const msgpack_object *query = mp_get(req, "query");
+    bool ok = call != NULL;
+    if (ok && body && body->type == MSGPACK_OBJECT_BIN)
+        ok = serve_call_set_body(call, body->via.bin.ptr, body->via.bin.size) == SERVE_OK;
+    for (uint32_t i = 0; ok && query && query->type == MSGPACK_OBJECT_MAP && i < query->via.map.size; i++) {
+        char *k = NULL, *v = NULL;
+        ok = mp_as_str(&query->via.map.ptr[i].key, &k) && mp_as_str(&query->via.map.ptr[i].val, &v) &&
+             serve_call_add_query(call, k, v) == SERVE_OK;
+        free(k);
+        free(v);
+    }
+    if (!ok) {
+        if (call) serve_call_send(call, NULL, NULL); /* consumes it */
+        snprintf(err, errlen, "call: malformed request or out of memory");
+        return false;
+    }
+    serve_call_send(call, call_answered, (void *)(intptr_t)fd);
+    return true;
+}
+
+static bool serve_connection(struct server *s, int fd)
 {
     for (;;) {
         char *data = NULL;
@@ -50,9 +112,9 @@ static void serve_connection(struct server *s, int fd)
         int rc = frame_read(fd, &data, &len, FRAME_MAX);
         if (rc == -2) {
             reply(fd, false, "control frame too large", NULL);
-            return;
+            return false;
         }
-        if (rc != 0) return; /* EOF or a client that went away */
+        if (rc != 0) return false; /* EOF or a client that went away */
         msgpack_unpacked msg;
         msgpack_unpacked_init(&msg);
         size_t off = 0;
@@ -65,6 +127,15 @@ static void serve_connection(struct server *s, int fd)
         if (msgpack_unpack_next(&msg, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
             msg.data.type != MSGPACK_OBJECT_MAP) {
             snprintf(err, sizeof err, "malformed control frame: expected a msgpack map");
+            ok = false;
+        } else if (mp_str_eq(mp_get(&msg.data, "cmd"), "call")) {
+            bool taken = start_call(&msg.data, fd, err, sizeof err);
+            if (taken) {
+                msgpack_sbuffer_destroy(&result);
+                msgpack_unpacked_destroy(&msg);
+                free(data);
+                return true;
+            }
             ok = false;
         } else {
             ok = command_run(s, &msg.data, &pk, err, sizeof err);
@@ -94,8 +165,7 @@ static void *control_main(void *arg)
         struct timeval tv = {10, 0};
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        serve_connection(s, fd);
-        close(fd);
+        if (!serve_connection(s, fd)) close(fd);
     }
     return NULL;
 }

@@ -2,12 +2,20 @@
 #ifndef SERVE_RUNTIME_REPLICA_CONTEXT_H
 #define SERVE_RUNTIME_REPLICA_CONTEXT_H
 
+#include <stdatomic.h>
+
 #include "serve/plugin.h"
 
 struct serve_replica {
     const char *backend_name; /* owned by the backend */
     int index;
     char failure[1024];       /* set by serve_replica_fail during init */
+    /* Handles the plugin asked for; pushed lock-free from any thread,
+     * freed after destroy. */
+    _Atomic(struct serve_handle *) handles;
 };
+
+/* Frees the replica's handles (handles.c). */
+void replica_free_handles(serve_replica *replica);
 
 #endif

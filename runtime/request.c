@@ -52,6 +52,14 @@ void request_release(serve_request *req)
         return;
     request_clear_response(req);
     if (req->body_buf) evbuffer_free(req->body_buf);
+    if (req->free_owned_body && req->owned_body) req->free_owned_body(req->owned_body);
+    if (req->owns_headers) {
+        for (size_t i = 0; i < req->header_count * 2; i++) free((char *)req->headers[i]);
+        free(req->headers);
+    }
+    free(req->owned_id);
+    free(req->target_endpoint);
+    free(req->owned_path);
     for (size_t i = 0; i < req->query_count * 2; i++) free(req->query[i]);
     free(req->query);
     if (req->backend) backend_release(req->backend);

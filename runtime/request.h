@@ -52,6 +52,17 @@ struct serve_request {
     void (*deliver)(serve_request *req);
     void *origin;                 /* the front end's own data */
     void *origin_request;         /* e.g. the evhttp request to answer */
+
+    /* Handle calls (handles.c): the caller's callback, and what the call
+     * owns instead of an HTTP connection. */
+    void (*call_done)(const serve_result *result, void *arg);
+    void *call_arg;
+    char *target_endpoint;
+    char *owned_path;
+    char *owned_id;
+    void *owned_body;
+    void (*free_owned_body)(void *);
+    bool owns_headers;            /* headers[] and its strings are malloc'd */
     struct event timeout_event;   /* origin-owned; used when timeout > 0 */
     bool has_timeout;
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "handles.h"
 #include "log.h"
 #include "server_internal.h"
 
@@ -150,6 +151,7 @@ static void cleanup(struct server *s)
             if (s->live[i]) backend_stop(s->live[i]);
         http_server_stop(s->http);
     }
+    handles_shutdown();
     if (s->routes) routes_release(s->routes);
     for (size_t i = 0; s->live && i < s->declared.backend_count; i++)
         if (s->live[i]) backend_release(s->live[i]);

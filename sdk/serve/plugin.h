@@ -300,6 +300,116 @@ enum serve_log_level {
 SERVE_EXPORT void serve_log(const serve_replica *replica, int level,
                             const char *fmt, ...) SERVE_PRINTF(3, 4);
 
+/* ------------------------------------------------------------------------
+ * Handles: calling other endpoints (model composition)
+ *
+ * A plugin calls any endpoint by name, routed or handle-only. A call takes
+ * the same path as an HTTP request to that endpoint (routing, the target's
+ * batching, backpressure and timeout) without HTTP: no socket, no parsing.
+ * Many calls may be in flight at once, from one request and from one
+ * replica.
+ *
+ * The recommended style is asynchronous: in handle_batch, defer the outer
+ * request (serve_request_defer), send the calls with a callback, and answer
+ * the outer request from the last callback. The worker thread is then free
+ * for the next batch while the calls are out, and nothing can deadlock.
+ *
+ *     static void on_score(const serve_result *r, void *arg)
+ *     {
+ *         serve_request *outer = arg;
+ *         size_t len;
+ *         const void *body = serve_result_body(r, &len);
+ *         serve_respond(outer, serve_result_status(r),
+ *                       serve_result_content_type(r), body, len);
+ *     }
+ *
+ *     // in handle_batch, for each request `req`:
+ *     serve_request_defer(req);
+ *     serve_call *call = serve_call_new(scorer_handle, req);
+ *     size_t len;
+ *     const void *body = serve_request_body(req, &len);
+ *     serve_call_set_body(call, body, len);
+ *     serve_call_send(call, on_score, req);
+ *
+ * Futures (serve_call_send_future + serve_future_wait) suit plugin-owned
+ * threads. Waiting on a future inside handle_batch blocks the replica: never
+ * wait there for a call that needs the same replica (its own backend with
+ * one replica), or the wait lasts until the target's request timeout.
+ * ------------------------------------------------------------------------ */
+
+typedef struct serve_handle serve_handle;   /* a callable endpoint name */
+typedef struct serve_call serve_call;       /* one call being built */
+typedef struct serve_result serve_result;   /* the target's answer */
+typedef struct serve_future serve_future;   /* an answer to wait for */
+
+/* Returns a handle to the endpoint named `endpoint`, owned by the replica
+ * and valid until destroy returns. The name is resolved at each call, so an
+ * endpoint created later, or replaced, is found. NULL on bad arguments or
+ * out of memory. Any thread. */
+SERVE_EXPORT serve_handle *serve_replica_handle(serve_replica *replica,
+                                                const char *endpoint);
+
+/* Starts a call through `handle`. `parent`, when not NULL, is the request
+ * this call serves: the call carries its request id (logs and access logs
+ * then tie them together). The call is owned by the caller until it is sent.
+ * NULL on bad arguments or out of memory. Any thread. */
+SERVE_EXPORT serve_call *serve_call_new(serve_handle *handle,
+                                        const serve_request *parent);
+
+/* Sets the call's body (copied). */
+SERVE_EXPORT int serve_call_set_body(serve_call *call, const void *body,
+                                     size_t len);
+
+/* Sets the call's body without a copy; the runtime calls free_body(body)
+ * (if not NULL) when the target is done with it, on any thread, and also
+ * when this function fails. */
+SERVE_EXPORT int serve_call_take_body(serve_call *call, void *body, size_t len,
+                                      void (*free_body)(void *));
+
+/* Adds a query parameter or a header the target reads with
+ * serve_request_query / serve_request_header. Strings are copied. */
+SERVE_EXPORT int serve_call_add_query(serve_call *call, const char *key,
+                                      const char *value);
+SERVE_EXPORT int serve_call_add_header(serve_call *call, const char *name,
+                                       const char *value);
+
+/* Called exactly once with the target's answer. `result` is valid only
+ * during the call. It runs on a runtime or plugin thread (possibly before
+ * serve_call_send returns, for an immediate error such as 404 or 503), so it
+ * must not block; answering a deferred request from it is the intended use.
+ * Errors of the target arrive as results: 404 (no such endpoint), 503
+ * (target overloaded), 504 (target timeout), 500 (target plugin failure),
+ * each with a JSON body {"error": "..."}. */
+typedef void (*serve_call_done_fn)(const serve_result *result, void *arg);
+
+/* Sends the call; the call object is consumed in every case. Returns 0 when
+ * `done` will be (or was) called; on SERVE_EINVAL (call or done NULL) it is
+ * never called. */
+SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done,
+                                 void *arg);
+
+/* Sends the call and returns a future for its answer (NULL only when out of
+ * memory; the call is consumed either way). */
+SERVE_EXPORT serve_future *serve_call_send_future(serve_call *call);
+
+/* Blocks until the answer is there and returns it; the result stays valid
+ * until serve_future_free. Any thread (see the warning above). */
+SERVE_EXPORT const serve_result *serve_future_wait(serve_future *future);
+
+/* Frees a future, waiting for its answer first if it has not come yet.
+ * NULL is a harmless no-op. */
+SERVE_EXPORT void serve_future_free(serve_future *future);
+
+/* The parts of a result: HTTP-style status, content type, body (len may be
+ * NULL) and any header the target added (case-insensitive; NULL if absent).
+ * Strings and body are owned by the result. */
+SERVE_EXPORT int serve_result_status(const serve_result *result);
+SERVE_EXPORT const char *serve_result_content_type(const serve_result *result);
+SERVE_EXPORT const void *serve_result_body(const serve_result *result,
+                                           size_t *len);
+SERVE_EXPORT const char *serve_result_header(const serve_result *result,
+                                             const char *name);
+
 #ifdef __cplusplus
 }
 #endif

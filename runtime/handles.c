@@ -1,0 +1,403 @@
+/* handles.c - handle calls: requests whose origin is a callback instead of
+ * an HTTP connection (see handles.h and the SDK header). */
+#include "handles.h"
+
+#include <event2/event.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "clock.h"
+#include "log.h"
+#include "replica_context.h"
+
+struct serve_handle {
+    struct serve_handle *next;
+    char endpoint[];
+};
+
+struct serve_result {
+    int status;
+    const char *content_type;
+    const void *body;
+    size_t len;
+    const struct response_header *headers;
+    size_t header_count;
+};
+
+/* The snapshot names resolve in. A mutex, not the HTTP threads' mailbox:
+ * calls come from any thread, and a lookup is a few comparisons. */
+static pthread_mutex_t router_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct routes *router_routes;
+
+void handles_publish_routes(struct routes *routes)
+{
+    if (routes) routes_ref(routes);
+    pthread_mutex_lock(&router_mutex);
+    struct routes *old = router_routes;
+    router_routes = routes;
+    pthread_mutex_unlock(&router_mutex);
+    if (old) routes_release(old);
+}
+
+/* Call timeouts run on one libevent loop of their own, started on first use. */
+static pthread_mutex_t timer_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct event_base *timer_base;
+static struct event *timer_keepalive;
+static pthread_t timer_thread;
+
+static void *timer_main(void *arg)
+{
+    event_base_loop(arg, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
+}
+
+static void stop_timer_loop(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    event_base_loopbreak(arg);
+}
+
+static struct event_base *timers(void)
+{
+    pthread_mutex_lock(&timer_mutex);
+    if (!timer_base) {
+        timer_base = event_base_new();
+        if (timer_base && pthread_create(&timer_thread, NULL, timer_main, timer_base) != 0) {
+            event_base_free(timer_base);
+            timer_base = NULL;
+        }
+    }
+    struct event_base *base = timer_base;
+    pthread_mutex_unlock(&timer_mutex);
+    return base;
+}
+
+void handles_shutdown(void)
+{
+    handles_publish_routes(NULL);
+    pthread_mutex_lock(&timer_mutex);
+    struct event_base *base = timer_base;
+    timer_base = NULL;
+    pthread_mutex_unlock(&timer_mutex);
+    if (!base) return;
+    /* A loopbreak before the loop runs would be lost; an active event is not. */
+    timer_keepalive = event_new(base, -1, 0, stop_timer_loop, base);
+    event_active(timer_keepalive, EV_READ, 0);
+    pthread_join(timer_thread, NULL);
+    event_free(timer_keepalive);
+    event_base_free(base);
+}
+
+SERVE_EXPORT serve_handle *serve_replica_handle(serve_replica *replica, const char *endpoint)
+{
+    if (!replica || !endpoint || !*endpoint) return NULL;
+    size_t n = strlen(endpoint) + 1;
+    serve_handle *h = malloc(sizeof *h + n);
+    if (!h) return NULL;
+    memcpy(h->endpoint, endpoint, n);
+    h->next = atomic_load(&replica->handles);
+    while (!atomic_compare_exchange_weak(&replica->handles, &h->next, h)) {
+    }
+    return h;
+}
+
+void replica_free_handles(serve_replica *replica)
+{
+    serve_handle *h = atomic_exchange(&replica->handles, NULL);
+    while (h) {
+        serve_handle *next = h->next;
+        free(h);
+        h = next;
+    }
+}
+
+serve_call *handles_call_new(const char *endpoint, const serve_request *parent)
+{
+    serve_request *req = request_new(0, NULL);
+    if (!req) return NULL;
+    req->target_endpoint = strdup(endpoint);
+    req->method = "POST";
+    req->path = "";
+    req->owns_headers = true;
+    if (parent && parent->id) {
+        req->owned_id = strdup(parent->id);
+        req->id = req->owned_id;
+    } else {
+        request_id_generate(req->id_buf);
+        req->id = req->id_buf;
+    }
+    if (!req->target_endpoint || !req->id) {
+        request_release(req);
+        return NULL;
+    }
+    return (serve_call *)req;
+}
+
+SERVE_EXPORT serve_call *serve_call_new(serve_handle *handle, const serve_request *parent)
+{
+    return handle ? handles_call_new(handle->endpoint, parent) : NULL;
+}
+
+SERVE_EXPORT int serve_call_take_body(serve_call *call, void *body, size_t len,
+                                      void (*free_body)(void *))
+{
+    serve_request *req = (serve_request *)call;
+    if (!req || (!body && len)) {
+        if (free_body && body) free_body(body);
+        return SERVE_EINVAL;
+    }
+    if (req->free_owned_body && req->owned_body) req->free_owned_body(req->owned_body);
+    req->owned_body = body;
+    req->free_owned_body = free_body;
+    req->body = body;
+    req->body_len = len;
+    return SERVE_OK;
+}
+
+SERVE_EXPORT int serve_call_set_body(serve_call *call, const void *body, size_t len)
+{
+    if (!call || (!body && len)) return SERVE_EINVAL;
+    void *copy = malloc(len ? len : 1);
+    if (!copy) return SERVE_ENOMEM;
+    if (len) memcpy(copy, body, len);
+    return serve_call_take_body(call, copy, len, free);
+}
+
+static int add_pair(char ***array, size_t *count, const char *a, const char *b)
+{
+    char **grown = realloc(*array, (*count + 1) * 2 * sizeof *grown);
+    if (!grown) return SERVE_ENOMEM;
+    *array = grown;
+    char *x = strdup(a), *y = strdup(b);
+    if (!x || !y) {
+        free(x);
+        free(y);
+        return SERVE_ENOMEM;
+    }
+    grown[2 * *count] = x;
+    grown[2 * *count + 1] = y;
+    (*count)++;
+    return SERVE_OK;
+}
+
+SERVE_EXPORT int serve_call_add_query(serve_call *call, const char *key, const char *value)
+{
+    serve_request *req = (serve_request *)call;
+    if (!req || !key || !value) return SERVE_EINVAL;
+    return add_pair(&req->query, &req->query_count, key, value);
+}
+
+SERVE_EXPORT int serve_call_add_header(serve_call *call, const char *name, const char *value)
+{
+    serve_request *req = (serve_request *)call;
+    if (!req || !name || !value || !*name) return SERVE_EINVAL;
+    char **headers = (char **)req->headers;
+    int rc = add_pair(&headers, &req->header_count, name, value);
+    req->headers = (const char **)headers;
+    return rc;
+}
+
+/* Runs the caller's callback with a result made of a status and message. */
+static void complete_with_error(serve_request *req, int status, const char *message)
+{
+    size_t len = 0;
+    char *body = json_error_body(message, &len);
+    serve_result result = {.status = status, .content_type = "application/json",
+                           .body = body ? body : "", .len = body ? len : 0};
+    req->call_done(&result, req->call_arg);
+    free(body);
+}
+
+/* Any thread: the target answered and won the race with the timeout. */
+static void deliver_to_caller(serve_request *req)
+{
+    if (req->has_timeout) event_del(&req->timeout_event);
+    serve_result result = {.status = req->status, .content_type = req->content_type,
+                           .body = req->response_body ? req->response_body : "",
+                           .len = req->response_len, .headers = req->response_headers,
+                           .header_count = req->response_header_count};
+    req->call_done(&result, req->call_arg);
+    request_release(req); /* the execution reference, handed over */
+    request_release(req); /* the caller's */
+}
+
+static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    serve_request *req = arg;
+    if (!request_time_out(req)) return;
+    char msg[256];
+    snprintf(msg, sizeof msg, "request timed out after %g ms in backend %s",
+             backend_get_spec(req->backend)->options.request_timeout_ms,
+             backend_name(req->backend));
+    complete_with_error(req, 504, msg);
+    request_release(req);
+}
+
+SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void *arg)
+{
+    serve_request *req = (serve_request *)call;
+    if (!req || !done) {
+        if (req) request_release(req);
+        return SERVE_EINVAL;
+    }
+    req->call_done = done;
+    req->call_arg = arg;
+    req->deliver = deliver_to_caller;
+    req->received_ns = serve__now_ns();
+
+    struct backend *backend = NULL;
+    pthread_mutex_lock(&router_mutex);
+    for (size_t i = 0; router_routes && i < router_routes->count; i++)
+        if (strcmp(router_routes->entries[i].endpoint, req->target_endpoint) == 0) {
+            backend = router_routes->entries[i].backend;
+            backend_ref(backend);
+            if (router_routes->entries[i].route) req->path = router_routes->entries[i].route;
+            break;
+        }
+    pthread_mutex_unlock(&router_mutex);
+    if (!backend) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "no endpoint named %s", req->target_endpoint);
+        complete_with_error(req, 404, msg);
+        request_release(req);
+        return SERVE_OK;
+    }
+    /* The route string lives in the snapshot, which may go; keep our own. */
+    if (*req->path) {
+        req->owned_path = strdup(req->path);
+        req->path = req->owned_path ? req->owned_path : "";
+    }
+    req->backend = backend;
+    double timeout_ms = backend_get_spec(backend)->options.request_timeout_ms;
+    struct event_base *base = timeout_ms > 0 ? timers() : NULL;
+    if (base) {
+        event_assign(&req->timeout_event, base, -1, 0, on_call_timeout, req);
+        uint64_t us = (uint64_t)(timeout_ms * 1000.0);
+        struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+        req->has_timeout = true;
+        event_add(&req->timeout_event, &tv);
+    }
+    enum enqueue_result queued = backend_enqueue(backend, req);
+    if (queued != ENQUEUE_OK) {
+        if (req->has_timeout) event_del(&req->timeout_event);
+        req->has_timeout = false;
+        char msg[256];
+        if (queued == ENQUEUE_OVERLOADED)
+            snprintf(msg, sizeof msg,
+                     "request dropped: backend %s is overloaded (%u requests queued)",
+                     backend_name(backend),
+                     backend_get_spec(backend)->options.max_queued_requests);
+        else
+            snprintf(msg, sizeof msg, "backend %s is not accepting requests",
+                     backend_name(backend));
+        complete_with_error(req, 503, msg);
+        request_release(req);
+    }
+    return SERVE_OK;
+}
+
+struct serve_future {
+    pthread_mutex_t mutex;
+    pthread_cond_t ready;
+    bool done;
+    serve_result result;
+    char *content_type;
+    void *body;
+    struct response_header *headers;
+};
+
+static void future_done(const serve_result *r, void *arg)
+{
+    serve_future *f = arg;
+    char *ctype = strdup(r->content_type ? r->content_type : "");
+    void *body = malloc(r->len ? r->len : 1);
+    struct response_header *headers = calloc(r->header_count + 1, sizeof *headers);
+    size_t copied = 0;
+    if (body && r->len) memcpy(body, r->body, r->len);
+    for (; headers && copied < r->header_count; copied++) {
+        headers[copied].name = strdup(r->headers[copied].name);
+        headers[copied].value = strdup(r->headers[copied].value);
+    }
+    pthread_mutex_lock(&f->mutex);
+    f->content_type = ctype;
+    f->body = body;
+    f->headers = headers;
+    if (!ctype || !body || !headers) {
+        f->result = (serve_result){.status = 500, .content_type = "text/plain",
+                                   .body = "out of memory", .len = 13};
+    } else {
+        f->result = (serve_result){.status = r->status, .content_type = ctype, .body = body,
+                                   .len = r->len, .headers = headers, .header_count = copied};
+    }
+    f->done = true;
+    pthread_cond_broadcast(&f->ready);
+    pthread_mutex_unlock(&f->mutex);
+}
+
+SERVE_EXPORT serve_future *serve_call_send_future(serve_call *call)
+{
+    serve_future *f = calloc(1, sizeof *f);
+    if (!f) {
+        if (call) request_release((serve_request *)call);
+        return NULL;
+    }
+    pthread_mutex_init(&f->mutex, NULL);
+    pthread_cond_init(&f->ready, NULL);
+    if (serve_call_send(call, future_done, f) != SERVE_OK) {
+        pthread_mutex_destroy(&f->mutex);
+        pthread_cond_destroy(&f->ready);
+        free(f);
+        return NULL;
+    }
+    return f;
+}
+
+SERVE_EXPORT const serve_result *serve_future_wait(serve_future *f)
+{
+    if (!f) return NULL;
+    pthread_mutex_lock(&f->mutex);
+    while (!f->done) pthread_cond_wait(&f->ready, &f->mutex);
+    pthread_mutex_unlock(&f->mutex);
+    return &f->result;
+}
+
+SERVE_EXPORT void serve_future_free(serve_future *f)
+{
+    if (!f) return;
+    serve_future_wait(f);
+    for (size_t i = 0; i < f->result.header_count; i++) {
+        free(f->headers[i].name);
+        free(f->headers[i].value);
+    }
+    free(f->headers);
+    free(f->content_type);
+    free(f->body);
+    pthread_mutex_destroy(&f->mutex);
+    pthread_cond_destroy(&f->ready);
+    free(f);
+}
+
+SERVE_EXPORT int serve_result_status(const serve_result *r) { return r ? r->status : 0; }
+
+SERVE_EXPORT const char *serve_result_content_type(const serve_result *r)
+{
+    return r ? r->content_type : NULL;
+}
+
+SERVE_EXPORT const void *serve_result_body(const serve_result *r, size_t *len)
+{
+    if (len) *len = r ? r->len : 0;
+    return r ? r->body : NULL;
+}
+
+SERVE_EXPORT const char *serve_result_header(const serve_result *r, const char *name)
+{
+    if (!r || !name) return NULL;
+    for (size_t i = 0; i < r->header_count; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0) return r->headers[i].value;
+    return NULL;
+}
