@@ -213,16 +213,36 @@ void cli_print_backends(const msgpack_object *backends)
     }
 }
 
+/* "a=0.9,b=0.1", or "a" alone for a single backend with weight 1. */
+static void format_shares(const msgpack_object *m, char *buf, size_t len, bool always_weights)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (uint32_t i = 0; m && m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size; i++) {
+        const msgpack_object_kv *kv = &m->via.map.ptr[i];
+        double w = 0;
+        mp_as_double(&kv->val, &w);
+        if (!always_weights && m->via.map.size == 1 && w == 1)
+            n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%.*s",
+                                  (int)kv->key.via.str.size, kv->key.via.str.ptr);
+        else
+            n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%.*s=%g", i ? "," : "",
+                                  (int)kv->key.via.str.size, kv->key.via.str.ptr, w);
+    }
+    if (!buf[0]) snprintf(buf, len, "-");
+}
+
 void cli_print_endpoints(const msgpack_object *endpoints)
 {
-    printf("%-16s %-24s %-16s %s\n", "ENDPOINT", "ROUTE", "BACKEND", "METHODS");
+    printf("%-16s %-24s %-10s %-24s %s\n", "ENDPOINT", "ROUTE", "METHODS", "TRAFFIC", "SHADOW");
     for (uint32_t i = 0; endpoints && endpoints->type == MSGPACK_OBJECT_ARRAY &&
                          i < endpoints->via.array.size; i++) {
         const msgpack_object *e = &endpoints->via.array.ptr[i];
-        char name[128], route[1100], backend[128], methods[128];
-        printf("%-16s %-24s %-16s %s\n", cli_str(e, "name", name, sizeof name),
-               cli_str(e, "route", route, sizeof route),
-               cli_str(e, "backend", backend, sizeof backend),
-               cli_str(e, "methods", methods, sizeof methods));
+        char name[128], route[1100], methods[128], traffic[512], shadow[512];
+        format_shares(mp_get(e, "traffic"), traffic, sizeof traffic, false);
+        format_shares(mp_get(e, "shadow"), shadow, sizeof shadow, true);
+        printf("%-16s %-24s %-10s %-24s %s\n", cli_str(e, "name", name, sizeof name),
+               cli_str(e, "route", route, sizeof route), cli_str(e, "methods", methods, sizeof methods),
+               traffic, shadow);
     }
 }

@@ -37,9 +37,12 @@ static int run_create_endpoint(int argc, char **argv, const char *state_dir)
         !spec_name_valid("backend", backend, err, sizeof err) ||
         (route && !route_valid(route, err, sizeof err)))
         return cli_fail("create-endpoint", "%s", err);
-    spec.name = argv[optind];
-    spec.backend = (char *)backend;
-    spec.route = (char *)route;
+    spec.name = strdup(argv[optind]);
+    spec.route = route ? strdup(route) : NULL;
+    if (!spec.name || (route && !spec.route) || !endpoint_set_backend(&spec, backend)) {
+        endpoint_spec_free(&spec);
+        return cli_fail("create-endpoint", "out of memory");
+    }
 
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init(&sbuf);
@@ -54,7 +57,10 @@ static int run_create_endpoint(int argc, char **argv, const char *state_dir)
     const msgpack_object *result;
     bool ok = cli_call("create-endpoint", state_dir, &sbuf, &reply, &result);
     msgpack_sbuffer_destroy(&sbuf);
-    if (!ok) return 1;
+    if (!ok) {
+        endpoint_spec_free(&spec);
+        return 1;
+    }
     if (route)
         printf("serve: endpoint %s created at route %s -> backend %s\n", spec.name, route, backend);
     else

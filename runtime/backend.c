@@ -23,6 +23,8 @@ struct replica {
     /* Guarded by backend->mutex. */
     uint32_t in_flight;
     serve_request *deferred_head;
+    bool reconfigure_pending;
+    int reconfigure_rc;
 };
 
 struct backend {
@@ -34,6 +36,8 @@ struct backend {
 
     pthread_mutex_t mutex;
     pthread_cond_t work_ready; /* queue grew, capacity freed, or stopping */
+    pthread_cond_t reconfigured;
+    const serve_config *pending_config;
     serve_request *queue_head;
     serve_request *queue_tail;
     size_t queue_len;
@@ -118,6 +122,17 @@ static void *replica_main(void *arg)
     }
     pthread_mutex_lock(&b->mutex);
     for (;;) {
+        if (r->reconfigure_pending) {
+            /* Between batches: no handle_batch of this replica runs now. */
+            const serve_config *config = b->pending_config;
+            pthread_mutex_unlock(&b->mutex);
+            int rc = b->lib.plugin->reconfigure(r->state, config);
+            pthread_mutex_lock(&b->mutex);
+            r->reconfigure_rc = rc;
+            r->reconfigure_pending = false;
+            pthread_cond_broadcast(&b->reconfigured);
+            continue;
+        }
         if (b->queue_len == 0) {
             if (b->stopping) break;
             pthread_cond_wait(&b->work_ready, &b->mutex);
@@ -200,6 +215,7 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&b->work_ready, &attr);
+    pthread_cond_init(&b->reconfigured, NULL);
     pthread_condattr_destroy(&attr);
     b->replica_count = spec->options.num_replicas;
     b->replicas = calloc(b->replica_count, sizeof *b->replicas);
@@ -253,6 +269,7 @@ void backend_release(struct backend *b)
     plugin_unload(&b->lib);
     pthread_mutex_destroy(&b->mutex);
     pthread_cond_destroy(&b->work_ready);
+    pthread_cond_destroy(&b->reconfigured);
     free(b->replicas);
     backend_spec_free(&b->spec);
     free(b);
@@ -316,6 +333,58 @@ void backend_stop(struct backend *b)
             backend_deferred_answered(req, request_answer_runtime(req, 503, msg));
         }
     }
+}
+
+bool backend_can_reconfigure(const struct backend *b)
+{
+    return b->lib.plugin->reconfigure != NULL;
+}
+
+/* Runs reconfigure(config) on every replica; returns the index of the first
+ * replica that refused, or -1. */
+static long reconfigure_all(struct backend *b, const serve_config *config, bool *took)
+{
+    pthread_mutex_lock(&b->mutex);
+    b->pending_config = config;
+    for (size_t i = 0; i < b->replica_count; i++) b->replicas[i].reconfigure_pending = true;
+    pthread_cond_broadcast(&b->work_ready);
+    for (size_t i = 0; i < b->replica_count; i++)
+        while (b->replicas[i].reconfigure_pending) pthread_cond_wait(&b->reconfigured, &b->mutex);
+    long failed = -1;
+    for (size_t i = 0; i < b->replica_count; i++) {
+        if (took) took[i] = b->replicas[i].reconfigure_rc == 0;
+        if (b->replicas[i].reconfigure_rc != 0 && failed < 0) failed = (long)i;
+    }
+    b->pending_config = NULL;
+    pthread_mutex_unlock(&b->mutex);
+    return failed;
+}
+
+bool backend_reconfigure(struct backend *b, const serve_config *config, char *err,
+                         size_t errlen)
+{
+    serve_config *copy = config_copy(config);
+    bool *took = calloc(b->replica_count, sizeof *took);
+    if (!copy || !took) {
+        config_free(copy);
+        free(took);
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    long failed = reconfigure_all(b, copy, took);
+    if (failed >= 0) {
+        snprintf(err, errlen, "plugin %s: reconfigure failed on replica %ld of backend %s (code %d)",
+                 b->spec.plugin, failed, b->spec.name, b->replicas[failed].reconfigure_rc);
+        /* The old config back everywhere, so all replicas agree again. */
+        reconfigure_all(b, b->spec.config, NULL);
+        config_free(copy);
+        free(took);
+        return false;
+    }
+    free(took);
+    config_free(b->spec.config);
+    b->spec.config = copy;
+    return true;
 }
 
 void backend_reject_queued(struct backend *b)

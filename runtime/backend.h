@@ -43,6 +43,16 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req);
  * them, calls destroy and answers still-deferred requests with 503. */
 void backend_stop(struct backend *b);
 
+/* True when the plugin has a reconfigure callback. */
+bool backend_can_reconfigure(const struct backend *b);
+
+/* Hands a new user config to every replica through the plugin's
+ * reconfigure, each between two batches; waits until all have it. When one
+ * refuses, the replicas that took it get the old config back and false is
+ * returned with err set. Control thread. */
+bool backend_reconfigure(struct backend *b, const serve_config *config, char *err,
+                         size_t errlen);
+
 /* From now on queued requests are answered 503 instead of executed (the
  * last step of a graceful stop whose time ran out). Any thread. */
 void backend_reject_queued(struct backend *b);

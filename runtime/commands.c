@@ -1,6 +1,11 @@
-/* commands.c - the control plane's commands. Each change is applied, then
- * persisted; only a persisted change is acknowledged, and a change that
- * cannot be persisted is undone. Runs on the control thread only. */
+/* commands.c - the control plane's commands.
+ *
+ * Every change is made the same way: build the desired deployment (the
+ * current one with the change), then apply() it. apply() starts what is
+ * new, reconfigures or replaces what changed, persists, publishes the new
+ * routes, and only then stops what is gone. Any failure before the state
+ * file is written undoes everything, so the server is left as it was and
+ * nothing unacknowledged is persisted. Runs on the control thread only. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,30 +17,29 @@
 #include "mp.h"
 #include "server_internal.h"
 
+/* routes_build's lookup over a deployment and its live backends. */
+struct live_view {
+    const struct deployment *declared;
+    struct backend *const *live;
+};
+
+static struct backend *live_lookup(void *ctx, const char *name)
+{
+    struct live_view *v = ctx;
+    return v->live[deployment_find_backend(v->declared, name)];
+}
+
 bool server_publish_routes(struct server *s)
 {
-    size_t n = s->declared.endpoint_count;
-    struct backend **backends = calloc(n + 1, sizeof *backends);
-    if (!backends) return false;
-    for (size_t i = 0; i < n; i++) {
-        long b = deployment_find_backend(&s->declared, s->declared.endpoints[i].backend);
-        backends[i] = s->live[b]; /* endpoints only ever name existing backends */
-    }
-    struct routes *routes = routes_build(s->declared.endpoints, backends, n);
-    free(backends);
+    struct live_view view = {&s->declared, s->live};
+    struct routes *routes =
+        routes_build(s->declared.endpoints, s->declared.endpoint_count, live_lookup, &view);
     if (!routes) return false;
     http_server_publish_routes(s->http, routes);
     handles_publish_routes(routes);
     if (s->routes) routes_release(s->routes);
     s->routes = routes;
     return true;
-}
-
-static bool grow(void **array, size_t count, size_t size)
-{
-    void *grown = realloc(*array, (count + 1) * size);
-    if (grown) *array = grown;
-    return grown != NULL;
 }
 
 bool server_add_live_backend(struct server *s, const struct backend_spec *spec,
@@ -50,9 +54,108 @@ bool server_add_live_backend(struct server *s, const struct backend_spec *spec,
     return true;
 }
 
-static bool persist(struct server *s, char *err, size_t errlen)
+/* True when only the user config differs. */
+static bool config_only_change(const struct backend_spec *a, const struct backend_spec *b)
 {
-    return deployment_save(&s->declared, s->state_path, err, errlen);
+    return strcmp(a->plugin, b->plugin) == 0 &&
+           memcmp(&a->options, &b->options, sizeof a->options) == 0;
+}
+
+enum plan { PLAN_KEEP, PLAN_RECONFIGURE, PLAN_NEW };
+
+/* Makes the server run `desired`, which this takes over in every case. */
+static bool apply(struct server *s, struct deployment *desired, char *err, size_t errlen)
+{
+    if (!deployment_valid(desired, err, errlen)) {
+        deployment_free(desired);
+        return false;
+    }
+    size_t n = desired->backend_count;
+    struct backend **live = calloc(n + 1, sizeof *live);
+    enum plan *plan = calloc(n + 1, sizeof *plan);
+    bool ok = live && plan;
+    if (!ok) snprintf(err, errlen, "out of memory");
+    size_t reconfigured = 0;
+
+    /* 1. Start what is new or replaced; keep what is unchanged. */
+    for (size_t i = 0; ok && i < n; i++) {
+        const struct backend_spec *want = &desired->backends[i];
+        long j = deployment_find_backend(&s->declared, want->name);
+        if (j >= 0 && backend_spec_equal(want, &s->declared.backends[j])) {
+            plan[i] = PLAN_KEEP;
+            live[i] = s->live[j];
+        } else if (j >= 0 && config_only_change(want, &s->declared.backends[j]) &&
+                   backend_can_reconfigure(s->live[j])) {
+            plan[i] = PLAN_RECONFIGURE;
+            live[i] = s->live[j];
+        } else {
+            plan[i] = PLAN_NEW;
+            live[i] = backend_create(want, err, errlen);
+            ok = live[i] != NULL;
+        }
+    }
+    /* 2. New user config for running replicas, between their batches. */
+    for (size_t i = 0; ok && i < n; i++) {
+        if (plan[i] != PLAN_RECONFIGURE) continue;
+        ok = backend_reconfigure(live[i], desired->backends[i].config, err, errlen);
+        if (ok) reconfigured = i + 1;
+    }
+    /* 3. Persist; from here on the change is acknowledged. */
+    struct deployment old = s->declared;
+    struct backend **old_live = s->live;
+    if (ok) {
+        s->declared = *desired;
+        s->live = live;
+        ok = deployment_save(&s->declared, s->state_path, err, errlen);
+        if (!ok) {
+            s->declared = old;
+            s->live = old_live;
+        }
+    }
+    if (!ok) {
+        for (size_t i = 0; live && plan && i < reconfigured; i++)
+            if (plan[i] == PLAN_RECONFIGURE) {
+                long j = deployment_find_backend(&old, desired->backends[i].name);
+                char ignored[256];
+                backend_reconfigure(live[i], old.backends[j].config, ignored, sizeof ignored);
+            }
+        for (size_t i = 0; live && plan && i < n; i++)
+            if (plan[i] == PLAN_NEW && live[i]) {
+                backend_stop(live[i]);
+                backend_release(live[i]);
+            }
+        free(live);
+        free(plan);
+        deployment_free(desired);
+        return false;
+    }
+    /* 4. Route to the new set; every HTTP thread has it when this returns. */
+    server_publish_routes(s);
+    /* 5. Stop what is no longer used: backends removed or replaced. */
+    for (size_t j = 0; j < old.backend_count; j++) {
+        bool kept = false;
+        for (size_t i = 0; i < n && !kept; i++) kept = live[i] == old_live[j];
+        if (kept) continue;
+        LOG_INFO("backend=%s: draining and stopping the old replicas", old.backends[j].name);
+        backend_stop(old_live[j]);
+        backend_release(old_live[j]);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (plan[i] != PLAN_KEEP)
+            LOG_INFO("backend=%s: %s", s->declared.backends[i].name,
+                     plan[i] == PLAN_NEW ? "running new replicas" : "reconfigured");
+    free(old_live);
+    free(plan);
+    deployment_free(&old);
+    return true;
+}
+
+/* The current deployment, copied, to change and apply. */
+static bool current(struct server *s, struct deployment *d, char *err, size_t errlen)
+{
+    if (deployment_copy(d, &s->declared)) return true;
+    snprintf(err, errlen, "out of memory");
+    return false;
 }
 
 static bool create_backend(struct server *s, const msgpack_object *req,
@@ -60,38 +163,84 @@ static bool create_backend(struct server *s, const msgpack_object *req,
 {
     struct backend_spec spec;
     if (!backend_spec_unpack(mp_get(req, "backend"), &spec, err, errlen)) return false;
+    struct deployment d;
+    bool ok = false;
     if (deployment_find_backend(&s->declared, spec.name) >= 0) {
         snprintf(err, errlen, "backend %s already exists", spec.name);
-        backend_spec_free(&spec);
-        return false;
+    } else if (current(s, &d, err, errlen)) {
+        char name[80];
+        snprintf(name, sizeof name, "%s", spec.name);
+        ok = deployment_add_backend(&d, &spec) && apply(s, &d, err, errlen);
+        if (ok) backend_pack_status(s->live[deployment_find_backend(&s->declared, name)], pk);
     }
-    struct backend *b = backend_create(&spec, err, errlen);
-    if (!b) {
-        backend_spec_free(&spec);
-        return false;
-    }
-    struct deployment *d = &s->declared;
-    if (!grow((void **)&d->backends, d->backend_count, sizeof *d->backends) ||
-        !grow((void **)&s->live, d->backend_count, sizeof *s->live)) {
-        snprintf(err, errlen, "out of memory");
-        goto undo_live;
-    }
-    d->backends[d->backend_count] = spec;
-    s->live[d->backend_count] = b;
-    d->backend_count++;
-    if (!persist(s, err, errlen)) {
-        d->backend_count--;
-        goto undo_live;
-    }
-    LOG_INFO("backend=%s: created with %u replica(s) of %s", spec.name,
-             spec.options.num_replicas, spec.plugin);
-    backend_pack_status(b, pk);
-    return true;
-undo_live:
-    backend_stop(b);
-    backend_release(b);
     backend_spec_free(&spec);
-    return false;
+    return ok;
+}
+
+static bool update_backend(struct server *s, const msgpack_object *req,
+                           msgpack_packer *pk, char *err, size_t errlen)
+{
+    char *name = NULL;
+    if (!mp_as_str(mp_get(req, "name"), &name)) {
+        snprintf(err, errlen, "update-backend: name missing");
+        return false;
+    }
+    long i = deployment_find_backend(&s->declared, name);
+    struct deployment d;
+    bool ok = false;
+    if (i < 0) {
+        snprintf(err, errlen, "backend %s does not exist", name);
+    } else if (current(s, &d, err, errlen)) {
+        /* Start from the current spec; the request carries only changes. */
+        struct backend_spec *spec = &d.backends[i];
+        struct backend_options *o = &spec->options;
+        const msgpack_object *changes = mp_get(req, "changes");
+        uint64_t u;
+        double v;
+        char *plugin = NULL;
+        if (mp_as_uint(mp_get(changes, "num_replicas"), &u)) o->num_replicas = (uint32_t)u;
+        if (mp_as_uint(mp_get(changes, "max_batch_size"), &u)) o->max_batch_size = (uint32_t)u;
+        if (mp_as_uint(mp_get(changes, "max_concurrent_queries"), &u))
+            o->max_concurrent_queries = (uint32_t)u;
+        if (mp_as_uint(mp_get(changes, "max_queued_requests"), &u))
+            o->max_queued_requests = (uint32_t)u;
+        if (mp_as_double(mp_get(changes, "batch_wait_timeout_ms"), &v)) o->batch_wait_timeout_ms = v;
+        if (mp_as_double(mp_get(changes, "request_timeout_ms"), &v)) o->request_timeout_ms = v;
+        if (mp_as_str(mp_get(changes, "plugin"), &plugin)) {
+            free(spec->plugin);
+            spec->plugin = plugin;
+        }
+        const msgpack_object *set = mp_get(changes, "config");
+        for (uint32_t k = 0; set && set->type == MSGPACK_OBJECT_MAP && k < set->via.map.size; k++) {
+            char *key = NULL, *value = NULL;
+            if (mp_as_str(&set->via.map.ptr[k].key, &key) &&
+                mp_as_str(&set->via.map.ptr[k].val, &value))
+                config_set(spec->config, key, value);
+            free(key);
+            free(value);
+        }
+        const msgpack_object *unset = mp_get(changes, "unset_config");
+        for (uint32_t k = 0; unset && unset->type == MSGPACK_OBJECT_ARRAY && k < unset->via.array.size; k++)
+            for (size_t c = 0; c < spec->config->count; c++)
+                if (mp_str_eq(&unset->via.array.ptr[k], spec->config->keys[c])) {
+                    free(spec->config->keys[c]);
+                    free(spec->config->values[c]);
+                    memmove(&spec->config->keys[c], &spec->config->keys[c + 1],
+                            (spec->config->count - c - 1) * sizeof(char *));
+                    memmove(&spec->config->values[c], &spec->config->values[c + 1],
+                            (spec->config->count - c - 1) * sizeof(char *));
+                    spec->config->count--;
+                    break;
+                }
+        if (!backend_options_valid(o, err, errlen)) {
+            deployment_free(&d);
+        } else {
+            ok = apply(s, &d, err, errlen);
+            if (ok) backend_pack_status(s->live[deployment_find_backend(&s->declared, name)], pk);
+        }
+    }
+    free(name);
+    return ok;
 }
 
 static bool delete_backend(struct server *s, const msgpack_object *req,
@@ -102,40 +251,25 @@ static bool delete_backend(struct server *s, const msgpack_object *req,
         snprintf(err, errlen, "delete-backend: name missing");
         return false;
     }
-    struct deployment *d = &s->declared;
-    long i = deployment_find_backend(d, name);
+    long i = deployment_find_backend(&s->declared, name);
+    struct deployment d;
     bool ok = false;
     if (i < 0) {
         snprintf(err, errlen, "backend %s does not exist", name);
         goto out;
     }
-    for (size_t e = 0; e < d->endpoint_count; e++)
-        if (strcmp(d->endpoints[e].backend, name) == 0) {
+    for (size_t e = 0; e < s->declared.endpoint_count; e++)
+        if (endpoint_uses(&s->declared.endpoints[e], name)) {
             snprintf(err, errlen,
-                     "backend %s is used by endpoint %s; delete that endpoint first", name,
-                     d->endpoints[e].name);
+                     "backend %s is used by endpoint %s; delete that endpoint or move its traffic first",
+                     name, s->declared.endpoints[e].name);
             goto out;
         }
-    struct backend_spec spec = d->backends[i];
-    struct backend *b = s->live[i];
-    size_t tail = d->backend_count - (size_t)i - 1;
-    memmove(&d->backends[i], &d->backends[i + 1], tail * sizeof *d->backends);
-    memmove(&s->live[i], &s->live[i + 1], tail * sizeof *s->live);
-    d->backend_count--;
-    if (!persist(s, err, errlen)) {
-        memmove(&d->backends[i + 1], &d->backends[i], tail * sizeof *d->backends);
-        memmove(&s->live[i + 1], &s->live[i], tail * sizeof *s->live);
-        d->backends[i] = spec;
-        s->live[i] = b;
-        d->backend_count++;
-        goto out;
+    if (current(s, &d, err, errlen)) {
+        deployment_remove_backend(&d, (size_t)i);
+        ok = apply(s, &d, err, errlen);
+        if (ok) mp_pack_str(pk, name);
     }
-    backend_stop(b);
-    backend_release(b);
-    backend_spec_free(&spec);
-    LOG_INFO("backend=%s: deleted", name);
-    mp_pack_str(pk, name);
-    ok = true;
 out:
     free(name);
     return ok;
@@ -146,39 +280,22 @@ static bool create_endpoint(struct server *s, const msgpack_object *req,
 {
     struct endpoint_spec spec;
     if (!endpoint_spec_unpack(mp_get(req, "endpoint"), &spec, err, errlen)) return false;
-    struct deployment *d = &s->declared;
-    if (deployment_find_endpoint(d, spec.name) >= 0) {
+    struct deployment d;
+    bool ok = false;
+    if (deployment_find_endpoint(&s->declared, spec.name) >= 0) {
         snprintf(err, errlen, "endpoint %s already exists", spec.name);
-        goto fail;
-    }
-    if (deployment_find_backend(d, spec.backend) < 0) {
+    } else if (spec.traffic_count == 1 &&
+               deployment_find_backend(&s->declared, spec.traffic[0].backend) < 0) {
         snprintf(err, errlen, "backend %s does not exist; create it with serve create-backend",
-                 spec.backend);
-        goto fail;
+                 spec.traffic[0].backend);
+    } else if (current(s, &d, err, errlen)) {
+        struct endpoint_spec copy;
+        ok = endpoint_spec_copy(&copy, &spec) && deployment_add_endpoint(&d, &copy);
+        ok = ok && apply(s, &d, err, errlen);
+        if (ok) endpoint_spec_pack(pk, &spec);
     }
-    for (size_t e = 0; spec.route && e < d->endpoint_count; e++)
-        if (d->endpoints[e].route && strcmp(d->endpoints[e].route, spec.route) == 0) {
-            snprintf(err, errlen, "route %s is already served by endpoint %s", spec.route,
-                     d->endpoints[e].name);
-            goto fail;
-        }
-    if (!grow((void **)&d->endpoints, d->endpoint_count, sizeof *d->endpoints)) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    d->endpoints[d->endpoint_count++] = spec;
-    if (!persist(s, err, errlen)) {
-        d->endpoint_count--;
-        goto fail;
-    }
-    server_publish_routes(s);
-    LOG_INFO("endpoint=%s: created, route %s, backend %s", spec.name,
-             spec.route ? spec.route : "(handle only)", spec.backend);
-    endpoint_spec_pack(pk, &spec);
-    return true;
-fail:
     endpoint_spec_free(&spec);
-    return false;
+    return ok;
 }
 
 static bool delete_endpoint(struct server *s, const msgpack_object *req,
@@ -189,30 +306,164 @@ static bool delete_endpoint(struct server *s, const msgpack_object *req,
         snprintf(err, errlen, "delete-endpoint: name missing");
         return false;
     }
-    struct deployment *d = &s->declared;
-    long i = deployment_find_endpoint(d, name);
+    long i = deployment_find_endpoint(&s->declared, name);
+    struct deployment d;
     bool ok = false;
     if (i < 0) {
         snprintf(err, errlen, "endpoint %s does not exist", name);
-        goto out;
+    } else if (current(s, &d, err, errlen)) {
+        deployment_remove_endpoint(&d, (size_t)i);
+        ok = apply(s, &d, err, errlen);
+        if (ok) mp_pack_str(pk, name);
     }
-    struct endpoint_spec spec = d->endpoints[i];
-    size_t tail = d->endpoint_count - (size_t)i - 1;
-    memmove(&d->endpoints[i], &d->endpoints[i + 1], tail * sizeof *d->endpoints);
-    d->endpoint_count--;
-    if (!persist(s, err, errlen)) {
-        memmove(&d->endpoints[i + 1], &d->endpoints[i], tail * sizeof *d->endpoints);
-        d->endpoints[i] = spec;
-        d->endpoint_count++;
-        goto out;
-    }
-    server_publish_routes(s);
-    endpoint_spec_free(&spec);
-    LOG_INFO("endpoint=%s: deleted", name);
-    mp_pack_str(pk, name);
-    ok = true;
-out:
     free(name);
+    return ok;
+}
+
+/* Reads {"endpoint": E} and finds E in a fresh copy of the deployment. */
+static struct endpoint_spec *endpoint_to_change(struct server *s, const msgpack_object *req,
+                                                struct deployment *d, char *err, size_t errlen)
+{
+    char *name = NULL;
+    if (!mp_as_str(mp_get(req, "endpoint"), &name)) {
+        snprintf(err, errlen, "endpoint name missing");
+        return NULL;
+    }
+    long i = deployment_find_endpoint(&s->declared, name);
+    if (i < 0) snprintf(err, errlen, "endpoint %s does not exist", name);
+    free(name);
+    if (i < 0 || !current(s, d, err, errlen)) return NULL;
+    return &d->endpoints[i];
+}
+
+static bool set_traffic(struct server *s, const msgpack_object *req, msgpack_packer *pk,
+                        char *err, size_t errlen)
+{
+    struct deployment d;
+    struct endpoint_spec *e = endpoint_to_change(s, req, &d, err, errlen);
+    if (!e) return false;
+    const msgpack_object *traffic = mp_get(req, "traffic");
+    if (!traffic || traffic->type != MSGPACK_OBJECT_MAP || traffic->via.map.size == 0) {
+        snprintf(err, errlen, "set-traffic: give at least one BACKEND=WEIGHT");
+        deployment_free(&d);
+        return false;
+    }
+    for (size_t i = 0; i < e->traffic_count; i++) free(e->traffic[i].backend);
+    free(e->traffic);
+    e->traffic = calloc(traffic->via.map.size, sizeof *e->traffic);
+    e->traffic_count = 0;
+    for (uint32_t i = 0; e->traffic && i < traffic->via.map.size; i++) {
+        struct share *sh = &e->traffic[e->traffic_count];
+        if (!mp_as_str(&traffic->via.map.ptr[i].key, &sh->backend)) break;
+        e->traffic_count++;
+        mp_as_double(&traffic->via.map.ptr[i].val, &sh->weight);
+    }
+    char name[80];
+    snprintf(name, sizeof name, "%s", e->name);
+    if (!apply(s, &d, err, errlen)) return false;
+    endpoint_spec_pack(pk, &s->declared.endpoints[deployment_find_endpoint(&s->declared, name)]);
+    return true;
+}
+
+static bool shadow_traffic(struct server *s, const msgpack_object *req, msgpack_packer *pk,
+                           char *err, size_t errlen)
+{
+    struct deployment d;
+    struct endpoint_spec *e = endpoint_to_change(s, req, &d, err, errlen);
+    if (!e) return false;
+    char *backend = NULL;
+    double fraction = -1;
+    if (!mp_as_str(mp_get(req, "backend"), &backend) ||
+        !mp_as_double(mp_get(req, "fraction"), &fraction) || !(fraction >= 0 && fraction <= 1)) {
+        snprintf(err, errlen, "shadow-traffic: FRACTION must be a number from 0 to 1, got %g",
+                 fraction);
+        free(backend);
+        deployment_free(&d);
+        return false;
+    }
+    size_t i = 0;
+    while (i < e->shadow_count && strcmp(e->shadows[i].backend, backend) != 0) i++;
+    if (fraction == 0) {
+        if (i < e->shadow_count) {
+            free(e->shadows[i].backend);
+            memmove(&e->shadows[i], &e->shadows[i + 1], (e->shadow_count - i - 1) * sizeof *e->shadows);
+            e->shadow_count--;
+        }
+        free(backend);
+    } else if (i < e->shadow_count) {
+        e->shadows[i].weight = fraction;
+        free(backend);
+    } else {
+        struct share *grown = realloc(e->shadows, (e->shadow_count + 1) * sizeof *grown);
+        if (!grown) {
+            free(backend);
+            deployment_free(&d);
+            snprintf(err, errlen, "out of memory");
+            return false;
+        }
+        e->shadows = grown;
+        e->shadows[e->shadow_count++] = (struct share){backend, fraction};
+    }
+    char name[80];
+    snprintf(name, sizeof name, "%s", e->name);
+    if (!apply(s, &d, err, errlen)) return false;
+    endpoint_spec_pack(pk, &s->declared.endpoints[deployment_find_endpoint(&s->declared, name)]);
+    return true;
+}
+
+/* Packs what changed between two deployments: {"created": [...],
+ * "updated": [...], "deleted": [...]} with "backend X" / "endpoint Y". */
+static void pack_changes(msgpack_packer *pk, const struct deployment *before,
+                         const struct deployment *after)
+{
+    const char *created[512], *updated[512], *deleted[512];
+    const char *kinds_c[512], *kinds_u[512], *kinds_d[512];
+    size_t nc = 0, nu = 0, nd = 0;
+    for (size_t i = 0; i < after->backend_count && nc < 512 && nu < 512; i++) {
+        long j = deployment_find_backend(before, after->backends[i].name);
+        if (j < 0) kinds_c[nc] = "backend", created[nc++] = after->backends[i].name;
+        else if (!backend_spec_equal(&after->backends[i], &before->backends[j]))
+            kinds_u[nu] = "backend", updated[nu++] = after->backends[i].name;
+    }
+    for (size_t i = 0; i < after->endpoint_count && nc < 512 && nu < 512; i++) {
+        long j = deployment_find_endpoint(before, after->endpoints[i].name);
+        if (j < 0) kinds_c[nc] = "endpoint", created[nc++] = after->endpoints[i].name;
+        else if (!endpoint_spec_equal(&after->endpoints[i], &before->endpoints[j]))
+            kinds_u[nu] = "endpoint", updated[nu++] = after->endpoints[i].name;
+    }
+    for (size_t j = 0; j < before->backend_count && nd < 512; j++)
+        if (deployment_find_backend(after, before->backends[j].name) < 0)
+            kinds_d[nd] = "backend", deleted[nd++] = before->backends[j].name;
+    for (size_t j = 0; j < before->endpoint_count && nd < 512; j++)
+        if (deployment_find_endpoint(after, before->endpoints[j].name) < 0)
+            kinds_d[nd] = "endpoint", deleted[nd++] = before->endpoints[j].name;
+    const char **lists[3] = {created, updated, deleted}, **kinds[3] = {kinds_c, kinds_u, kinds_d};
+    size_t counts[3] = {nc, nu, nd};
+    static const char *const keys[3] = {"created", "updated", "deleted"};
+    msgpack_pack_map(pk, 3);
+    for (int l = 0; l < 3; l++) {
+        mp_pack_key(pk, keys[l]);
+        msgpack_pack_array(pk, counts[l]);
+        for (size_t i = 0; i < counts[l]; i++) {
+            char item[128];
+            snprintf(item, sizeof item, "%s %s", kinds[l][i], lists[l][i]);
+            mp_pack_str(pk, item);
+        }
+    }
+}
+
+static bool deploy(struct server *s, const msgpack_object *req, msgpack_packer *pk,
+                   char *err, size_t errlen)
+{
+    struct deployment d, before;
+    if (!deployment_unpack(mp_get(req, "deployment"), &d, err, errlen)) return false;
+    if (!current(s, &before, err, errlen)) {
+        deployment_free(&d);
+        return false;
+    }
+    bool ok = apply(s, &d, err, errlen);
+    if (ok) pack_changes(pk, &before, &s->declared);
+    deployment_free(&before);
     return ok;
 }
 
@@ -289,8 +540,10 @@ struct command {
 };
 
 static const struct command commands[] = {
-    {"create-backend", create_backend},   {"delete-backend", delete_backend},
-    {"create-endpoint", create_endpoint}, {"delete-endpoint", delete_endpoint},
+    {"create-backend", create_backend},   {"update-backend", update_backend},
+    {"delete-backend", delete_backend},   {"create-endpoint", create_endpoint},
+    {"delete-endpoint", delete_endpoint}, {"set-traffic", set_traffic},
+    {"shadow-traffic", shadow_traffic},   {"deploy", deploy},
     {"list-backends", list_backends},     {"list-endpoints", list_endpoints},
     {"status", status},                   {"stop", stop},
 };
@@ -303,4 +556,9 @@ bool command_run(struct server *s, const msgpack_object *request, msgpack_packer
         if (mp_str_eq(cmd, commands[i].name)) return commands[i].run(s, request, pk, err, errlen);
     snprintf(err, errlen, "unknown control command");
     return false;
+}
+
+bool server_apply(struct server *s, struct deployment *desired, char *err, size_t errlen)
+{
+    return apply(s, desired, err, errlen);
 }

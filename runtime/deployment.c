@@ -23,6 +23,146 @@ void deployment_free(struct deployment *d)
     memset(d, 0, sizeof *d);
 }
 
+bool deployment_add_backend(struct deployment *d, struct backend_spec *b)
+{
+    struct backend_spec *grown = realloc(d->backends, (d->backend_count + 1) * sizeof *grown);
+    if (!grown) return false;
+    d->backends = grown;
+    d->backends[d->backend_count++] = *b;
+    memset(b, 0, sizeof *b);
+    return true;
+}
+
+bool deployment_add_endpoint(struct deployment *d, struct endpoint_spec *e)
+{
+    struct endpoint_spec *grown = realloc(d->endpoints, (d->endpoint_count + 1) * sizeof *grown);
+    if (!grown) return false;
+    d->endpoints = grown;
+    d->endpoints[d->endpoint_count++] = *e;
+    memset(e, 0, sizeof *e);
+    return true;
+}
+
+void deployment_remove_backend(struct deployment *d, size_t i)
+{
+    backend_spec_free(&d->backends[i]);
+    memmove(&d->backends[i], &d->backends[i + 1], (d->backend_count - i - 1) * sizeof *d->backends);
+    d->backend_count--;
+}
+
+void deployment_remove_endpoint(struct deployment *d, size_t i)
+{
+    endpoint_spec_free(&d->endpoints[i]);
+    memmove(&d->endpoints[i], &d->endpoints[i + 1],
+            (d->endpoint_count - i - 1) * sizeof *d->endpoints);
+    d->endpoint_count--;
+}
+
+bool deployment_copy(struct deployment *dst, const struct deployment *src)
+{
+    memset(dst, 0, sizeof *dst);
+    for (size_t i = 0; i < src->backend_count; i++) {
+        struct backend_spec b;
+        if (!backend_spec_copy(&b, &src->backends[i]) || !deployment_add_backend(dst, &b)) {
+            backend_spec_free(&b);
+            deployment_free(dst);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < src->endpoint_count; i++) {
+        struct endpoint_spec e;
+        if (!endpoint_spec_copy(&e, &src->endpoints[i]) || !deployment_add_endpoint(dst, &e)) {
+            endpoint_spec_free(&e);
+            deployment_free(dst);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool deployment_valid(const struct deployment *d, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < d->backend_count; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(d->backends[i].name, d->backends[j].name) == 0) {
+                snprintf(err, errlen, "backend %s is defined twice", d->backends[i].name);
+                return false;
+            }
+    for (size_t i = 0; i < d->endpoint_count; i++) {
+        const struct endpoint_spec *e = &d->endpoints[i];
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(e->name, d->endpoints[j].name) == 0) {
+                snprintf(err, errlen, "endpoint %s is defined twice", e->name);
+                return false;
+            }
+            if (e->route && d->endpoints[j].route && strcmp(e->route, d->endpoints[j].route) == 0) {
+                snprintf(err, errlen, "route %s is already served by endpoint %s", e->route,
+                         d->endpoints[j].name);
+                return false;
+            }
+        }
+        if (!endpoint_traffic_valid(e, err, errlen)) return false;
+        for (size_t t = 0; t < e->traffic_count; t++)
+            if (deployment_find_backend(d, e->traffic[t].backend) < 0) {
+                snprintf(err, errlen, "endpoint %s: backend %s does not exist", e->name,
+                         e->traffic[t].backend);
+                return false;
+            }
+        for (size_t t = 0; t < e->shadow_count; t++)
+            if (deployment_find_backend(d, e->shadows[t].backend) < 0) {
+                snprintf(err, errlen, "endpoint %s: shadow backend %s does not exist", e->name,
+                         e->shadows[t].backend);
+                return false;
+            }
+    }
+    return true;
+}
+
+void deployment_pack(msgpack_packer *pk, const struct deployment *d)
+{
+    msgpack_pack_map(pk, 2);
+    mp_pack_key(pk, "backends");
+    msgpack_pack_array(pk, d->backend_count);
+    for (size_t i = 0; i < d->backend_count; i++) backend_spec_pack(pk, &d->backends[i]);
+    mp_pack_key(pk, "endpoints");
+    msgpack_pack_array(pk, d->endpoint_count);
+    for (size_t i = 0; i < d->endpoint_count; i++) endpoint_spec_pack(pk, &d->endpoints[i]);
+}
+
+bool deployment_unpack(const msgpack_object *root, struct deployment *d, char *err,
+                       size_t errlen)
+{
+    memset(d, 0, sizeof *d);
+    const msgpack_object *bs = mp_get(root, "backends");
+    const msgpack_object *es = mp_get(root, "endpoints");
+    if (!bs || bs->type != MSGPACK_OBJECT_ARRAY || !es || es->type != MSGPACK_OBJECT_ARRAY) {
+        snprintf(err, errlen, "backends and endpoints must be arrays");
+        return false;
+    }
+    for (uint32_t i = 0; i < bs->via.array.size; i++) {
+        struct backend_spec b;
+        if (!backend_spec_unpack(&bs->via.array.ptr[i], &b, err, errlen)) goto fail;
+        if (!deployment_add_backend(d, &b)) {
+            backend_spec_free(&b);
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
+    for (uint32_t i = 0; i < es->via.array.size; i++) {
+        struct endpoint_spec e;
+        if (!endpoint_spec_unpack(&es->via.array.ptr[i], &e, err, errlen)) goto fail;
+        if (!deployment_add_endpoint(d, &e)) {
+            endpoint_spec_free(&e);
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    }
+    return true;
+fail:
+    deployment_free(d);
+    return false;
+}
+
 long deployment_find_backend(const struct deployment *d, const char *name)
 {
     for (size_t i = 0; i < d->backend_count; i++)
@@ -71,15 +211,9 @@ bool deployment_save(const struct deployment *d, const char *path, char *err,
     msgpack_sbuffer_init(&sbuf);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
-    mp_pack_key(&pk, "version");
+    msgpack_pack_array(&pk, 2);
     msgpack_pack_int(&pk, STATE_VERSION);
-    mp_pack_key(&pk, "backends");
-    msgpack_pack_array(&pk, d->backend_count);
-    for (size_t i = 0; i < d->backend_count; i++) backend_spec_pack(&pk, &d->backends[i]);
-    mp_pack_key(&pk, "endpoints");
-    msgpack_pack_array(&pk, d->endpoint_count);
-    for (size_t i = 0; i < d->endpoint_count; i++) endpoint_spec_pack(&pk, &d->endpoints[i]);
+    deployment_pack(&pk, d);
 
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -142,29 +276,13 @@ bool deployment_load(struct deployment *d, const char *path, char *err,
     uint64_t version = 0;
     if (!ok) {
         snprintf(why, sizeof why, "not a valid msgpack document (truncated or corrupt)");
-    } else if (!mp_as_uint(mp_get(root, "version"), &version) || version != STATE_VERSION) {
-        snprintf(why, sizeof why, "unknown state version");
+    } else if (root->type != MSGPACK_OBJECT_ARRAY || root->via.array.size != 2 ||
+               !mp_as_uint(&root->via.array.ptr[0], &version) || version != STATE_VERSION) {
+        snprintf(why, sizeof why, "unknown state format or version");
         ok = false;
-    }
-    const msgpack_object *bs = ok ? mp_get(root, "backends") : NULL;
-    const msgpack_object *es = ok ? mp_get(root, "endpoints") : NULL;
-    if (ok && (!bs || bs->type != MSGPACK_OBJECT_ARRAY || !es ||
-               es->type != MSGPACK_OBJECT_ARRAY)) {
-        snprintf(why, sizeof why, "backends and endpoints must be arrays");
-        ok = false;
-    }
-    if (ok) {
-        d->backends = calloc(bs->via.array.size + 1, sizeof *d->backends);
-        d->endpoints = calloc(es->via.array.size + 1, sizeof *d->endpoints);
-        ok = d->backends && d->endpoints;
-    }
-    for (uint32_t i = 0; ok && i < bs->via.array.size; i++) {
-        ok = backend_spec_unpack(&bs->via.array.ptr[i], &d->backends[i], why, sizeof why);
-        if (ok) d->backend_count++;
-    }
-    for (uint32_t i = 0; ok && i < es->via.array.size; i++) {
-        ok = endpoint_spec_unpack(&es->via.array.ptr[i], &d->endpoints[i], why, sizeof why);
-        if (ok) d->endpoint_count++;
+    } else {
+        ok = deployment_unpack(&root->via.array.ptr[1], d, why, sizeof why) &&
+             deployment_valid(d, why, sizeof why);
     }
     msgpack_unpacked_destroy(&msg);
     free(data);

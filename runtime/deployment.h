@@ -16,6 +16,21 @@ struct deployment {
 };
 
 void deployment_free(struct deployment *d);
+/* Deep copy; false (dst empty) when out of memory. */
+bool deployment_copy(struct deployment *dst, const struct deployment *src);
+/* Appends (taking ownership of the spec's strings) or removes an item. */
+bool deployment_add_backend(struct deployment *d, struct backend_spec *b);
+bool deployment_add_endpoint(struct deployment *d, struct endpoint_spec *e);
+void deployment_remove_backend(struct deployment *d, size_t i);
+void deployment_remove_endpoint(struct deployment *d, size_t i);
+/* Checks that names are unique, routes distinct, weights valid and every
+ * endpoint names existing backends. One line in err. */
+bool deployment_valid(const struct deployment *d, char *err, size_t errlen);
+/* Packs {"backends": [...], "endpoints": [...]} (specs only). */
+void deployment_pack(msgpack_packer *pk, const struct deployment *d);
+/* Unpacks what deployment_pack wrote (the deploy command's payload). */
+bool deployment_unpack(const msgpack_object *o, struct deployment *d, char *err,
+                       size_t errlen);
 /* Index of the named item, or -1. */
 long deployment_find_backend(const struct deployment *d, const char *name);
 long deployment_find_endpoint(const struct deployment *d, const char *name);

@@ -249,55 +249,134 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
     req->deliver = deliver_to_caller;
     req->received_ns = serve__now_ns();
 
-    struct backend *backend = NULL;
-    pthread_mutex_lock(&router_mutex);
-    for (size_t i = 0; router_routes && i < router_routes->count; i++)
-        if (strcmp(router_routes->entries[i].endpoint, req->target_endpoint) == 0) {
-            backend = router_routes->entries[i].backend;
+    /* A backend being replaced stops taking requests only after the new
+     * routes are published: a closed queue means "look again". */
+    const char *shard_key = serve_request_header(req, "X-Serve-Shard-Key");
+    enum enqueue_result queued = ENQUEUE_CLOSED;
+    for (int attempt = 0; attempt < 3 && queued == ENQUEUE_CLOSED; attempt++) {
+        struct backend *backend = NULL;
+        pthread_mutex_lock(&router_mutex);
+        const struct route_entry *e = routes_find(router_routes, req->target_endpoint);
+        if (e) {
+            backend = route_pick(e, shard_key);
             backend_ref(backend);
-            if (router_routes->entries[i].route) req->path = router_routes->entries[i].route;
-            break;
+            if (e->route && !*req->path) {
+                req->owned_path = strdup(e->route);
+                if (req->owned_path) req->path = req->owned_path;
+            }
+            if (e->shadow_count && attempt == 0) handles_shadow(e, req);
         }
-    pthread_mutex_unlock(&router_mutex);
-    if (!backend) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "no endpoint named %s", req->target_endpoint);
-        complete_with_error(req, 404, msg);
-        request_release(req);
-        return SERVE_OK;
+        pthread_mutex_unlock(&router_mutex);
+        if (!backend) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "no endpoint named %s", req->target_endpoint);
+            complete_with_error(req, 404, msg);
+            request_release(req);
+            return SERVE_OK;
+        }
+        if (req->backend) backend_release(req->backend);
+        req->backend = backend;
+        double timeout_ms = backend_get_spec(backend)->options.request_timeout_ms;
+        struct event_base *base = timeout_ms > 0 ? timers() : NULL;
+        if (base) {
+            event_assign(&req->timeout_event, base, -1, 0, on_call_timeout, req);
+            uint64_t us = (uint64_t)(timeout_ms * 1000.0);
+            struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+            req->has_timeout = true;
+            event_add(&req->timeout_event, &tv);
+        }
+        queued = backend_enqueue(backend, req);
+        if (queued != ENQUEUE_OK && req->has_timeout) {
+            event_del(&req->timeout_event);
+            req->has_timeout = false;
+        }
     }
-    /* The route string lives in the snapshot, which may go; keep our own. */
-    if (*req->path) {
-        req->owned_path = strdup(req->path);
-        req->path = req->owned_path ? req->owned_path : "";
-    }
-    req->backend = backend;
-    double timeout_ms = backend_get_spec(backend)->options.request_timeout_ms;
-    struct event_base *base = timeout_ms > 0 ? timers() : NULL;
-    if (base) {
-        event_assign(&req->timeout_event, base, -1, 0, on_call_timeout, req);
-        uint64_t us = (uint64_t)(timeout_ms * 1000.0);
-        struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
-        req->has_timeout = true;
-        event_add(&req->timeout_event, &tv);
-    }
-    enum enqueue_result queued = backend_enqueue(backend, req);
     if (queued != ENQUEUE_OK) {
-        if (req->has_timeout) event_del(&req->timeout_event);
-        req->has_timeout = false;
         char msg[256];
         if (queued == ENQUEUE_OVERLOADED)
             snprintf(msg, sizeof msg,
                      "request dropped: backend %s is overloaded (%u requests queued)",
-                     backend_name(backend),
-                     backend_get_spec(backend)->options.max_queued_requests);
+                     backend_name(req->backend),
+                     backend_get_spec(req->backend)->options.max_queued_requests);
         else
             snprintf(msg, sizeof msg, "backend %s is not accepting requests",
-                     backend_name(backend));
+                     backend_name(req->backend));
         complete_with_error(req, 503, msg);
         request_release(req);
     }
     return SERVE_OK;
+}
+
+SERVE_EXPORT int serve_call_set_shard_key(serve_call *call, const char *key)
+{
+    return serve_call_add_header(call, "X-Serve-Shard-Key", key);
+}
+
+static void discard_answer(serve_request *req)
+{
+    request_release(req); /* the execution reference */
+    request_release(req); /* the shadow's own */
+}
+
+static char *copy_bytes(const void *data, size_t len)
+{
+    char *copy = malloc(len + 1);
+    if (copy) {
+        if (len) memcpy(copy, data, len);
+        copy[len] = '\0';
+    }
+    return copy;
+}
+
+static serve_request *shadow_copy(const serve_request *primary, struct backend *backend)
+{
+    serve_request *req = request_new(0, NULL);
+    if (!req) return NULL;
+    req->method = primary->method; /* a static string */
+    req->owned_path = strdup(primary->path);
+    req->path = req->owned_path;
+    req->owned_id = strdup(primary->id);
+    req->id = req->owned_id;
+    req->owned_body = copy_bytes(primary->body ? primary->body : "", primary->body_len);
+    req->free_owned_body = free;
+    req->body = req->owned_body;
+    req->body_len = primary->body_len;
+    req->owns_headers = true;
+    bool ok = req->path && req->id && req->owned_body;
+    req->headers = calloc(2 * primary->header_count + 1, sizeof *req->headers);
+    ok = ok && req->headers;
+    for (size_t i = 0; ok && i < 2 * primary->header_count; i++) {
+        req->headers[i] = strdup(primary->headers[i]);
+        ok = req->headers[i] != NULL;
+        if (ok && i % 2) req->header_count++;
+    }
+    req->query = calloc(2 * primary->query_count + 1, sizeof *req->query);
+    ok = ok && req->query;
+    for (size_t i = 0; ok && i < 2 * primary->query_count; i++) {
+        req->query[i] = strdup(primary->query[i]);
+        ok = req->query[i] != NULL;
+        if (ok && i % 2) req->query_count++;
+    }
+    req->backend = backend;
+    backend_ref(backend);
+    req->deliver = discard_answer;
+    req->received_ns = serve__now_ns();
+    if (!ok) {
+        request_release(req);
+        return NULL;
+    }
+    return req;
+}
+
+void handles_shadow(const struct route_entry *route, const serve_request *primary)
+{
+    double u = route_random();
+    for (size_t i = 0; i < route->shadow_count; i++) {
+        if (u >= route->shadows[i].weight) continue;
+        serve_request *copy = shadow_copy(primary, route->shadows[i].backend);
+        /* On success the copy's own reference goes with its answer. */
+        if (copy && backend_enqueue(copy->backend, copy) != ENQUEUE_OK) request_release(copy);
+    }
 }
 
 struct serve_future {

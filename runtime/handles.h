@@ -16,6 +16,12 @@ void handles_publish_routes(struct routes *routes);
  * stopped. */
 void handles_shutdown(void);
 
+/* Sends copies of `primary` to the endpoint's shadow backends: one uniform
+ * draw per request, and each shadow whose fraction is above it gets a copy,
+ * so a smaller fraction sees a subset of a larger one's requests. Answers
+ * are discarded; the primary never waits for them. */
+void handles_shadow(const struct route_entry *route, const serve_request *primary);
+
 /* A call to `endpoint` without a handle (the control plane's `serve call`). */
 serve_call *handles_call_new(const char *endpoint, const serve_request *parent);
 

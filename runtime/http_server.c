@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "handles.h"
 #include "log.h"
 
 struct io_thread {
@@ -35,11 +36,19 @@ struct io_thread {
     serve_request *done_head;
     serve_request *done_tail;
     struct routes *pending_routes;
+    uint64_t pending_generation;
     bool drain_pending;
     bool stop_pending;
+
+    uint64_t routes_applied; /* guarded by server->ack_mutex */
 };
 
 struct http_server {
+    /* Publishing waits until every I/O thread runs the new routes, so that
+     * a backend taken out of them can be stopped without losing a request. */
+    pthread_mutex_t ack_mutex;
+    pthread_cond_t ack_cond;
+    uint64_t routes_generation;
     int listen_fd;
     int port;
     atomic_bool draining;
@@ -174,6 +183,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     serve_request *done = t->done_head;
     t->done_head = t->done_tail = NULL;
     struct routes *routes = t->pending_routes;
+    uint64_t generation = t->pending_generation;
     t->pending_routes = NULL;
     bool drain = t->drain_pending;
     t->drain_pending = false;
@@ -191,6 +201,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     if (routes) {
         if (t->routes) routes_release(t->routes);
         t->routes = routes;
+        pthread_mutex_lock(&t->server->ack_mutex);
+        t->routes_applied = generation;
+        pthread_cond_broadcast(&t->server->ack_cond);
+        pthread_mutex_unlock(&t->server->ack_mutex);
     }
     if (drain && t->bound) {
         evhttp_del_accept_socket(t->http, t->bound);
@@ -395,7 +409,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
         req->body_len = body_len;
     }
     req->received_ns = serve__now_ns();
-    req->backend = route->backend;
+    req->backend = route_pick(route, serve_request_header(req, "X-Serve-Shard-Key"));
     backend_ref(req->backend);
     req->deliver = deliver_to_io_thread;
     req->origin = t;
@@ -423,6 +437,8 @@ static void on_request(struct evhttp_request *ev, void *arg)
             snprintf(msg, sizeof msg, "backend %s is not accepting requests", name);
         reply_error(ev, 503, req->id, msg);
         finish(t, req);
+    } else if (route->shadow_count) {
+        handles_shadow(route, req);
     }
 done:
     free(decoded);
@@ -505,6 +521,8 @@ struct http_server *http_server_start(const struct http_options *o, char *err,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    pthread_mutex_init(&s->ack_mutex, NULL);
+    pthread_cond_init(&s->ack_cond, NULL);
     s->listen_fd = open_listener(o, &s->port, err, errlen);
     if (s->listen_fd < 0) {
         free(s);
@@ -534,16 +552,32 @@ int http_server_port(const struct http_server *s) { return s->port; }
 
 void http_server_publish_routes(struct http_server *s, struct routes *routes)
 {
+    pthread_mutex_lock(&s->ack_mutex);
+    uint64_t generation = ++s->routes_generation;
+    pthread_mutex_unlock(&s->ack_mutex);
     for (int i = 0; i < s->thread_count; i++) {
         struct io_thread *t = &s->threads[i];
         routes_ref(routes);
         pthread_mutex_lock(&t->mutex);
         struct routes *unused = t->pending_routes;
         t->pending_routes = routes;
+        t->pending_generation = generation;
         pthread_mutex_unlock(&t->mutex);
         if (unused) routes_release(unused);
         event_active(t->wake, EV_READ, 0);
     }
+    /* A thread stuck in a callback for this long is not worth a hang. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    pthread_mutex_lock(&s->ack_mutex);
+    for (int i = 0; i < s->thread_count; i++)
+        while (s->threads[i].routes_applied < generation)
+            if (pthread_cond_timedwait(&s->ack_cond, &s->ack_mutex, &deadline) != 0) {
+                LOG_WARN("HTTP thread %d did not take new routes within 10 s", i);
+                break;
+            }
+    pthread_mutex_unlock(&s->ack_mutex);
 }
 
 void http_server_drain(struct http_server *s)
@@ -598,6 +632,8 @@ void http_server_stop(struct http_server *s)
         pthread_mutex_destroy(&t->mutex);
     }
     if (s->listen_fd >= 0) close(s->listen_fd);
+    pthread_mutex_destroy(&s->ack_mutex);
+    pthread_cond_destroy(&s->ack_cond);
     free(s->threads);
     free(s);
 }

@@ -1,8 +1,9 @@
 /* routes.h - an immutable snapshot of the endpoints, for request routing.
  *
  * The control thread builds a new snapshot for every change and hands it to
- * the I/O threads, which swap it in between requests. A snapshot is
- * reference counted; it holds a reference on every backend it names. */
+ * the I/O threads, which swap it in between requests, and to the handle
+ * router. A snapshot is reference counted; it holds a reference on every
+ * backend it names. */
 #ifndef SERVE_RUNTIME_ROUTES_H
 #define SERVE_RUNTIME_ROUTES_H
 
@@ -11,12 +12,21 @@
 
 #include "backend.h"
 
+struct route_target {
+    struct backend *backend;
+    double weight;      /* traffic: cumulative weight up to this target;
+                           shadow: the fraction copied */
+};
+
 struct route_entry {
     char *endpoint;
-    char *route;      /* NULL: handle only */
+    char *route;        /* NULL: handle only */
     size_t route_len;
-    unsigned methods; /* METHOD_* bits */
-    struct backend *backend;
+    unsigned methods;   /* METHOD_* bits */
+    struct route_target *targets;
+    size_t target_count;
+    struct route_target *shadows;
+    size_t shadow_count;
 };
 
 struct routes {
@@ -25,14 +35,26 @@ struct routes {
     struct route_entry *entries; /* routed ones first, longest route first */
 };
 
-/* Builds a snapshot; backends[i] serves endpoints[i]. refs starts at 1. */
-struct routes *routes_build(const struct endpoint_spec *endpoints,
-                            struct backend *const *backends, size_t count);
+/* Builds a snapshot of `count` endpoints; `lookup` gives the live backend
+ * of a name (every name must resolve). refs starts at 1. */
+struct routes *routes_build(const struct endpoint_spec *endpoints, size_t count,
+                            struct backend *(*lookup)(void *ctx, const char *name),
+                            void *ctx);
 void routes_ref(struct routes *r);
 void routes_release(struct routes *r);
 
 /* The endpoint whose route is the longest prefix of `path` on a segment
  * boundary ("/a" matches "/a" and "/a/b", not "/ab"), or NULL. */
 const struct route_entry *routes_match(const struct routes *r, const char *path);
+/* The endpoint named `name`, routed or not, or NULL. */
+const struct route_entry *routes_find(const struct routes *r, const char *name);
+
+/* Picks the backend of one request by the traffic weights: by the shard key
+ * when there is one (the same key always lands on the same backend for the
+ * same split), else at random. */
+struct backend *route_pick(const struct route_entry *e, const char *shard_key);
+
+/* A uniform draw in [0, 1) for this thread. */
+double route_random(void);
 
 #endif

@@ -94,13 +94,6 @@ static bool restore(struct server *s, char *err, size_t errlen)
             return false;
         }
     }
-    for (size_t i = 0; i < s->declared.endpoint_count; i++)
-        if (deployment_find_backend(&s->declared, s->declared.endpoints[i].backend) < 0) {
-            snprintf(err, errlen, "state file %s: endpoint %s names unknown backend %s",
-                     s->state_path, s->declared.endpoints[i].name,
-                     s->declared.endpoints[i].backend);
-            return false;
-        }
     return server_publish_routes(s);
 }
 

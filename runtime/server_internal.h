@@ -45,6 +45,9 @@ void control_stop(struct server *s);
 bool command_run(struct server *s, const msgpack_object *request,
                  msgpack_packer *pk, char *err, size_t errlen);
 
+/* commands.c: makes the server run `desired` (taken over in every case). */
+bool server_apply(struct server *s, struct deployment *desired, char *err, size_t errlen);
+
 /* commands.c: builds and publishes the routes for the declared endpoints. */
 bool server_publish_routes(struct server *s);
 /* commands.c: starts a live backend for a spec already in `declared`. */

@@ -191,12 +191,149 @@ void backend_spec_free(struct backend_spec *b)
     memset(b, 0, sizeof *b);
 }
 
+static void shares_free(struct share *shares, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(shares[i].backend);
+    free(shares);
+}
+
 void endpoint_spec_free(struct endpoint_spec *e)
 {
     free(e->name);
-    free(e->backend);
     free(e->route);
+    shares_free(e->traffic, e->traffic_count);
+    shares_free(e->shadows, e->shadow_count);
     memset(e, 0, sizeof *e);
+}
+
+bool endpoint_uses(const struct endpoint_spec *e, const char *backend)
+{
+    for (size_t i = 0; i < e->traffic_count; i++)
+        if (strcmp(e->traffic[i].backend, backend) == 0) return true;
+    for (size_t i = 0; i < e->shadow_count; i++)
+        if (strcmp(e->shadows[i].backend, backend) == 0) return true;
+    return false;
+}
+
+bool endpoint_set_backend(struct endpoint_spec *e, const char *backend)
+{
+    struct share *one = calloc(1, sizeof *one);
+    char *name = strdup(backend);
+    if (!one || !name) {
+        free(one);
+        free(name);
+        return false;
+    }
+    shares_free(e->traffic, e->traffic_count);
+    one->backend = name;
+    one->weight = 1.0;
+    e->traffic = one;
+    e->traffic_count = 1;
+    return true;
+}
+
+bool endpoint_traffic_valid(const struct endpoint_spec *e, char *err, size_t len)
+{
+    if (e->traffic_count == 0) {
+        snprintf(err, len, "endpoint %s: no backend to send traffic to", e->name);
+        return false;
+    }
+    double sum = 0;
+    for (size_t i = 0; i < e->traffic_count; i++) {
+        double w = e->traffic[i].weight;
+        if (!(w >= 0 && w <= 1)) {
+            snprintf(err, len, "endpoint %s: weight %g of backend %s is not between 0 and 1",
+                     e->name, w, e->traffic[i].backend);
+            return false;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(e->traffic[i].backend, e->traffic[j].backend) == 0) {
+                snprintf(err, len, "endpoint %s: backend %s is named twice in its traffic",
+                         e->name, e->traffic[i].backend);
+                return false;
+            }
+        sum += w;
+    }
+    if (sum < 1 - 1e-6 || sum > 1 + 1e-6) {
+        snprintf(err, len, "endpoint %s: traffic weights must sum to 1, these sum to %g",
+                 e->name, sum);
+        return false;
+    }
+    for (size_t i = 0; i < e->shadow_count; i++) {
+        double f = e->shadows[i].weight;
+        if (!(f > 0 && f <= 1)) {
+            snprintf(err, len, "endpoint %s: shadow fraction %g for backend %s is not in (0, 1]",
+                     e->name, f, e->shadows[i].backend);
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool shares_copy(struct share **dst, size_t *dst_n, const struct share *src, size_t n)
+{
+    *dst = calloc(n + 1, sizeof **dst);
+    *dst_n = 0;
+    if (!*dst) return false;
+    for (size_t i = 0; i < n; i++) {
+        (*dst)[i].backend = strdup(src[i].backend);
+        (*dst)[i].weight = src[i].weight;
+        if (!(*dst)[i].backend) return false;
+        (*dst_n)++;
+    }
+    return true;
+}
+
+bool endpoint_spec_copy(struct endpoint_spec *dst, const struct endpoint_spec *src)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->name = strdup(src->name);
+    dst->route = src->route ? strdup(src->route) : NULL;
+    dst->methods = src->methods;
+    bool ok = dst->name && (!src->route || dst->route) &&
+              shares_copy(&dst->traffic, &dst->traffic_count, src->traffic, src->traffic_count) &&
+              shares_copy(&dst->shadows, &dst->shadow_count, src->shadows, src->shadow_count);
+    if (!ok) endpoint_spec_free(dst);
+    return ok;
+}
+
+bool backend_spec_copy(struct backend_spec *dst, const struct backend_spec *src)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->name = strdup(src->name);
+    dst->plugin = strdup(src->plugin);
+    dst->options = src->options;
+    dst->config = config_copy(src->config);
+    bool ok = dst->name && dst->plugin && dst->config;
+    if (!ok) backend_spec_free(dst);
+    return ok;
+}
+
+bool backend_spec_equal(const struct backend_spec *a, const struct backend_spec *b)
+{
+    return strcmp(a->name, b->name) == 0 && strcmp(a->plugin, b->plugin) == 0 &&
+           memcmp(&a->options, &b->options, sizeof a->options) == 0 &&
+           config_equal(a->config, b->config);
+}
+
+static bool shares_equal(const struct share *a, size_t na, const struct share *b, size_t nb)
+{
+    if (na != nb) return false;
+    for (size_t i = 0; i < na; i++) {
+        size_t j = 0;
+        while (j < nb && strcmp(a[i].backend, b[j].backend) != 0) j++;
+        if (j == nb || a[i].weight != b[j].weight) return false;
+    }
+    return true;
+}
+
+bool endpoint_spec_equal(const struct endpoint_spec *a, const struct endpoint_spec *b)
+{
+    bool routes_equal = (!a->route && !b->route) ||
+                        (a->route && b->route && strcmp(a->route, b->route) == 0);
+    return strcmp(a->name, b->name) == 0 && routes_equal && a->methods == b->methods &&
+           shares_equal(a->traffic, a->traffic_count, b->traffic, b->traffic_count) &&
+           shares_equal(a->shadows, a->shadow_count, b->shadows, b->shadow_count);
 }
 
 bool spec_name_valid(const char *kind, const char *name, char *err, size_t len)
@@ -335,19 +472,47 @@ fail:
     return false;
 }
 
+static void pack_shares(msgpack_packer *pk, const struct share *shares, size_t n)
+{
+    msgpack_pack_map(pk, n);
+    for (size_t i = 0; i < n; i++) {
+        mp_pack_str(pk, shares[i].backend);
+        msgpack_pack_double(pk, shares[i].weight);
+    }
+}
+
 void endpoint_spec_pack(msgpack_packer *pk, const struct endpoint_spec *e)
 {
     char methods[128];
     methods_format(e->methods, methods, sizeof methods);
-    msgpack_pack_map(pk, 4);
+    msgpack_pack_map(pk, 5);
     mp_pack_key(pk, "name");
     mp_pack_str(pk, e->name);
-    mp_pack_key(pk, "backend");
-    mp_pack_str(pk, e->backend);
     mp_pack_key(pk, "route");
     mp_pack_str(pk, e->route);
     mp_pack_key(pk, "methods");
     mp_pack_str(pk, methods);
+    mp_pack_key(pk, "traffic");
+    pack_shares(pk, e->traffic, e->traffic_count);
+    mp_pack_key(pk, "shadow");
+    pack_shares(pk, e->shadows, e->shadow_count);
+}
+
+static bool unpack_shares(const msgpack_object *o, struct share **out, size_t *count)
+{
+    *out = NULL;
+    *count = 0;
+    if (!o || o->type == MSGPACK_OBJECT_NIL) return true;
+    if (o->type != MSGPACK_OBJECT_MAP) return false;
+    *out = calloc(o->via.map.size + 1, sizeof **out);
+    if (!*out) return false;
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        struct share *sh = &(*out)[i];
+        if (!mp_as_str(&o->via.map.ptr[i].key, &sh->backend)) return false;
+        (*count)++;
+        if (!mp_as_double(&o->via.map.ptr[i].val, &sh->weight)) return false;
+    }
+    return true;
 }
 
 bool endpoint_spec_unpack(const msgpack_object *o, struct endpoint_spec *e,
@@ -359,8 +524,17 @@ bool endpoint_spec_unpack(const msgpack_object *o, struct endpoint_spec *e,
         snprintf(err, len, "endpoint: name missing");
         goto fail;
     }
-    if (!mp_as_str(mp_get(o, "backend"), &e->backend)) {
-        snprintf(err, len, "endpoint %s: backend missing", e->name);
+    char *backend = NULL;
+    if (mp_as_str(mp_get(o, "backend"), &backend)) {
+        bool ok = spec_name_valid("backend", backend, err, len) && endpoint_set_backend(e, backend);
+        free(backend);
+        if (!ok) goto fail;
+    } else if (!unpack_shares(mp_get(o, "traffic"), &e->traffic, &e->traffic_count)) {
+        snprintf(err, len, "endpoint %s: traffic must map backend names to weights", e->name);
+        goto fail;
+    }
+    if (!unpack_shares(mp_get(o, "shadow"), &e->shadows, &e->shadow_count)) {
+        snprintf(err, len, "endpoint %s: shadow must map backend names to fractions", e->name);
         goto fail;
     }
     const msgpack_object *route = mp_get(o, "route");
@@ -379,9 +553,12 @@ bool endpoint_spec_unpack(const msgpack_object *o, struct endpoint_spec *e,
         if (!ok) goto fail;
     }
     if (!spec_name_valid("endpoint", e->name, err, len) ||
-        !spec_name_valid("backend", e->backend, err, len) ||
-        (e->route && !route_valid(e->route, err, len)))
+        (e->route && !route_valid(e->route, err, len)) || !endpoint_traffic_valid(e, err, len))
         goto fail;
+    for (size_t i = 0; i < e->traffic_count; i++)
+        if (!spec_name_valid("backend", e->traffic[i].backend, err, len)) goto fail;
+    for (size_t i = 0; i < e->shadow_count; i++)
+        if (!spec_name_valid("backend", e->shadows[i].backend, err, len)) goto fail;
     return true;
 fail:
     endpoint_spec_free(e);

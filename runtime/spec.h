@@ -64,12 +64,34 @@ bool methods_parse(const char *list, unsigned *out, char *err, size_t errlen);
 /* Writes "GET,POST" into buf. */
 void methods_format(unsigned methods, char *buf, size_t len);
 
+/* A backend's part of an endpoint's traffic (weight) or of its shadow
+ * copies (fraction). */
+struct share {
+    char *backend;
+    double weight;
+};
+
 struct endpoint_spec {
     char *name;
-    char *backend;
-    char *route; /* NULL: reachable by handle only */
+    char *route;           /* NULL: reachable by handle only */
     unsigned methods;
+    struct share *traffic; /* weights sum to 1 */
+    size_t traffic_count;
+    struct share *shadows; /* fractions in (0, 1] */
+    size_t shadow_count;
 };
+
+/* True when the endpoint sends traffic or shadow copies to `backend`. */
+bool endpoint_uses(const struct endpoint_spec *e, const char *backend);
+/* Sets the traffic to one backend with weight 1. */
+bool endpoint_set_backend(struct endpoint_spec *e, const char *backend);
+/* Checks weights (sum to 1) and fractions; one line in err. */
+bool endpoint_traffic_valid(const struct endpoint_spec *e, char *err, size_t len);
+
+bool backend_spec_copy(struct backend_spec *dst, const struct backend_spec *src);
+bool endpoint_spec_copy(struct endpoint_spec *dst, const struct endpoint_spec *src);
+bool backend_spec_equal(const struct backend_spec *a, const struct backend_spec *b);
+bool endpoint_spec_equal(const struct endpoint_spec *a, const struct endpoint_spec *b);
 
 void backend_spec_free(struct backend_spec *b);
 void endpoint_spec_free(struct endpoint_spec *e);

@@ -373,6 +373,11 @@ SERVE_EXPORT int serve_call_add_query(serve_call *call, const char *key,
 SERVE_EXPORT int serve_call_add_header(serve_call *call, const char *name,
                                        const char *value);
 
+/* Sets the call's shard key: for a target endpoint split over several
+ * backends, the same key always reaches the same backend (the header
+ * X-Serve-Shard-Key does the same over HTTP). */
+SERVE_EXPORT int serve_call_set_shard_key(serve_call *call, const char *key);
+
 /* Called exactly once with the target's answer. `result` is valid only
  * during the call. It runs on a runtime or plugin thread (possibly before
  * serve_call_send returns, for an immediate error such as 404 or 503), so it

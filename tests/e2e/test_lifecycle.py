@@ -113,7 +113,7 @@ class ControlRules(ServeTestCase):
         self.assertNotEqual(proc.returncode, 0)
         self.assertEqual(proc.stderr.strip(),
                          "serve: delete-backend: backend echo is used by endpoint echo; "
-                         "delete that endpoint first")
+                         "delete that endpoint or move its traffic first")
         self.server.cli("delete-endpoint", "echo")
         self.assertEqual(self.server.post("/echo").status, 404)
         self.server.cli("delete-backend", "echo")
@@ -175,8 +175,8 @@ class ControlRules(ServeTestCase):
         self.assertIn("/echo", out)
         import json
         self.assertEqual(json.loads(self.server.cli("list-endpoints", "--json").stdout),
-                         [{"name": "echo", "backend": "echo", "route": "/echo",
-                           "methods": "GET,POST"}])
+                         [{"name": "echo", "route": "/echo", "methods": "GET,POST",
+                           "traffic": {"echo": 1.0}, "shadow": {}}])
 
 
 if __name__ == "__main__":
