@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages serve builds and tests with, only those
 # missing (apt-get update only when something must be installed).
 set -euo pipefail
-PACKAGES=(build-essential cmake pkg-config libevent-dev libmsgpack-dev python3 curl mandoc)
+PACKAGES=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libyaml-dev python3 curl mandoc)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,6 +3,7 @@
 #ifndef SERVE_CLI_H
 #define SERVE_CLI_H
 
+#include <getopt.h>
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,6 +21,26 @@ extern const struct cli_command cmd_start, cmd_stop, cmd_status;
 extern const struct cli_command cmd_create_backend, cmd_delete_backend, cmd_list_backends;
 extern const struct cli_command cmd_create_endpoint, cmd_delete_endpoint, cmd_list_endpoints;
 extern const struct cli_command cmd_call;
+extern const struct cli_command cmd_update_backend, cmd_set_traffic, cmd_shadow_traffic, cmd_deploy;
+
+/* The backend options shared by create-backend and update-backend. */
+#define BACKEND_OPTIONS_HELP                                                              \
+    "  --num-replicas N              independent instances, each with its own state (default 1)\n" \
+    "  --max-batch-size N            largest batch handed to the plugin (default 1)\n"      \
+    "  --batch-wait-timeout-ms T     wait at most T ms after a batch's first request for\n"  \
+    "                                the batch to fill; fractions allowed (default 0)\n"    \
+    "  --max-concurrent-queries N    requests in flight per replica, queued in its batch\n" \
+    "                                or executing (default 2 x max batch size, at least 8)\n" \
+    "  --max-queued-requests N       requests waiting for a replica; beyond it requests\n"  \
+    "                                get 503 at once (default 1024)\n"                      \
+    "  --request-timeout-ms T        answer 504 when a request is not answered in T ms\n"   \
+    "                                (default: no timeout)\n"                               \
+    "  --config KEY=VALUE            user config for the plugin (repeatable)\n"
+struct backend_spec;
+extern const struct option backend_long_options[];
+/* Applies one getopt result of backend_long_options to spec; 0 or 1 (error
+ * printed). */
+int parse_backend_option(int c, struct backend_spec *spec);
 
 /* Prints "serve: CMD: MESSAGE" to stderr; returns 1 (for `return fail(...)`). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

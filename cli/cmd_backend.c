@@ -10,20 +10,7 @@
 #include "../runtime/spec.h"
 #include "cli.h"
 
-#define BACKEND_OPTIONS_HELP                                                              \
-    "  --num-replicas N              independent instances, each with its own state (default 1)\n" \
-    "  --max-batch-size N            largest batch handed to the plugin (default 1)\n"      \
-    "  --batch-wait-timeout-ms T     wait at most T ms after a batch's first request for\n"  \
-    "                                the batch to fill; fractions allowed (default 0)\n"    \
-    "  --max-concurrent-queries N    requests in flight per replica, queued in its batch\n" \
-    "                                or executing (default 2 x max batch size, at least 8)\n" \
-    "  --max-queued-requests N       requests waiting for a replica; beyond it requests\n"  \
-    "                                get 503 at once (default 1024)\n"                      \
-    "  --request-timeout-ms T        answer 504 when a request is not answered in T ms\n"   \
-    "                                (default: no timeout)\n"                               \
-    "  --config KEY=VALUE            user config for the plugin's init (repeatable)\n"
-
-static const struct option backend_long_options[] = {
+const struct option backend_long_options[] = {
     {"num-replicas", required_argument, NULL, 'r'},
     {"max-batch-size", required_argument, NULL, 'b'},
     {"batch-wait-timeout-ms", required_argument, NULL, 'w'},
@@ -33,7 +20,7 @@ static const struct option backend_long_options[] = {
     {"config", required_argument, NULL, 'C'},
     {0, 0, 0, 0}};
 
-static int parse_backend_option(int c, struct backend_spec *spec)
+int parse_backend_option(int c, struct backend_spec *spec)
 {
     struct backend_options *o = &spec->options;
     const char *name = NULL;

@@ -71,6 +71,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
         {"max-header", required_argument, NULL, 'm'},
         {"idle-timeout", required_argument, NULL, 'i'},
         {"log-level", required_argument, NULL, 'l'},
+        {"deploy", required_argument, NULL, 'd'},
         {0, 0, 0, 0}};
     struct server_options o;
     server_options_default(&o);
@@ -93,6 +94,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
             o.http_threads = (int)u;
             break;
         case 'f': foreground = true; break;
+        case 'd': o.deploy_file = optarg; break;
         case 'b':
             if (!cli_parse_u32(optarg, 1, 1u << 30, &u))
                 return cli_fail("start", "--max-body %s: expected bytes, 1..1073741824", optarg);
@@ -190,7 +192,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
 
 const struct cli_command cmd_start = {
     .name = "start",
-    .usage = "start [--http HOST:PORT] [--http-threads N] [--foreground] [options]",
+    .usage = "start [--http HOST:PORT] [--http-threads N] [--foreground] [--deploy FILE] [options]",
     .summary = "Start a server; restores the backends and endpoints of its state dir.",
     .help = "Options:\n"
             "  --http HOST:PORT    address to listen on (default 127.0.0.1:8000; port 0 picks one)\n"
@@ -200,7 +202,9 @@ const struct cli_command cmd_start = {
             "  --max-body BYTES    largest request body; larger gets 413 (default 16777216)\n"
             "  --max-header BYTES  largest request head; larger is refused (default 65536)\n"
             "  --idle-timeout S    close idle keep-alive connections after S seconds (default 60)\n"
-            "  --log-level LEVEL   error, warn, info or debug (default info)\n",
+            "  --log-level LEVEL   error, warn, info or debug (default info)\n"
+            "  --deploy FILE       after restoring the state dir, apply this deploy file\n"
+            "                      (as `serve deploy FILE`); a bad file stops the start\n",
     .run = run_start,
 };
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "deploy_file.h"
 #include "handles.h"
 #include "log.h"
 #include "server_internal.h"
@@ -190,6 +191,13 @@ int server_run(const struct server_options *o)
     snprintf(s->url, sizeof s->url, "http://%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
              http_server_port(s->http));
     if (!restore(s, err, sizeof err)) goto fail;
+    if (o->deploy_file) {
+        struct deployment desired;
+        if (!deploy_file_load(o->deploy_file, &desired, err, sizeof err) ||
+            !server_apply(s, &desired, err, sizeof err))
+            goto fail;
+        LOG_INFO("deployed %s", o->deploy_file);
+    }
     if (!control_start(s, err, sizeof err)) goto fail;
     LOG_INFO("listening on %s with %d HTTP thread(s); state dir %s; %zu backend(s), %zu endpoint(s) restored",
              s->url, http.threads, o->state_dir, s->declared.backend_count,

@@ -13,6 +13,7 @@ struct server_options {
     size_t max_body;
     size_t max_header;
     int idle_timeout_s;
+    const char *deploy_file; /* applied after the state dir's state; NULL: none */
     /* Called once the server answers requests (url "http://HOST:PORT") or
      * once it gave up starting (url NULL, message says why). */
     void (*on_started)(const char *url, const char *message, void *arg);
