@@ -1,15 +1,31 @@
 /* counter - the batching example: a count per replica. Each request adds
- * one and is answered with the new value, so N requests to one replica get
- * exactly 1..N whatever batches they arrive in.
+ * one (or `step`) and is answered with the new value, so N requests to one
+ * replica get exactly 1..N whatever batches they arrive in.
  *
- * Config: start=N, the value before the first request (default 0). */
+ * Config: start=N, the value before the first request (default 0; read at
+ * init only); step=N, what each request adds (default 1). A new step reaches
+ * running replicas through reconfigure, and the count goes on from where it
+ * was. */
 #include <serve/plugin.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 struct counter {
     long long count; /* only the replica's worker thread touches it */
+    long long step;
 };
+
+static int read_step(const serve_config *config, long long *step)
+{
+    const char *v = serve_config_get(config, "step");
+    if (!v) {
+        *step = 1;
+        return 0;
+    }
+    char *end;
+    *step = strtoll(v, &end, 10);
+    return *v && !*end ? 0 : -1;
+}
 
 static int counter_init(serve_replica *replica, const serve_config *config, void **state)
 {
@@ -28,7 +44,21 @@ static int counter_init(serve_replica *replica, const serve_config *config, void
             return -1;
         }
     }
+    if (read_step(config, &c->step) != 0) {
+        serve_replica_fail(replica, "config step=%s is not an integer", serve_config_get(config, "step"));
+        free(c);
+        return -1;
+    }
     *state = c;
+    return 0;
+}
+
+static int counter_reconfigure(void *state, const serve_config *config)
+{
+    struct counter *c = state;
+    long long step;
+    if (read_step(config, &step) != 0) return -1;
+    c->step = step; /* runs between batches: no handle_batch is using it */
     return 0;
 }
 
@@ -37,7 +67,8 @@ static int counter_handle_batch(void *state, serve_request *const *requests, siz
     struct counter *c = state;
     for (size_t i = 0; i < n; i++) {
         char body[32];
-        int len = snprintf(body, sizeof body, "%lld", ++c->count);
+        c->count += c->step;
+        int len = snprintf(body, sizeof body, "%lld", c->count);
         serve_respond(requests[i], 200, "text/plain", body, (size_t)len);
     }
     return 0;
@@ -50,6 +81,7 @@ static const serve_plugin counter_plugin = {
     .name = "counter",
     .init = counter_init,
     .handle_batch = counter_handle_batch,
+    .reconfigure = counter_reconfigure,
     .destroy = counter_destroy,
 };
 
