@@ -45,6 +45,10 @@ int parse_backend_option(int c, struct backend_spec *spec);
 /* Prints "serve: CMD: MESSAGE" to stderr; returns 1 (for `return fail(...)`). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* getopt_long with one-line errors, whole option names only; exits 2 on a
+ * bad option. */
+int cli_getopt(const char *cmd, int argc, char **argv, const struct option *options);
+
 /* Parses a whole decimal number within [min, max]. */
 bool cli_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
 bool cli_parse_double(const char *s, double min, double max, double *out);

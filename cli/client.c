@@ -24,6 +24,31 @@ int cli_fail(const char *cmd, const char *fmt, ...)
     return 1;
 }
 
+int cli_getopt(const char *cmd, int argc, char **argv, const struct option *options)
+{
+    opterr = 0; /* our own one-line messages */
+    int index = -1;
+    int c = getopt_long(argc, argv, ":", options, &index);
+    if (c == -1) return -1;
+    const char *token = argv[optind - 1];
+    if (c == ':' || c == '?') {
+        fprintf(stderr, "serve: %s: %s %s; see `serve %s --help`\n", cmd,
+                c == ':' ? "missing value for option" : "unknown option", token, cmd);
+        exit(2);
+    }
+    /* getopt_long takes any unique prefix ("--num-rep"); a typo must not pass
+     * as an option, so only the whole name is accepted. */
+    if (strncmp(token, "--", 2) != 0 && optind >= 2) token = argv[optind - 2];
+    size_t len = strcspn(token + 2, "=");
+    if (strncmp(token, "--", 2) != 0 || strlen(options[index].name) != len ||
+        strncmp(token + 2, options[index].name, len) != 0) {
+        fprintf(stderr, "serve: %s: unknown option %.*s (did you mean --%s?)\n", cmd,
+                (int)(len + 2), token, options[index].name);
+        exit(2);
+    }
+    return c;
+}
+
 bool cli_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out)
 {
     if (!s || !*s || *s == '-' || *s == '+') return false;
@@ -193,9 +218,8 @@ void cli_print_backends(const msgpack_object *backends)
         const msgpack_object *b = &backends->via.array.ptr[i];
         const msgpack_object *spec = mp_get(b, "spec");
         char name[128], plugin[128];
-        uint64_t mcq = cli_uint(spec, "max_concurrent_queries");
+        uint64_t mcq = cli_uint(b, "concurrency");
         uint64_t batch = cli_uint(spec, "max_batch_size");
-        if (!mcq) mcq = batch * 2 < 8 ? 8 : batch * 2;
         printf("%-16s %-10s %8llu %9llu %8g %11llu %6llu %9llu %9llu  ",
                cli_str(spec, "name", name, sizeof name),
                cli_str(b, "plugin_name", plugin, sizeof plugin),

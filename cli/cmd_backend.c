@@ -66,7 +66,7 @@ static int run_create_backend(int argc, char **argv, const char *state_dir)
     spec.config = config_new();
     int c, rc = 1;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", backend_long_options, NULL)) != -1)
+    while ((c = cli_getopt("create-backend", argc, argv, backend_long_options)) != -1)
         if (parse_backend_option(c, &spec) != 0) goto out;
     if (argc - optind != 2) {
         cli_fail("create-backend", "usage: serve create-backend NAME PLUGIN [options]");
@@ -161,7 +161,7 @@ int cli_list(const char *cmd, int argc, char **argv, const char *state_dir,
     bool json = false;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    while ((c = cli_getopt(cmd, argc, argv, long_options)) != -1) {
         if (c != 'j') return cli_fail(cmd, "usage: serve %s [--json]", cmd);
         json = true;
     }

@@ -54,7 +54,7 @@ static int run_call(int argc, char **argv, const char *state_dir)
     const char *queries[64];
     int query_count = 0, c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    while ((c = cli_getopt("call", argc, argv, long_options)) != -1) {
         if (c == 'd') {
             data_arg = optarg;
         } else if (c == 'q') {

@@ -19,7 +19,7 @@ static int run_create_endpoint(int argc, char **argv, const char *state_dir)
     const char *backend = NULL, *route = NULL;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    while ((c = cli_getopt("create-endpoint", argc, argv, long_options)) != -1) {
         switch (c) {
         case 'b': backend = optarg; break;
         case 'r': route = optarg; break;
@@ -66,6 +66,7 @@ static int run_create_endpoint(int argc, char **argv, const char *state_dir)
     else
         printf("serve: endpoint %s created (handle only, no route) -> backend %s\n", spec.name, backend);
     cli_reply_free(&reply);
+    endpoint_spec_free(&spec);
     return 0;
 }
 

@@ -81,7 +81,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
     uint32_t u;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    while ((c = cli_getopt("start", argc, argv, long_options)) != -1) {
         switch (c) {
         case 'H':
             if (!parse_listen(optarg, host, sizeof host, &o.http_port))
@@ -227,7 +227,7 @@ static int run_stop(int argc, char **argv, const char *state_dir)
     double timeout = 30;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    while ((c = cli_getopt("stop", argc, argv, long_options)) != -1) {
         if (c != 't' || !cli_parse_double(optarg, 0, 86400, &timeout))
             return cli_fail("stop", "usage: serve stop [--timeout SECONDS]");
     }
@@ -278,7 +278,7 @@ static int run_status(int argc, char **argv, const char *state_dir)
     bool json = false;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    while ((c = cli_getopt("status", argc, argv, long_options)) != -1) {
         if (c != 'j') return cli_fail("status", "usage: serve status [--json]");
         json = true;
     }

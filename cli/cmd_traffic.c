@@ -54,7 +54,7 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     size_t unset_count = 0;
     int c, rc = 1;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((c = cli_getopt("update-backend", argc, argv, options)) != -1) {
         if (c == 'P') {
             plugin = optarg;
         } else if (c == 'U') {

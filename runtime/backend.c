@@ -452,7 +452,9 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     queued = b->queue_len;
     for (size_t i = 0; i < b->replica_count; i++) in_flight += b->replicas[i].in_flight;
     pthread_mutex_unlock(&b->mutex);
-    msgpack_pack_map(pk, 6);
+    msgpack_pack_map(pk, 7);
+    mp_pack_key(pk, "concurrency"); /* max_concurrent_queries in force */
+    msgpack_pack_uint32(pk, b->concurrency);
     mp_pack_key(pk, "spec");
     backend_spec_pack(pk, &b->spec);
     mp_pack_key(pk, "plugin_name");

@@ -151,9 +151,15 @@ static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_
     char why[512];
     if (!b->name) return fail(r, n, "a backend needs a name");
     if (!b->plugin) return fail(r, n, "backend %s needs a plugin", b->name);
-    if (!spec_name_valid("backend", b->name, why, sizeof why) ||
-        !backend_options_valid(&b->options, why, sizeof why))
-        return fail(r, n, "%s", why);
+    if (!spec_name_valid("backend", b->name, why, sizeof why)) return fail(r, n, "%s", why);
+    if (!backend_options_valid(&b->options, why, sizeof why)) {
+        /* The shared message names the CLI flag; say the file's key. */
+        char *p = why;
+        if (strncmp(p, "--", 2) == 0) p += 2;
+        for (char *q = p; *q && *q != ' '; q++)
+            if (*q == '-') *q = '_';
+        return fail(r, n, "backend %s: %s", b->name, p);
+    }
     return true;
 }
 
@@ -174,6 +180,18 @@ static bool read_methods(struct reader *r, const yaml_node_t *v, unsigned *metho
         return fail(r, v, "methods must be a list such as [GET, POST]");
     }
     return methods_parse(list, methods, why, sizeof why) ? true : fail(r, v, "%s", why);
+}
+
+/* The node an endpoint's traffic errors point at: its traffic: or backend:
+ * value, else the endpoint itself. */
+static const yaml_node_t *traffic_node(struct reader *r, const yaml_node_t *n)
+{
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const char *key = scalar(node(r, p->key));
+        if (key && (strcmp(key, "traffic") == 0 || strcmp(key, "backend") == 0))
+            return node(r, p->value);
+    }
+    return n;
 }
 
 static bool read_endpoint(struct reader *r, const yaml_node_t *n, struct endpoint_spec *e)
@@ -209,9 +227,9 @@ static bool read_endpoint(struct reader *r, const yaml_node_t *n, struct endpoin
     if (!e->name) return fail(r, n, "an endpoint needs a name");
     if (!e->traffic_count) return fail(r, n, "endpoint %s needs backend: or traffic:", e->name);
     if (!spec_name_valid("endpoint", e->name, why, sizeof why) ||
-        (e->route && !route_valid(e->route, why, sizeof why)) ||
-        !endpoint_traffic_valid(e, why, sizeof why))
+        (e->route && !route_valid(e->route, why, sizeof why)))
         return fail(r, n, "%s", why);
+    if (!endpoint_traffic_valid(e, why, sizeof why)) return fail(r, traffic_node(r, n), "%s", why);
     return true;
 }
 
@@ -241,7 +259,7 @@ static bool read_root(struct reader *r, struct deployment *d)
             } else {
                 struct endpoint_spec e;
                 bool ok = d->endpoint_count < 4096 && read_endpoint(r, item, &e);
-                if (ok) endpoint_nodes[d->endpoint_count] = item;
+                if (ok) endpoint_nodes[d->endpoint_count] = traffic_node(r, item);
                 ok = ok && deployment_add_endpoint(d, &e);
                 endpoint_spec_free(&e);
                 if (!ok) return false;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Creates the composition example on a running server (the `serve` on PATH,
-# or $SERVE; state dir from SERVE_STATE_DIR or --state-dir in $SERVE_ARGS).
+# Creates the composition example on a running server, with the `serve` on
+# PATH (or $SERVE) and the state dir of SERVE_STATE_DIR.
 set -euo pipefail
 serve=${SERVE:-serve}
 $serve create-backend model_one model_one

@@ -87,13 +87,15 @@ class Deploy(ServeTestCase):
             "plugin": ("backends:\n  - name: a\n    plugin: no_such_plugin\n", ":3: ",
                        "plugin no_such_plugin not found"),
             "split": ("backends:\n  - name: a\n    plugin: echo\nendpoints:\n  - name: e\n"
-                      "    traffic: {a: 0.5, ghost: 0.5}\n", ":5: ",
+                      "    traffic: {a: 0.5, ghost: 0.5}\n", ":6: ",
                       "backend ghost is not defined in this file"),
             "weights": ("backends:\n  - name: a\n    plugin: echo\n  - name: b\n    plugin: echo\n"
-                        "endpoints:\n  - name: e\n    traffic: {a: 0.5, b: 0.4}\n", ":7: ",
+                        "endpoints:\n  - name: e\n    traffic: {a: 0.5, b: 0.4}\n", ":8: ",
                         "weights must sum to 1, these sum to 0.9"),
             "key": ("backends:\n  - name: a\n    plugin: echo\n    max_batch: 3\n", ":4: ",
                     "unknown backend key 'max_batch'"),
+            "option": ("backends:\n  - name: a\n    plugin: echo\n    num_replicas: 0\n", ":2: ",
+                       "backend a: num_replicas must be between 1 and 256"),
             "relative": ("backends:\n  - name: a\n    plugin: ./missing.so\n", ":3: ",
                          "missing.so: No such file or directory"),
         }

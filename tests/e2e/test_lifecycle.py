@@ -146,6 +146,22 @@ class ControlRules(ServeTestCase):
             self.assertEqual(proc.stderr.count("\n"), 1, proc.stderr)
         self.assertEqual(self.server.post("/echo", b"still").body, b"still")
 
+    def test_bad_options_give_one_line_and_exit_2(self):
+        cases = [
+            (["create-backend", "x", "counter", "--num-replicas"],
+             "missing value for option --num-replicas"),
+            (["create-backend", "x", "counter", "--num-replica", "2"],
+             "unknown option --num-replica (did you mean --num-replicas?)"),
+            (["create-backend", "x", "counter", "--bogus"], "unknown option --bogus"),
+            (["status", "--jso"], "unknown option --jso"),
+        ]
+        for args, message in cases:
+            proc = self.server.cli(*args, check=False)
+            self.assertEqual(proc.returncode, 2, args)
+            self.assertEqual(proc.stderr.count("\n"), 1, proc.stderr)
+            self.assertIn(message, proc.stderr)
+        self.assertEqual(self.server.status()["backends"], [])
+
     def test_routes_match_longest_prefix_on_segments(self):
         self.server.cli("create-backend", "a", "counter", "--config", "start=100")
         self.server.cli("create-backend", "b", "counter", "--config", "start=200")
