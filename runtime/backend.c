@@ -2,6 +2,7 @@
 #include "backend.h"
 
 #include <errno.h>
+#include <event2/buffer.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "clock.h"
 #include "loader.h"
 #include "log.h"
+#include "metrics.h"
 #include "mp.h"
 #include "replica_context.h"
 
@@ -50,6 +52,9 @@ struct backend {
 
     atomic_ulong requests_total;
     atomic_ulong batches_total;
+    struct histogram batch_size;
+    struct histogram queue_seconds; /* enqueued -> handed to handle_batch */
+    struct histogram exec_seconds;  /* one handle_batch call */
 };
 
 static void deliver_or_drop(serve_request *req)
@@ -65,11 +70,15 @@ static void deliver_or_drop(serve_request *req)
 static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
 {
     struct backend *b = r->backend;
+    uint64_t started = serve__now_ns();
     for (size_t i = 0; i < n; i++) {
         request_ref(batch[i]); /* the batch reference */
         batch[i]->in_batch = true;
+        histogram_observe(&b->queue_seconds, started - batch[i]->enqueued_ns);
     }
+    histogram_observe(&b->batch_size, n);
     int rc = b->lib.plugin->handle_batch(r->state, batch, n);
+    histogram_observe(&b->exec_seconds, serve__now_ns() - started);
     uint32_t finished = 0;
     for (size_t i = 0; i < n; i++) {
         serve_request *req = batch[i];
@@ -209,6 +218,9 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
     b->spec.options = spec->options;
     b->spec.config = config_copy(spec->config);
     b->concurrency = backend_options_concurrency(&spec->options);
+    histogram_init_batch_sizes(&b->batch_size);
+    histogram_init_seconds(&b->queue_seconds);
+    histogram_init_seconds(&b->exec_seconds);
     b->batch_wait_ns = (uint64_t)(spec->options.batch_wait_timeout_ms * 1e6);
     pthread_mutex_init(&b->mutex, NULL);
     pthread_condattr_t attr;
@@ -467,6 +479,48 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     msgpack_pack_uint64(pk, atomic_load(&b->requests_total));
     mp_pack_key(pk, "batches");
     msgpack_pack_uint64(pk, atomic_load(&b->batches_total));
+}
+
+void backend_write_metrics(struct backend *const *backends, size_t count, struct evbuffer *out)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } series[] = {
+        {"serve_backend_requests_total", "counter", "Requests a backend took (HTTP, handle and shadow)."},
+        {"serve_backend_batches_total", "counter", "handle_batch calls."},
+        {"serve_backend_queued_requests", "gauge", "Requests waiting for a replica."},
+        {"serve_backend_replicas", "gauge", "Replicas running."},
+        {"serve_backend_batch_size", "histogram", "Requests per handle_batch call."},
+        {"serve_backend_queue_seconds", "histogram", "Time from queued to handed to the plugin."},
+        {"serve_backend_exec_seconds", "histogram", "Duration of one handle_batch call."},
+    };
+    for (size_t k = 0; k < sizeof series / sizeof *series; k++) {
+        evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", series[k].name, series[k].help,
+                            series[k].name, series[k].type);
+        for (size_t i = 0; i < count; i++) {
+            struct backend *b = backends[i];
+            char labels[128];
+            snprintf(labels, sizeof labels, "backend=\"%s\"", b->spec.name);
+            switch (k) {
+            case 0: evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
+                                        atomic_load(&b->requests_total)); break;
+            case 1: evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
+                                        atomic_load(&b->batches_total)); break;
+            case 2: {
+                pthread_mutex_lock(&b->mutex);
+                size_t queued = b->queue_len;
+                pthread_mutex_unlock(&b->mutex);
+                evbuffer_add_printf(out, "%s{%s} %zu\n", series[k].name, labels, queued);
+                break;
+            }
+            case 3: evbuffer_add_printf(out, "%s{%s} %zu\n", series[k].name, labels,
+                                        b->replica_count); break;
+            case 4: histogram_write(&b->batch_size, out, series[k].name, labels); break;
+            case 5: histogram_write(&b->queue_seconds, out, series[k].name, labels); break;
+            default: histogram_write(&b->exec_seconds, out, series[k].name, labels); break;
+            }
+        }
+    }
 }
 
 SERVE_EXPORT const char *serve_replica_backend(const serve_replica *replica)

@@ -65,6 +65,10 @@ size_t backend_outstanding(struct backend *b);
  * for status and list commands. */
 void backend_pack_status(struct backend *b, msgpack_packer *pk);
 
+/* Writes the Prometheus series of these backends (each once). */
+struct evbuffer;
+void backend_write_metrics(struct backend *const *backends, size_t count, struct evbuffer *out);
+
 /* Hooks for request.c. */
 void backend_defer(serve_request *req);
 void backend_deferred_answered(serve_request *req, bool answer_won);

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "handles.h"
 #include "log.h"
+#include "metrics.h"
 
 struct io_thread {
     struct http_server *server;
@@ -44,6 +45,8 @@ struct io_thread {
 };
 
 struct http_server {
+    struct endpoint_metrics *unrouted; /* 404s and other answers without an endpoint */
+    time_t started_at;
     /* Publishing waits until every I/O thread runs the new routes, so that
      * a backend taken out of them can be stopped without losing a request. */
     pthread_mutex_t ack_mutex;
@@ -150,6 +153,7 @@ static void send_answer(struct evhttp_request *ev, serve_request *req)
         }
     }
     evhttp_send_reply(ev, req->status, reason_phrase(req->status), NULL);
+    metrics_count_response(req->endpoint_metrics, req->status, serve__now_ns() - req->received_ns);
 }
 
 /* Called from any thread with a request whose answer is ready. */
@@ -224,6 +228,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
              backend_get_spec(req->backend)->options.request_timeout_ms,
              backend_name(req->backend));
     reply_error(req->origin_request, 504, req->id, msg);
+    metrics_count_response(req->endpoint_metrics, 504, serve__now_ns() - req->received_ns);
     finish(req->origin, req);
 }
 
@@ -249,6 +254,58 @@ static void serve_routes_listing(struct io_thread *t, struct evhttp_request *ev,
     evbuffer_add(buf, "}", 1);
     struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
     evhttp_add_header(out, "Content-Type", "application/json");
+    evhttp_add_header(out, "X-Request-ID", request_id);
+    evhttp_send_reply(ev, 200, "OK", NULL);
+}
+
+static long resident_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0, resident = 0;
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        fclose(f);
+    }
+    return resident * sysconf(_SC_PAGESIZE);
+}
+
+/* Prometheus text format, version 0.0.4. */
+static void serve_metrics(struct io_thread *t, struct evhttp_request *ev, const char *request_id)
+{
+    struct evbuffer *buf = evhttp_request_get_output_buffer(ev);
+    metrics_write_endpoints(buf);
+    /* Every backend the current routes reach, once. */
+    size_t count = 0, cap = 0;
+    struct backend **backends = NULL;
+    for (size_t i = 0; t->routes && i < t->routes->count; i++) {
+        const struct route_entry *e = &t->routes->entries[i];
+        for (size_t k = 0; k < e->target_count + e->shadow_count; k++) {
+            struct backend *b = k < e->target_count ? e->targets[k].backend
+                                                    : e->shadows[k - e->target_count].backend;
+            size_t j = 0;
+            while (j < count && backends[j] != b) j++;
+            if (j < count) continue;
+            if (count == cap) {
+                cap = cap ? cap * 2 : 16;
+                struct backend **grown = realloc(backends, cap * sizeof *grown);
+                if (!grown) break;
+                backends = grown;
+            }
+            backends[count++] = b;
+        }
+    }
+    backend_write_metrics(backends, count, buf);
+    free(backends);
+    evbuffer_add_printf(buf,
+                        "# HELP serve_process_start_time_seconds Start time of the server, Unix epoch.\n"
+                        "# TYPE serve_process_start_time_seconds gauge\n"
+                        "serve_process_start_time_seconds %ld\n"
+                        "# HELP serve_process_resident_memory_bytes Resident memory of the server.\n"
+                        "# TYPE serve_process_resident_memory_bytes gauge\n"
+                        "serve_process_resident_memory_bytes %ld\n",
+                        (long)t->server->started_at, resident_bytes());
+    struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
+    evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     evhttp_add_header(out, "X-Request-ID", request_id);
     evhttp_send_reply(ev, 200, "OK", NULL);
 }
@@ -360,6 +417,10 @@ static void on_request(struct evhttp_request *ev, void *arg)
         reply_error(ev, 503, id, "server is shutting down");
         goto done;
     }
+    if (strcmp(path, "/metrics") == 0) {
+        serve_metrics(t, ev, id);
+        goto done;
+    }
     if (strncmp(path, "/-/", 3) == 0) {
         if (strcmp(path, "/-/healthz") == 0)
             reply(ev, 200, id, "text/plain", "ok\n", 3);
@@ -374,6 +435,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
         char msg[512];
         snprintf(msg, sizeof msg, "no endpoint serves %.300s; GET /-/routes lists the routes", path);
         reply_error(ev, 404, id, msg);
+        metrics_count_response(s->unrouted, 404, 0);
         goto done;
     }
     const char *method = method_name(cmd);
@@ -384,6 +446,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
                  method, route->endpoint, allowed);
         evhttp_add_header(evhttp_request_get_output_headers(ev), "Allow", allowed);
         reply_error(ev, 405, id, msg);
+        metrics_count_response(route->metrics, 405, 0);
         goto done;
     }
 
@@ -409,6 +472,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
         req->body_len = body_len;
     }
     req->received_ns = serve__now_ns();
+    req->endpoint_metrics = route->metrics;
     req->backend = route_pick(route, serve_request_header(req, "X-Serve-Shard-Key"));
     backend_ref(req->backend);
     req->deliver = deliver_to_io_thread;
@@ -436,6 +500,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
         else
             snprintf(msg, sizeof msg, "backend %s is not accepting requests", name);
         reply_error(ev, 503, req->id, msg);
+        metrics_count_response(req->endpoint_metrics, 503, serve__now_ns() - req->received_ns);
         finish(t, req);
     } else if (route->shadow_count) {
         handles_shadow(route, req);
@@ -523,6 +588,8 @@ struct http_server *http_server_start(const struct http_options *o, char *err,
     }
     pthread_mutex_init(&s->ack_mutex, NULL);
     pthread_cond_init(&s->ack_cond, NULL);
+    s->unrouted = metrics_endpoint("");
+    s->started_at = time(NULL);
     s->listen_fd = open_listener(o, &s->port, err, errlen);
     if (s->listen_fd < 0) {
         free(s);

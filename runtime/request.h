@@ -43,6 +43,7 @@ struct serve_request {
     atomic_int refs;
 
     struct backend *backend;      /* referenced; set when routed */
+    struct endpoint_metrics *endpoint_metrics; /* HTTP requests: counted here */
     struct replica *replica;      /* set when dispatched */
     uint64_t received_ns;
     uint64_t enqueued_ns;

@@ -1,6 +1,8 @@
 /* routes.c - endpoint snapshots, longest-prefix matching, traffic splits. */
 #include "routes.h"
 
+#include "metrics.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +49,7 @@ struct routes *routes_build(const struct endpoint_spec *endpoints, size_t count,
         const struct endpoint_spec *spec = &endpoints[i];
         struct route_entry *e = &r->entries[r->count++];
         e->endpoint = strdup(spec->name);
+        e->metrics = metrics_endpoint(spec->name);
         e->route = spec->route ? strdup(spec->route) : NULL;
         e->route_len = e->route ? strlen(e->route) : 0;
         e->methods = spec->methods;

@@ -18,8 +18,11 @@ struct route_target {
                            shadow: the fraction copied */
 };
 
+struct endpoint_metrics;
+
 struct route_entry {
     char *endpoint;
+    struct endpoint_metrics *metrics; /* kept across snapshots */
     char *route;        /* NULL: handle only */
     size_t route_len;
     unsigned methods;   /* METHOD_* bits */

@@ -16,6 +16,7 @@
 #include "deploy_file.h"
 #include "handles.h"
 #include "log.h"
+#include "metrics.h"
 #include "server_internal.h"
 
 void server_options_default(struct server_options *o)
@@ -209,6 +210,7 @@ int server_run(const struct server_options *o)
     LOG_INFO("received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     graceful_stop(s);
     cleanup(s);
+    metrics_shutdown();
     LOG_INFO("stopped");
     /* lock_fd stays open: the lock goes with the process, after exit-time
      * checks (LeakSanitizer) have written their report, so `serve stop`

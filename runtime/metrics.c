@@ -1,0 +1,120 @@
+/* metrics.c - histograms and endpoint counters (see metrics.h). */
+#include "metrics.h"
+
+#include <event2/buffer.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const uint64_t seconds_bounds[] = {
+    50000,     100000,    250000,     500000,     1000000,    2500000,     5000000,
+    10000000,  25000000,  50000000,   100000000,  250000000,  500000000,   1000000000,
+    2500000000, 5000000000, 10000000000, 30000000000, 60000000000};
+static const uint64_t batch_bounds[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024};
+
+void histogram_init_seconds(struct histogram *h)
+{
+    memset(h, 0, sizeof *h);
+    h->bounds = seconds_bounds;
+    h->bound_count = sizeof seconds_bounds / sizeof *seconds_bounds;
+    h->scale = 1e-9;
+}
+
+void histogram_init_batch_sizes(struct histogram *h)
+{
+    memset(h, 0, sizeof *h);
+    h->bounds = batch_bounds;
+    h->bound_count = sizeof batch_bounds / sizeof *batch_bounds;
+    h->scale = 1;
+}
+
+void histogram_observe(struct histogram *h, uint64_t value)
+{
+    size_t i = 0;
+    while (i < h->bound_count && value > h->bounds[i]) i++;
+    atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum, value, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+void histogram_write(const struct histogram *h, struct evbuffer *out, const char *name,
+                     const char *labels)
+{
+    unsigned long cumulative = 0;
+    const char *comma = *labels ? "," : "";
+    for (size_t i = 0; i <= h->bound_count; i++) {
+        cumulative += atomic_load_explicit(&h->buckets[i], memory_order_relaxed);
+        if (i < h->bound_count)
+            evbuffer_add_printf(out, "%s_bucket{%s%sle=\"%g\"} %lu\n", name, labels, comma,
+                                (double)h->bounds[i] * h->scale, cumulative);
+        else
+            evbuffer_add_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %lu\n", name, labels, comma,
+                                cumulative);
+    }
+    evbuffer_add_printf(out, "%s_sum{%s} %.9g\n", name, labels,
+                        (double)atomic_load(&h->sum) * h->scale);
+    evbuffer_add_printf(out, "%s_count{%s} %lu\n", name, labels, atomic_load(&h->count));
+}
+
+static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct endpoint_metrics *registry;
+
+struct endpoint_metrics *metrics_endpoint(const char *name)
+{
+    pthread_mutex_lock(&registry_mutex);
+    struct endpoint_metrics *m = registry;
+    while (m && strcmp(m->name, name) != 0) m = m->next;
+    if (!m) {
+        size_t n = strlen(name) + 1;
+        m = calloc(1, sizeof *m + n);
+        if (m) {
+            memcpy(m->name, name, n);
+            histogram_init_seconds(&m->request_seconds);
+            m->next = registry;
+            registry = m;
+        }
+    }
+    pthread_mutex_unlock(&registry_mutex);
+    return m;
+}
+
+void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t elapsed_ns)
+{
+    if (!m || status < 100 || status > 599) return;
+    atomic_fetch_add_explicit(&m->by_status[status - 100], 1, memory_order_relaxed);
+    histogram_observe(&m->request_seconds, elapsed_ns);
+}
+
+void metrics_write_endpoints(struct evbuffer *out)
+{
+    pthread_mutex_lock(&registry_mutex);
+    evbuffer_add_printf(out, "# HELP serve_http_requests_total HTTP requests answered, by endpoint and status code.\n"
+                             "# TYPE serve_http_requests_total counter\n");
+    for (struct endpoint_metrics *m = registry; m; m = m->next)
+        for (int code = 0; code < 500; code++) {
+            unsigned long n = atomic_load_explicit(&m->by_status[code], memory_order_relaxed);
+            if (n)
+                evbuffer_add_printf(out, "serve_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lu\n",
+                                    m->name, code + 100, n);
+        }
+    evbuffer_add_printf(out, "# HELP serve_http_request_seconds Time from request received to answer sent.\n"
+                             "# TYPE serve_http_request_seconds histogram\n");
+    for (struct endpoint_metrics *m = registry; m; m = m->next) {
+        char labels[160];
+        snprintf(labels, sizeof labels, "endpoint=\"%s\"", m->name);
+        histogram_write(&m->request_seconds, out, "serve_http_request_seconds", labels);
+    }
+    pthread_mutex_unlock(&registry_mutex);
+}
+
+void metrics_shutdown(void)
+{
+    pthread_mutex_lock(&registry_mutex);
+    while (registry) {
+        struct endpoint_metrics *next = registry->next;
+        free(registry);
+        registry = next;
+    }
+    pthread_mutex_unlock(&registry_mutex);
+}

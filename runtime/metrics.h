@@ -1,0 +1,51 @@
+/* metrics.h - counters and histograms for /metrics (Prometheus text).
+ *
+ * Recording is lock-free: relaxed atomic adds on fixed buckets, so I/O and
+ * worker threads never wait on each other to count. Histograms observe
+ * integers (nanoseconds, or plain counts) and are scaled when written. */
+#ifndef SERVE_RUNTIME_METRICS_H
+#define SERVE_RUNTIME_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+#define HISTOGRAM_MAX_BUCKETS 24
+
+struct histogram {
+    const uint64_t *bounds; /* upper bounds, ascending; +Inf is implicit */
+    size_t bound_count;
+    double scale;           /* multiply by this when written (1e-9 for ns) */
+    atomic_ulong buckets[HISTOGRAM_MAX_BUCKETS + 1];
+    atomic_ulong sum;
+    atomic_ulong count;
+};
+
+void histogram_init_seconds(struct histogram *h);    /* observes ns */
+void histogram_init_batch_sizes(struct histogram *h);
+void histogram_observe(struct histogram *h, uint64_t value);
+
+/* Writes the _bucket, _sum and _count lines of one labelled series. */
+void histogram_write(const struct histogram *h, struct evbuffer *out, const char *name,
+                     const char *labels);
+
+/* Per endpoint, kept across route changes (looked up by name). */
+struct endpoint_metrics {
+    struct endpoint_metrics *next;
+    atomic_ulong by_status[500]; /* 100..599 */
+    struct histogram request_seconds;
+    char name[];
+};
+
+/* The metrics of endpoint `name` ("" for requests no endpoint took),
+ * created on first use, never freed before metrics_shutdown. */
+struct endpoint_metrics *metrics_endpoint(const char *name);
+void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t elapsed_ns);
+
+/* Writes every endpoint's series. */
+void metrics_write_endpoints(struct evbuffer *out);
+void metrics_shutdown(void);
+
+#endif
