@@ -13,6 +13,7 @@ static const struct cli_command *const commands[] = {
     &cmd_create_backend,  &cmd_update_backend, &cmd_delete_backend, &cmd_list_backends,
     &cmd_create_endpoint, &cmd_delete_endpoint, &cmd_list_endpoints,
     &cmd_set_traffic,     &cmd_shadow_traffic, &cmd_deploy,         &cmd_call,
+    &cmd_bench,
 };
 #define COMMAND_COUNT (sizeof commands / sizeof *commands)
 
