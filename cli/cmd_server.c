@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../runtime/access_log.h"
 #include "../runtime/log.h"
 #include "../runtime/mp.h"
 #include "../runtime/server.h"
@@ -72,6 +73,8 @@ static int run_start(int argc, char **argv, const char *state_dir)
         {"idle-timeout", required_argument, NULL, 'i'},
         {"log-level", required_argument, NULL, 'l'},
         {"deploy", required_argument, NULL, 'd'},
+        {"access-log", required_argument, NULL, 'a'},
+        {"access-log-format", required_argument, NULL, 'F'},
         {0, 0, 0, 0}};
     struct server_options o;
     server_options_default(&o);
@@ -95,6 +98,12 @@ static int run_start(int argc, char **argv, const char *state_dir)
             break;
         case 'f': foreground = true; break;
         case 'd': o.deploy_file = optarg; break;
+        case 'a': o.access_log = optarg; break;
+        case 'F':
+            if (strcmp(optarg, "combined") == 0) o.access_log_format = ACCESS_LOG_COMBINED;
+            else if (strcmp(optarg, "json") == 0) o.access_log_format = ACCESS_LOG_JSON;
+            else return cli_fail("start", "--access-log-format %s: expected combined or json", optarg);
+            break;
         case 'b':
             if (!cli_parse_u32(optarg, 1, 1u << 30, &u))
                 return cli_fail("start", "--max-body %s: expected bytes, 1..1073741824", optarg);
@@ -204,7 +213,11 @@ const struct cli_command cmd_start = {
             "  --idle-timeout S    close idle keep-alive connections after S seconds (default 60)\n"
             "  --log-level LEVEL   error, warn, info or debug (default info)\n"
             "  --deploy FILE       after restoring the state dir, apply this deploy file\n"
-            "                      (as `serve deploy FILE`); a bad file stops the start\n",
+            "                      (as `serve deploy FILE`); a bad file stops the start\n"
+            "  --access-log FILE   one line per request (HTTP and handle calls); - is stdout\n"
+            "                      (the log file when daemonised); off by default\n"
+            "  --access-log-format combined|json\n"
+            "                      combined log format with serve's fields, or JSON (default combined)\n",
     .run = run_start,
 };
 

@@ -55,6 +55,8 @@ struct backend {
     struct histogram batch_size;
     struct histogram queue_seconds; /* enqueued -> handed to handle_batch */
     struct histogram exec_seconds;  /* one handle_batch call */
+    struct histogram batch_wait_seconds; /* first request queued -> batch dispatched */
+    atomic_ulong rejected[REJECT_REASONS];
 };
 
 static void deliver_or_drop(serve_request *req)
@@ -74,9 +76,12 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
     for (size_t i = 0; i < n; i++) {
         request_ref(batch[i]); /* the batch reference */
         batch[i]->in_batch = true;
+        batch[i]->dispatched_ns = started;
+        batch[i]->batch_size = (uint32_t)n;
         histogram_observe(&b->queue_seconds, started - batch[i]->enqueued_ns);
     }
     histogram_observe(&b->batch_size, n);
+    histogram_observe(&b->batch_wait_seconds, started - batch[0]->enqueued_ns);
     int rc = b->lib.plugin->handle_batch(r->state, batch, n);
     histogram_observe(&b->exec_seconds, serve__now_ns() - started);
     uint32_t finished = 0;
@@ -100,6 +105,8 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
             }
             request_answer_runtime(req, 500, msg);
         }
+        if (req->status >= 500 && atomic_load(&req->state) == REQ_ANSWERED)
+            backend_count_rejection(b, REJECT_PLUGIN_ERROR);
         finished++;
         deliver_or_drop(req);
         request_release(req);
@@ -221,6 +228,7 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
     histogram_init_batch_sizes(&b->batch_size);
     histogram_init_seconds(&b->queue_seconds);
     histogram_init_seconds(&b->exec_seconds);
+    histogram_init_seconds(&b->batch_wait_seconds);
     b->batch_wait_ns = (uint64_t)(spec->options.batch_wait_timeout_ms * 1e6);
     pthread_mutex_init(&b->mutex, NULL);
     pthread_condattr_t attr;
@@ -304,6 +312,7 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
     }
     if (b->queue_len >= b->spec.options.max_queued_requests) {
         pthread_mutex_unlock(&b->mutex);
+        backend_count_rejection(b, REJECT_BACKPRESSURE);
         return ENQUEUE_OVERLOADED;
     }
     request_ref(req); /* the execution reference */
@@ -443,6 +452,7 @@ void backend_deferred_answered(serve_request *req, bool answer_won)
     r->in_flight--;
     pthread_mutex_unlock(&b->mutex);
     pthread_cond_broadcast(&b->work_ready);
+    if (answer_won && req->status >= 500) backend_count_rejection(b, REJECT_PLUGIN_ERROR);
     if (answer_won)
         req->deliver(req);
     else
@@ -481,6 +491,11 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     msgpack_pack_uint64(pk, atomic_load(&b->batches_total));
 }
 
+void backend_count_rejection(struct backend *b, enum reject_reason reason)
+{
+    atomic_fetch_add_explicit(&b->rejected[reason], 1, memory_order_relaxed);
+}
+
 void backend_write_metrics(struct backend *const *backends, size_t count, struct evbuffer *out)
 {
     static const struct {
@@ -493,7 +508,12 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
         {"serve_backend_batch_size", "histogram", "Requests per handle_batch call."},
         {"serve_backend_queue_seconds", "histogram", "Time from queued to handed to the plugin."},
         {"serve_backend_exec_seconds", "histogram", "Duration of one handle_batch call."},
+        {"serve_backend_batch_wait_seconds", "histogram", "From a batch's first request queued to the batch dispatched."},
+        {"serve_requests_rejected_total", "counter", "Requests answered with an error by reason: backpressure (503), timeout (504), plugin_error (5xx from the plugin or the runtime on its behalf)."},
+        {"serve_replica_in_flight", "gauge", "Requests a replica holds: executing or deferred."},
+        {"serve_handle_calls_total", "counter", "Handle calls sent by a backend's replicas, by target endpoint."},
     };
+    static const char *const reasons[REJECT_REASONS] = {"backpressure", "timeout", "plugin_error"};
     for (size_t k = 0; k < sizeof series / sizeof *series; k++) {
         evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", series[k].name, series[k].help,
                             series[k].name, series[k].type);
@@ -517,7 +537,24 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                                         b->replica_count); break;
             case 4: histogram_write(&b->batch_size, out, series[k].name, labels); break;
             case 5: histogram_write(&b->queue_seconds, out, series[k].name, labels); break;
-            default: histogram_write(&b->exec_seconds, out, series[k].name, labels); break;
+            case 6: histogram_write(&b->exec_seconds, out, series[k].name, labels); break;
+            case 7: histogram_write(&b->batch_wait_seconds, out, series[k].name, labels); break;
+            case 8:
+                for (int r = 0; r < REJECT_REASONS; r++)
+                    evbuffer_add_printf(out, "%s{%s,reason=\"%s\"} %lu\n", series[k].name, labels,
+                                        reasons[r], atomic_load(&b->rejected[r]));
+                break;
+            case 9:
+                pthread_mutex_lock(&b->mutex);
+                for (size_t r = 0; r < b->replica_count; r++)
+                    evbuffer_add_printf(out, "%s{%s,replica=\"%zu\"} %u\n", series[k].name, labels,
+                                        r, b->replicas[r].in_flight);
+                pthread_mutex_unlock(&b->mutex);
+                break;
+            default:
+                for (size_t r = 0; r < b->replica_count; r++)
+                    replica_write_handle_calls(&b->replicas[r].context, out, series[k].name, b->spec.name);
+                break;
             }
         }
     }

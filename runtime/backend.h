@@ -65,6 +65,10 @@ size_t backend_outstanding(struct backend *b);
  * for status and list commands. */
 void backend_pack_status(struct backend *b, msgpack_packer *pk);
 
+enum reject_reason { REJECT_BACKPRESSURE, REJECT_TIMEOUT, REJECT_PLUGIN_ERROR, REJECT_REASONS };
+/* Counts a request answered with an error, by reason. Any thread. */
+void backend_count_rejection(struct backend *b, enum reject_reason reason);
+
 /* Writes the Prometheus series of these backends (each once). */
 struct evbuffer;
 void backend_write_metrics(struct backend *const *backends, size_t count, struct evbuffer *out);

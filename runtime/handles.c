@@ -2,6 +2,7 @@
  * an HTTP connection (see handles.h and the SDK header). */
 #include "handles.h"
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -10,11 +11,13 @@
 #include <strings.h>
 
 #include "clock.h"
+#include "access_log.h"
 #include "log.h"
 #include "replica_context.h"
 
 struct serve_handle {
     struct serve_handle *next;
+    atomic_ulong calls;
     char endpoint[];
 };
 
@@ -98,6 +101,7 @@ SERVE_EXPORT serve_handle *serve_replica_handle(serve_replica *replica, const ch
     serve_handle *h = malloc(sizeof *h + n);
     if (!h) return NULL;
     memcpy(h->endpoint, endpoint, n);
+    atomic_init(&h->calls, 0);
     h->next = atomic_load(&replica->handles);
     while (!atomic_compare_exchange_weak(&replica->handles, &h->next, h)) {
     }
@@ -138,7 +142,18 @@ serve_call *handles_call_new(const char *endpoint, const serve_request *parent)
 
 SERVE_EXPORT serve_call *serve_call_new(serve_handle *handle, const serve_request *parent)
 {
-    return handle ? handles_call_new(handle->endpoint, parent) : NULL;
+    if (!handle) return NULL;
+    atomic_fetch_add_explicit(&handle->calls, 1, memory_order_relaxed);
+    return handles_call_new(handle->endpoint, parent);
+}
+
+void replica_write_handle_calls(serve_replica *replica, struct evbuffer *out, const char *name,
+                                const char *caller)
+{
+    /* The list only grows while the replica lives: a plain walk is safe. */
+    for (serve_handle *h = atomic_load(&replica->handles); h; h = h->next)
+        evbuffer_add_printf(out, "%s{backend=\"%s\",target=\"%s\"} %lu\n", name, caller,
+                            h->endpoint, atomic_load(&h->calls));
 }
 
 SERVE_EXPORT int serve_call_take_body(serve_call *call, void *body, size_t len,
@@ -205,6 +220,7 @@ static void complete_with_error(serve_request *req, int status, const char *mess
 {
     size_t len = 0;
     char *body = json_error_body(message, &len);
+    if (access_log_on) access_log_request(req, "handle", NULL, req->target_endpoint, status, len);
     serve_result result = {.status = status, .content_type = "application/json",
                            .body = body ? body : "", .len = body ? len : 0};
     req->call_done(&result, req->call_arg);
@@ -215,6 +231,8 @@ static void complete_with_error(serve_request *req, int status, const char *mess
 static void deliver_to_caller(serve_request *req)
 {
     if (req->has_timeout) event_del(&req->timeout_event);
+    if (access_log_on)
+        access_log_request(req, "handle", NULL, req->target_endpoint, req->status, req->response_len);
     serve_result result = {.status = req->status, .content_type = req->content_type,
                            .body = req->response_body ? req->response_body : "",
                            .len = req->response_len, .headers = req->response_headers,
@@ -233,6 +251,7 @@ static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
     snprintf(msg, sizeof msg, "request timed out after %g ms in backend %s",
              backend_get_spec(req->backend)->options.request_timeout_ms,
              backend_name(req->backend));
+    backend_count_rejection(req->backend, REJECT_TIMEOUT);
     complete_with_error(req, 504, msg);
     request_release(req);
 }

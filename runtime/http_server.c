@@ -2,6 +2,7 @@
 #include "http_server.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -19,6 +20,7 @@
 
 #include "clock.h"
 #include "handles.h"
+#include "access_log.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -98,6 +100,16 @@ static const char *method_name(enum evhttp_cmd_type cmd)
     }
 }
 
+/* The client's address, for the access log. */
+static const char *peer_of(struct evhttp_request *ev)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
+    char *address = NULL;
+    ev_uint16_t port = 0;
+    if (evcon) evhttp_connection_get_peer(evcon, &address, &port);
+    return address ? address : "-";
+}
+
 static void reply(struct evhttp_request *ev, int status, const char *request_id,
                   const char *content_type, const void *body, size_t len)
 {
@@ -152,6 +164,9 @@ static void send_answer(struct evhttp_request *ev, serve_request *req)
             evbuffer_add(buf, req->response_body, req->response_len);
         }
     }
+    size_t bytes = req->response_len;
+    if (access_log_on)
+        access_log_request(req, "http", peer_of(ev), req->endpoint_metrics->name, req->status, bytes);
     evhttp_send_reply(ev, req->status, reason_phrase(req->status), NULL);
     metrics_count_response(req->endpoint_metrics, req->status, serve__now_ns() - req->received_ns);
 }
@@ -227,6 +242,9 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     snprintf(msg, sizeof msg, "request timed out after %g ms in backend %s",
              backend_get_spec(req->backend)->options.request_timeout_ms,
              backend_name(req->backend));
+    backend_count_rejection(req->backend, REJECT_TIMEOUT);
+    if (access_log_on)
+        access_log_request(req, "http", peer_of(req->origin_request), req->endpoint_metrics->name, 504, 0);
     reply_error(req->origin_request, 504, req->id, msg);
     metrics_count_response(req->endpoint_metrics, 504, serve__now_ns() - req->received_ns);
     finish(req->origin, req);
@@ -256,6 +274,16 @@ static void serve_routes_listing(struct io_thread *t, struct evhttp_request *ev,
     evhttp_add_header(out, "Content-Type", "application/json");
     evhttp_add_header(out, "X-Request-ID", request_id);
     evhttp_send_reply(ev, 200, "OK", NULL);
+}
+
+static long open_fds(void)
+{
+    long n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (e->d_name[0] != '.') n++;
+    if (d) closedir(d);
+    return n > 0 ? n - 1 : 0; /* not the one opendir itself holds */
 }
 
 static long resident_bytes(void)
@@ -302,8 +330,11 @@ static void serve_metrics(struct io_thread *t, struct evhttp_request *ev, const 
                         "serve_process_start_time_seconds %ld\n"
                         "# HELP serve_process_resident_memory_bytes Resident memory of the server.\n"
                         "# TYPE serve_process_resident_memory_bytes gauge\n"
-                        "serve_process_resident_memory_bytes %ld\n",
-                        (long)t->server->started_at, resident_bytes());
+                        "serve_process_resident_memory_bytes %ld\n"
+                        "# HELP serve_process_open_fds File descriptors open: connections, listeners, files.\n"
+                        "# TYPE serve_process_open_fds gauge\n"
+                        "serve_process_open_fds %ld\n",
+                        (long)t->server->started_at, resident_bytes(), open_fds());
     struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
     evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     evhttp_add_header(out, "X-Request-ID", request_id);
@@ -436,6 +467,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
         snprintf(msg, sizeof msg, "no endpoint serves %.300s; GET /-/routes lists the routes", path);
         reply_error(ev, 404, id, msg);
         metrics_count_response(s->unrouted, 404, 0);
+        if (access_log_on) access_log_plain(peer_of(ev), method_name(cmd), path, id, 404, 0);
         goto done;
     }
     const char *method = method_name(cmd);
@@ -447,6 +479,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
         evhttp_add_header(evhttp_request_get_output_headers(ev), "Allow", allowed);
         reply_error(ev, 405, id, msg);
         metrics_count_response(route->metrics, 405, 0);
+        if (access_log_on) access_log_plain(peer_of(ev), method, path, id, 405, 0);
         goto done;
     }
 
@@ -499,6 +532,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
                      backend_get_spec(req->backend)->options.max_queued_requests);
         else
             snprintf(msg, sizeof msg, "backend %s is not accepting requests", name);
+        if (access_log_on) access_log_request(req, "http", peer_of(ev), route->endpoint, 503, 0);
         reply_error(ev, 503, req->id, msg);
         metrics_count_response(req->endpoint_metrics, 503, serve__now_ns() - req->received_ns);
         finish(t, req);

@@ -18,4 +18,10 @@ struct serve_replica {
 /* Frees the replica's handles (handles.c). */
 void replica_free_handles(serve_replica *replica);
 
+/* Writes serve_handle_calls_total lines for the replica's handles, one per
+ * handle (handles.c). */
+struct evbuffer;
+void replica_write_handle_calls(serve_replica *replica, struct evbuffer *out, const char *name,
+                                const char *caller);
+
 #endif

@@ -11,6 +11,7 @@
 #include <sys/random.h>
 
 #include "backend.h"
+#include "clock.h"
 #include "log.h"
 
 serve_request *request_new(size_t extra, char **extra_out)
@@ -134,6 +135,7 @@ static int store_answer(serve_request *req, int status, const char *content_type
     req->response_body = body;
     req->response_len = len;
     req->free_response_body = free_body;
+    req->answered_ns = serve__now_ns();
     int expected = REQ_PENDING;
     if (atomic_compare_exchange_strong(&req->state, &expected, REQ_ANSWERED))
         return SERVE_OK;
@@ -280,6 +282,17 @@ SERVE_EXPORT const char *serve_request_query(const serve_request *req,
     for (size_t i = 0; i < req->query_count; i++)
         if (strcmp(req->query[2 * i], key) == 0) return req->query[2 * i + 1];
     return NULL;
+}
+
+SERVE_EXPORT uint64_t serve_request_time_ns(const serve_request *req, int stage)
+{
+    if (!req) return 0;
+    switch (stage) {
+    case SERVE_STAGE_RECEIVED: return req->received_ns;
+    case SERVE_STAGE_QUEUED: return req->enqueued_ns;
+    case SERVE_STAGE_DISPATCHED: return req->dispatched_ns;
+    default: return 0;
+    }
 }
 
 SERVE_EXPORT const char *serve_strerror(int code)

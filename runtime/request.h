@@ -47,6 +47,9 @@ struct serve_request {
     struct replica *replica;      /* set when dispatched */
     uint64_t received_ns;
     uint64_t enqueued_ns;
+    uint64_t dispatched_ns;       /* handed to handle_batch */
+    uint64_t answered_ns;         /* the answer was stored */
+    uint32_t batch_size;
 
     /* Called once with the answer (status and body below) when the plugin
      * or the runtime answered and the origin must send it. Any thread. */

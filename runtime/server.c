@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "deploy_file.h"
 #include "handles.h"
+#include "access_log.h"
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
@@ -176,6 +177,8 @@ int server_run(const struct server_options *o)
     char err[4096];
     int lock_fd = -1;
     if (!make_dirs(o->state_dir, err, sizeof err)) goto fail;
+    if (o->access_log && !access_log_open(o->access_log, o->access_log_format, err, sizeof err))
+        goto fail;
     chmod(o->state_dir, 0700);
     lock_fd = lock_state_dir(s, err, sizeof err);
     if (lock_fd < 0) goto fail;
@@ -205,18 +208,26 @@ int server_run(const struct server_options *o)
              s->declared.endpoint_count);
     started(o, s->url, NULL);
 
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
+    /* The main thread waits for a stop signal and, meanwhile, writes the
+     * access log out at least every 200 ms. */
+    int sig = -1;
+    while (sig < 0) {
+        struct timespec tick = {0, 200 * 1000 * 1000};
+        sig = sigtimedwait(&stop_signals, NULL, &tick);
+        access_log_flush();
+    }
     LOG_INFO("received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     graceful_stop(s);
     cleanup(s);
     metrics_shutdown();
+    access_log_close();
     LOG_INFO("stopped");
     /* lock_fd stays open: the lock goes with the process, after exit-time
      * checks (LeakSanitizer) have written their report, so `serve stop`
      * returns only when the server is entirely gone. */
     return 0;
 fail:
+    access_log_close();
     LOG_ERROR("%s", err);
     started(o, NULL, err);
     cleanup(s);

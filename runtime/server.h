@@ -14,6 +14,8 @@ struct server_options {
     size_t max_header;
     int idle_timeout_s;
     const char *deploy_file; /* applied after the state dir's state; NULL: none */
+    const char *access_log;  /* path or "-"; NULL: off */
+    int access_log_format;   /* enum access_log_format */
     /* Called once the server answers requests (url "http://HOST:PORT") or
      * once it gave up starting (url NULL, message says why). */
     void (*on_started)(const char *url, const char *message, void *arg);

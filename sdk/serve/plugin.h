@@ -208,6 +208,18 @@ SERVE_EXPORT const char *serve_request_header(const serve_request *req,
 /* The request id: the client's X-Request-ID, or one the server made. */
 SERVE_EXPORT const char *serve_request_id(const serve_request *req);
 
+/* Stages of a request, for serve_request_time_ns. */
+enum serve_request_stage {
+    SERVE_STAGE_RECEIVED = 0,   /* the server had the whole request */
+    SERVE_STAGE_QUEUED = 1,     /* it entered the backend's queue */
+    SERVE_STAGE_DISPATCHED = 2, /* its batch was handed to handle_batch */
+};
+
+/* When the request reached `stage`, in nanoseconds of CLOCK_MONOTONIC (the
+ * same clock clock_gettime(CLOCK_MONOTONIC) reads), or 0 if it has not. The
+ * access log shows the same stages, plus answered and written. */
+SERVE_EXPORT uint64_t serve_request_time_ns(const serve_request *req, int stage);
+
 /* ------------------------------------------------------------------------
  * Answering a request
  *
