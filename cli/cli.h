@@ -76,6 +76,9 @@ double cli_double(const msgpack_object *o, const char *key);
 /* Tables for list output: backends and endpoints as the server sends them. */
 void cli_print_backends(const msgpack_object *backends);
 void cli_print_endpoints(const msgpack_object *endpoints);
+/* The same with the last 10 s from status's "live" map (NULL: without). */
+void cli_print_backends_live(const msgpack_object *backends, const msgpack_object *live);
+void cli_print_endpoints_live(const msgpack_object *endpoints, const msgpack_object *live);
 
 /* Sends {"cmd": cmd, "name": argv[1]} and prints done_fmt with the name. */
 int cli_simple_named(const char *cmd, int argc, char **argv, const char *state_dir,

@@ -209,24 +209,32 @@ double cli_double(const msgpack_object *o, const char *key)
     return v;
 }
 
-void cli_print_backends(const msgpack_object *backends)
+void cli_print_backends(const msgpack_object *backends) { cli_print_backends_live(backends, NULL); }
+
+void cli_print_backends_live(const msgpack_object *backends, const msgpack_object *live)
 {
-    printf("%-16s %-10s %8s %9s %8s %11s %6s %9s %9s  %s\n", "BACKEND", "PLUGIN", "REPLICAS",
-           "MAX_BATCH", "WAIT_MS", "CONCURRENCY", "QUEUED", "IN_FLIGHT", "REQUESTS", "CONFIG");
+    printf("%-16s %-10s %8s %9s %8s %11s %6s %9s %5s %9s", "BACKEND", "PLUGIN", "REPLICAS",
+           "MAX_BATCH", "WAIT_MS", "CONCURRENCY", "QUEUED", "IN_FLIGHT", "BUSY", "REQUESTS");
+    if (live) printf(" %9s %9s", "RPS_10S", "BATCH_10S");
+    printf("  CONFIG\n");
     for (uint32_t i = 0; backends && backends->type == MSGPACK_OBJECT_ARRAY &&
                          i < backends->via.array.size; i++) {
         const msgpack_object *b = &backends->via.array.ptr[i];
         const msgpack_object *spec = mp_get(b, "spec");
         char name[128], plugin[128];
-        uint64_t mcq = cli_uint(b, "concurrency");
-        uint64_t batch = cli_uint(spec, "max_batch_size");
-        printf("%-16s %-10s %8llu %9llu %8g %11llu %6llu %9llu %9llu  ",
-               cli_str(spec, "name", name, sizeof name),
+        cli_str(spec, "name", name, sizeof name);
+        printf("%-16s %-10s %8llu %9llu %8g %11llu %6llu %9llu %5llu %9llu", name,
                cli_str(b, "plugin_name", plugin, sizeof plugin),
-               (unsigned long long)cli_uint(spec, "num_replicas"), (unsigned long long)batch,
-               cli_double(spec, "batch_wait_timeout_ms"), (unsigned long long)mcq,
+               (unsigned long long)cli_uint(spec, "num_replicas"),
+               (unsigned long long)cli_uint(spec, "max_batch_size"),
+               cli_double(spec, "batch_wait_timeout_ms"), (unsigned long long)cli_uint(b, "concurrency"),
                (unsigned long long)cli_uint(b, "queued"), (unsigned long long)cli_uint(b, "in_flight"),
-               (unsigned long long)cli_uint(b, "requests"));
+               (unsigned long long)cli_uint(b, "busy_replicas"), (unsigned long long)cli_uint(b, "requests"));
+        if (live) {
+            const msgpack_object *l = mp_get(mp_get(live, "backends"), name);
+            printf(" %9.1f %9.2f", cli_double(l, "rps"), cli_double(l, "mean_batch_size"));
+        }
+        printf("  ");
         const msgpack_object *cfg = mp_get(spec, "config");
         for (uint32_t k = 0; cfg && cfg->type == MSGPACK_OBJECT_MAP && k < cfg->via.map.size; k++) {
             const msgpack_object_kv *kv = &cfg->via.map.ptr[k];
@@ -256,17 +264,27 @@ static void format_shares(const msgpack_object *m, char *buf, size_t len, bool a
     if (!buf[0]) snprintf(buf, len, "-");
 }
 
-void cli_print_endpoints(const msgpack_object *endpoints)
+void cli_print_endpoints(const msgpack_object *endpoints) { cli_print_endpoints_live(endpoints, NULL); }
+
+void cli_print_endpoints_live(const msgpack_object *endpoints, const msgpack_object *live)
 {
-    printf("%-16s %-24s %-10s %-24s %s\n", "ENDPOINT", "ROUTE", "METHODS", "TRAFFIC", "SHADOW");
+    printf("%-16s %-24s %-10s %-24s %-16s", "ENDPOINT", "ROUTE", "METHODS", "TRAFFIC", "SHADOW");
+    if (live) printf(" %9s %9s %9s", "RPS_10S", "P50_MS<=", "P99_MS<=");
+    printf("\n");
     for (uint32_t i = 0; endpoints && endpoints->type == MSGPACK_OBJECT_ARRAY &&
                          i < endpoints->via.array.size; i++) {
         const msgpack_object *e = &endpoints->via.array.ptr[i];
         char name[128], route[1100], methods[128], traffic[512], shadow[512];
         format_shares(mp_get(e, "traffic"), traffic, sizeof traffic, false);
         format_shares(mp_get(e, "shadow"), shadow, sizeof shadow, true);
-        printf("%-16s %-24s %-10s %-24s %s\n", cli_str(e, "name", name, sizeof name),
-               cli_str(e, "route", route, sizeof route), cli_str(e, "methods", methods, sizeof methods),
-               traffic, shadow);
+        cli_str(e, "name", name, sizeof name);
+        printf("%-16s %-24s %-10s %-24s %-16s", name, cli_str(e, "route", route, sizeof route),
+               cli_str(e, "methods", methods, sizeof methods), traffic, shadow);
+        if (live) {
+            const msgpack_object *l = mp_get(mp_get(live, "endpoints"), name);
+            printf(" %9.1f %9g %9g", cli_double(l, "rps"), cli_double(l, "p50_ms_at_most"),
+                   cli_double(l, "p99_ms_at_most"));
+        }
+        printf("\n");
     }
 }

@@ -285,16 +285,8 @@ const struct cli_command cmd_stop = {
     .run = run_stop,
 };
 
-static int run_status(int argc, char **argv, const char *state_dir)
+static int status_once(const char *state_dir, bool json)
 {
-    static const struct option long_options[] = {{"json", no_argument, NULL, 'j'}, {0, 0, 0, 0}};
-    bool json = false;
-    int c;
-    optind = 1;
-    while ((c = cli_getopt("status", argc, argv, long_options)) != -1) {
-        if (c != 'j') return cli_fail("status", "usage: serve status [--json]");
-        json = true;
-    }
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init(&sbuf);
     msgpack_packer pk;
@@ -312,24 +304,52 @@ static int run_status(int argc, char **argv, const char *state_dir)
         printf("\n");
     } else {
         char url[256];
+        const msgpack_object *live = mp_get(result, "live");
         printf("serve at %s, pid %llu, up %llu s, state dir %s\n",
                cli_str(result, "url", url, sizeof url), (unsigned long long)cli_uint(result, "pid"),
                (unsigned long long)cli_uint(result, "uptime_s"), state_dir);
-        printf("%llu request(s) in progress\n\n",
-               (unsigned long long)cli_uint(result, "outstanding_requests"));
-        cli_print_backends(mp_get(result, "backends"));
+        printf("%llu request(s) in progress; live figures over the last %.0f s\n\n",
+               (unsigned long long)cli_uint(result, "outstanding_requests"), cli_double(live, "window_s"));
+        cli_print_backends_live(mp_get(result, "backends"), live);
         printf("\n");
-        cli_print_endpoints(mp_get(result, "endpoints"));
+        cli_print_endpoints_live(mp_get(result, "endpoints"), live);
     }
     cli_reply_free(&reply);
     return 0;
 }
 
+static int run_status(int argc, char **argv, const char *state_dir)
+{
+    static const struct option long_options[] = {{"json", no_argument, NULL, 'j'},
+                                                 {"watch", no_argument, NULL, 'w'},
+                                                 {0, 0, 0, 0}};
+    bool json = false, watch = false;
+    int c;
+    optind = 1;
+    while ((c = cli_getopt("status", argc, argv, long_options)) != -1) {
+        if (c == 'j') json = true;
+        else watch = true;
+    }
+    if (!watch) return status_once(state_dir, json);
+    /* Refresh in place on a terminal; elsewhere one report a second. */
+    bool tty = isatty(STDOUT_FILENO);
+    for (;;) {
+        if (tty) printf("\033[H\033[2J");
+        if (status_once(state_dir, json) != 0) return 1;
+        fflush(stdout);
+        sleep(1);
+    }
+}
+
 const struct cli_command cmd_status = {
     .name = "status",
-    .usage = "status [--json]",
-    .summary = "Show the server's address, uptime, backends and endpoints.",
-    .help = "Options:\n"
-            "  --json              print one JSON object instead of tables\n",
+    .usage = "status [--json] [--watch]",
+    .summary = "Show the server's address, uptime, backends and endpoints, with live figures.",
+    .help = "Live figures cover the last 10 seconds: requests/s and mean batch size per\n"
+            "backend, requests/s and p50/p99 latency per endpoint (the upper bound of the\n"
+            "histogram bucket that holds them), queue depth and busy replicas now.\n\n"
+            "Options:\n"
+            "  --json              print one JSON object instead of tables\n"
+            "  --watch             refresh every second (in place on a terminal) until Ctrl-C\n",
     .run = run_status,
 };

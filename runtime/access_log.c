@@ -164,7 +164,8 @@ void access_log_plain(const char *client, const char *method, const char *path, 
                      "\"status\": %d, \"bytes\": %zu}\n",
                      when, client ? client : "-", safe_id, method, safe_path, status, bytes);
     else
-        n = snprintf(line, sizeof line, "%s - - [%s] \"%s %s HTTP/1.1\" %d %zu \"-\" \"-\" id=%s\n",
+        n = snprintf(line, sizeof line,
+                     "%s - - [%s] \"%s %s HTTP/1.1\" %d %zu \"-\" \"-\" id=%s endpoint=- backend=-\n",
                      client ? client : "-", when, method, safe_path, status, bytes, safe_id);
     if (n > 0) append(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }

@@ -474,7 +474,13 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     queued = b->queue_len;
     for (size_t i = 0; i < b->replica_count; i++) in_flight += b->replicas[i].in_flight;
     pthread_mutex_unlock(&b->mutex);
-    msgpack_pack_map(pk, 7);
+    size_t busy = 0;
+    pthread_mutex_lock(&b->mutex);
+    for (size_t i = 0; i < b->replica_count; i++) busy += b->replicas[i].in_flight > 0;
+    pthread_mutex_unlock(&b->mutex);
+    msgpack_pack_map(pk, 8);
+    mp_pack_key(pk, "busy_replicas");
+    msgpack_pack_uint64(pk, busy);
     mp_pack_key(pk, "concurrency"); /* max_concurrent_queries in force */
     msgpack_pack_uint32(pk, b->concurrency);
     mp_pack_key(pk, "spec");
@@ -491,9 +497,35 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     msgpack_pack_uint64(pk, atomic_load(&b->batches_total));
 }
 
+void backend_totals(struct backend *b, uint64_t *requests, uint64_t *batches, uint64_t *batch_sum)
+{
+    *requests = atomic_load(&b->requests_total);
+    *batches = atomic_load(&b->batch_size.count);
+    *batch_sum = atomic_load(&b->batch_size.sum);
+}
+
 void backend_count_rejection(struct backend *b, enum reject_reason reason)
 {
     atomic_fetch_add_explicit(&b->rejected[reason], 1, memory_order_relaxed);
+}
+
+struct call_totals {
+    size_t count;
+    const char *target[64];
+    unsigned long calls[64];
+};
+
+static void add_calls(const char *target, unsigned long calls, void *arg)
+{
+    struct call_totals *t = arg;
+    size_t i = 0;
+    while (i < t->count && strcmp(t->target[i], target) != 0) i++;
+    if (i == t->count) {
+        if (t->count == 64) return;
+        t->target[t->count] = target;
+        t->calls[t->count++] = 0;
+    }
+    t->calls[i] += calls;
 }
 
 void backend_write_metrics(struct backend *const *backends, size_t count, struct evbuffer *out)
@@ -551,10 +583,16 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                                         r, b->replicas[r].in_flight);
                 pthread_mutex_unlock(&b->mutex);
                 break;
-            default:
+            default: {
+                /* Summed over replicas: one series per (backend, target). */
+                struct call_totals totals = {0};
                 for (size_t r = 0; r < b->replica_count; r++)
-                    replica_write_handle_calls(&b->replicas[r].context, out, series[k].name, b->spec.name);
+                    replica_each_handle(&b->replicas[r].context, add_calls, &totals);
+                for (size_t t = 0; t < totals.count; t++)
+                    evbuffer_add_printf(out, "%s{%s,target=\"%s\"} %lu\n", series[k].name, labels,
+                                        totals.target[t], totals.calls[t]);
                 break;
+            }
             }
         }
     }

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "handles.h"
+#include "live_stats.h"
 #include "log.h"
 #include "mp.h"
 #include "server_internal.h"
@@ -500,7 +501,9 @@ static bool status(struct server *s, const msgpack_object *req, msgpack_packer *
                    char *err, size_t errlen)
 {
     (void)req, (void)err, (void)errlen;
-    msgpack_pack_map(pk, 7);
+    msgpack_pack_map(pk, 8);
+    mp_pack_key(pk, "live");
+    live_stats_pack(pk);
     mp_pack_key(pk, "url");
     mp_pack_str(pk, s->url);
     mp_pack_key(pk, "pid");

@@ -16,6 +16,8 @@
 
 #include "frame.h"
 #include "handles.h"
+#include "clock.h"
+#include "live_stats.h"
 #include "log.h"
 #include "mp.h"
 #include "server_internal.h"
@@ -150,9 +152,20 @@ static bool serve_connection(struct server *s, int fd)
 static void *control_main(void *arg)
 {
     struct server *s = arg;
+    uint64_t next_sample_ns = 0;
     for (;;) {
         struct pollfd fds[2] = {{s->control_fd, POLLIN, 0}, {s->control_wake[0], POLLIN, 0}};
-        if (poll(fds, 2, -1) < 0) {
+        /* Once a second, between commands: the sample behind status's
+         * live figures. */
+        uint64_t now = serve__now_ns();
+        if (now >= next_sample_ns) {
+            live_stats_sample(s);
+            next_sample_ns = now + 1000000000u;
+        }
+        int wait_ms = (int)((next_sample_ns - now) / 1000000u) + 1;
+        int ready = poll(fds, 2, wait_ms);
+        if (ready == 0) continue;
+        if (ready < 0) {
             if (errno == EINTR) continue;
             LOG_ERROR("control: poll: %s", strerror(errno));
             break;
@@ -207,6 +220,7 @@ void control_stop(struct server *s)
         (void)ignored;
         pthread_join(s->control_thread, NULL);
         s->control_started = false;
+        live_stats_free();
     }
     /* Only a server that opened the socket (and so holds the state dir's
      * lock) may remove it: a refused second server must not. */

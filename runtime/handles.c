@@ -97,6 +97,9 @@ void handles_shutdown(void)
 SERVE_EXPORT serve_handle *serve_replica_handle(serve_replica *replica, const char *endpoint)
 {
     if (!replica || !endpoint || !*endpoint) return NULL;
+    /* One handle per target and replica: asking again returns it. */
+    for (serve_handle *h = atomic_load(&replica->handles); h; h = h->next)
+        if (strcmp(h->endpoint, endpoint) == 0) return h;
     size_t n = strlen(endpoint) + 1;
     serve_handle *h = malloc(sizeof *h + n);
     if (!h) return NULL;
@@ -147,13 +150,12 @@ SERVE_EXPORT serve_call *serve_call_new(serve_handle *handle, const serve_reques
     return handles_call_new(handle->endpoint, parent);
 }
 
-void replica_write_handle_calls(serve_replica *replica, struct evbuffer *out, const char *name,
-                                const char *caller)
+void replica_each_handle(serve_replica *replica,
+                         void (*fn)(const char *target, unsigned long calls, void *arg), void *arg)
 {
     /* The list only grows while the replica lives: a plain walk is safe. */
     for (serve_handle *h = atomic_load(&replica->handles); h; h = h->next)
-        evbuffer_add_printf(out, "%s{backend=\"%s\",target=\"%s\"} %lu\n", name, caller,
-                            h->endpoint, atomic_load(&h->calls));
+        fn(h->endpoint, atomic_load(&h->calls), arg);
 }
 
 SERVE_EXPORT int serve_call_take_body(serve_call *call, void *body, size_t len,

@@ -86,6 +86,23 @@ void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t ela
     histogram_observe(&m->request_seconds, elapsed_ns);
 }
 
+size_t metrics_endpoint_count(void)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&registry_mutex);
+    for (struct endpoint_metrics *m = registry; m; m = m->next) n++;
+    pthread_mutex_unlock(&registry_mutex);
+    return n;
+}
+
+void metrics_each_endpoint(void (*fn)(const struct endpoint_metrics *m, void *arg), void *arg,
+                           size_t max)
+{
+    pthread_mutex_lock(&registry_mutex);
+    for (struct endpoint_metrics *m = registry; m && max; m = m->next, max--) fn(m, arg);
+    pthread_mutex_unlock(&registry_mutex);
+}
+
 void metrics_write_endpoints(struct evbuffer *out)
 {
     pthread_mutex_lock(&registry_mutex);

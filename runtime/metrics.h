@@ -44,6 +44,11 @@ struct endpoint_metrics {
 struct endpoint_metrics *metrics_endpoint(const char *name);
 void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t elapsed_ns);
 
+/* How many endpoints have metrics, and a walk over at most `max` of them. */
+size_t metrics_endpoint_count(void);
+void metrics_each_endpoint(void (*fn)(const struct endpoint_metrics *m, void *arg), void *arg,
+                           size_t max);
+
 /* Writes every endpoint's series. */
 void metrics_write_endpoints(struct evbuffer *out);
 void metrics_shutdown(void);

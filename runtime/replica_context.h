@@ -18,10 +18,9 @@ struct serve_replica {
 /* Frees the replica's handles (handles.c). */
 void replica_free_handles(serve_replica *replica);
 
-/* Writes serve_handle_calls_total lines for the replica's handles, one per
- * handle (handles.c). */
-struct evbuffer;
-void replica_write_handle_calls(serve_replica *replica, struct evbuffer *out, const char *name,
-                                const char *caller);
+/* Calls fn for each of the replica's handles: its target and call count
+ * (handles.c). Two handles of one replica never share a target. */
+void replica_each_handle(serve_replica *replica,
+                         void (*fn)(const char *target, unsigned long calls, void *arg), void *arg);
 
 #endif

@@ -356,8 +356,9 @@ typedef struct serve_future serve_future;   /* an answer to wait for */
 
 /* Returns a handle to the endpoint named `endpoint`, owned by the replica
  * and valid until destroy returns. The name is resolved at each call, so an
- * endpoint created later, or replaced, is found. NULL on bad arguments or
- * out of memory. Any thread. */
+ * endpoint created later, or replaced, is found. Asking again for the same
+ * name returns the same handle. NULL on bad arguments or out of memory. Any
+ * thread. */
 SERVE_EXPORT serve_handle *serve_replica_handle(serve_replica *replica,
                                                 const char *endpoint);
 

@@ -7,7 +7,8 @@
  *   sleep:MS    sleep MS milliseconds in handle_batch, then answer
  *   defer:MS    defer, answer 200 from another thread after MS ms
  *   never       defer and never answer
- *   crashbatch  return non-zero from handle_batch without answering */
+ *   crashbatch  return non-zero from handle_batch without answering
+ *   timing      answer {"received": NS, "queued": NS, "dispatched": NS} */
 #include <pthread.h>
 #include <serve/plugin.h>
 #include <stdio.h>
@@ -68,6 +69,13 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
             pthread_detach(t);
         } else if (strcmp(what, "never") == 0) {
             serve_request_defer(req);
+        } else if (strcmp(what, "timing") == 0) {
+            char out[160];
+            int n = snprintf(out, sizeof out, "{\"received\": %llu, \"queued\": %llu, \"dispatched\": %llu}",
+                             (unsigned long long)serve_request_time_ns(req, SERVE_STAGE_RECEIVED),
+                             (unsigned long long)serve_request_time_ns(req, SERVE_STAGE_QUEUED),
+                             (unsigned long long)serve_request_time_ns(req, SERVE_STAGE_DISPATCHED));
+            serve_respond(req, 200, "application/json", out, (size_t)n);
         } else if (strcmp(what, "crashbatch") == 0) {
             rc = -1;
         } else {
