@@ -75,6 +75,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
         {"deploy", required_argument, NULL, 'd'},
         {"access-log", required_argument, NULL, 'a'},
         {"access-log-format", required_argument, NULL, 'F'},
+        {"no-metrics", no_argument, NULL, 'M'},
         {0, 0, 0, 0}};
     struct server_options o;
     server_options_default(&o);
@@ -99,6 +100,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
         case 'f': foreground = true; break;
         case 'd': o.deploy_file = optarg; break;
         case 'a': o.access_log = optarg; break;
+        case 'M': o.no_metrics = true; break;
         case 'F':
             if (strcmp(optarg, "combined") == 0) o.access_log_format = ACCESS_LOG_COMBINED;
             else if (strcmp(optarg, "json") == 0) o.access_log_format = ACCESS_LOG_JSON;
@@ -217,7 +219,9 @@ const struct cli_command cmd_start = {
             "  --access-log FILE   one line per request (HTTP and handle calls); - is stdout\n"
             "                      (the log file when daemonised); off by default\n"
             "  --access-log-format combined|json\n"
-            "                      combined log format with serve's fields, or JSON (default combined)\n",
+            "                      combined log format with serve's fields, or JSON (default combined)\n"
+            "  --no-metrics        stop recording histograms and per-endpoint counts (to measure\n"
+            "                      their cost); /metrics then shows zeros for them\n",
     .run = run_start,
 };
 

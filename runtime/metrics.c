@@ -29,8 +29,11 @@ void histogram_init_batch_sizes(struct histogram *h)
     h->scale = 1;
 }
 
+bool metrics_enabled = true;
+
 void histogram_observe(struct histogram *h, uint64_t value)
 {
+    if (!metrics_enabled) return;
     size_t i = 0;
     while (i < h->bound_count && value > h->bounds[i]) i++;
     atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
@@ -81,7 +84,7 @@ struct endpoint_metrics *metrics_endpoint(const char *name)
 
 void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t elapsed_ns)
 {
-    if (!m || status < 100 || status > 599) return;
+    if (!m || status < 100 || status > 599 || !metrics_enabled) return;
     atomic_fetch_add_explicit(&m->by_status[status - 100], 1, memory_order_relaxed);
     histogram_observe(&m->request_seconds, elapsed_ns);
 }

@@ -7,12 +7,17 @@
 #define SERVE_RUNTIME_METRICS_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct evbuffer;
 
 #define HISTOGRAM_MAX_BUCKETS 24
+
+/* False with `serve start --no-metrics`: histograms and endpoint counters
+ * stop recording (for measuring what recording costs). */
+extern bool metrics_enabled;
 
 struct histogram {
     const uint64_t *bounds; /* upper bounds, ascending; +Inf is implicit */

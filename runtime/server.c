@@ -176,6 +176,7 @@ int server_run(const struct server_options *o)
 
     char err[4096];
     int lock_fd = -1;
+    metrics_enabled = !o->no_metrics;
     if (!make_dirs(o->state_dir, err, sizeof err)) goto fail;
     if (o->access_log && !access_log_open(o->access_log, o->access_log_format, err, sizeof err))
         goto fail;

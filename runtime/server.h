@@ -3,6 +3,7 @@
 #ifndef SERVE_RUNTIME_SERVER_H
 #define SERVE_RUNTIME_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct server_options {
@@ -16,6 +17,7 @@ struct server_options {
     const char *deploy_file; /* applied after the state dir's state; NULL: none */
     const char *access_log;  /* path or "-"; NULL: off */
     int access_log_format;   /* enum access_log_format */
+    bool no_metrics;
     /* Called once the server answers requests (url "http://HOST:PORT") or
      * once it gave up starting (url NULL, message says why). */
     void (*on_started)(const char *url, const char *message, void *arg);
