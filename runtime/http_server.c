@@ -2,7 +2,6 @@
 #include "http_server.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -276,16 +275,6 @@ static void serve_routes_listing(struct io_thread *t, struct evhttp_request *ev,
     evhttp_send_reply(ev, 200, "OK", NULL);
 }
 
-static long open_fds(void)
-{
-    long n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    for (struct dirent *e; d && (e = readdir(d));)
-        if (e->d_name[0] != '.') n++;
-    if (d) closedir(d);
-    return n > 0 ? n - 1 : 0; /* not the one opendir itself holds */
-}
-
 static long resident_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
@@ -330,11 +319,8 @@ static void serve_metrics(struct io_thread *t, struct evhttp_request *ev, const 
                         "serve_process_start_time_seconds %ld\n"
                         "# HELP serve_process_resident_memory_bytes Resident memory of the server.\n"
                         "# TYPE serve_process_resident_memory_bytes gauge\n"
-                        "serve_process_resident_memory_bytes %ld\n"
-                        "# HELP serve_process_open_fds File descriptors open: connections, listeners, files.\n"
-                        "# TYPE serve_process_open_fds gauge\n"
-                        "serve_process_open_fds %ld\n",
-                        (long)t->server->started_at, resident_bytes(), open_fds());
+                        "serve_process_resident_memory_bytes %ld\n",
+                        (long)t->server->started_at, resident_bytes());
     struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
     evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     evhttp_add_header(out, "X-Request-ID", request_id);

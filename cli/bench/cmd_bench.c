@@ -348,7 +348,11 @@ static int run_sweep(struct bench_options *o)
         p->throughput = r->duration_s > 0 ? (double)r->requests / r->duration_s : 0;
         p->p50_ms = lat_quantile(&r->latency, 0.5) / 1e3;
         p->p99_ms = lat_quantile(&r->latency, 0.99) / 1e3;
-        if (o->slo_ms > 0 && p->p99_ms <= o->slo_ms && (best < 0 || p->throughput > points[best].throughput))
+        /* A point counts only when it was answered: no requests, or more
+         * than 1% errors, is no throughput at any latency. */
+        bool answered = r->requests > 0 && error_rate(r) <= 0.01;
+        if (o->slo_ms > 0 && answered && p->p99_ms <= o->slo_ms &&
+            (best < 0 || p->throughput > points[best].throughput))
             best = (long)i;
         if (o->json) {
             if (i) printf(", ");
