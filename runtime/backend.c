@@ -544,6 +544,7 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
         {"serve_requests_rejected_total", "counter", "Requests answered with an error by reason: backpressure (503), timeout (504), plugin_error (5xx from the plugin or the runtime on its behalf)."},
         {"serve_replica_in_flight", "gauge", "Requests a replica holds: executing or deferred."},
         {"serve_handle_calls_total", "counter", "Handle calls sent by a backend's replicas, by target endpoint."},
+        {"serve_backend_replica_restarts_total", "counter", "Replicas started again because an update replaced them."},
     };
     static const char *const reasons[REJECT_REASONS] = {"backpressure", "timeout", "plugin_error"};
     for (size_t k = 0; k < sizeof series / sizeof *series; k++) {
@@ -582,6 +583,10 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                     evbuffer_add_printf(out, "%s{%s,replica=\"%zu\"} %u\n", series[k].name, labels,
                                         r, b->replicas[r].in_flight);
                 pthread_mutex_unlock(&b->mutex);
+                break;
+            case 11:
+                evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
+                                    metrics_replica_restarts(b->spec.name));
                 break;
             default: {
                 /* Summed over replicas: one series per (backend, target). */

@@ -15,6 +15,7 @@
 #include "handles.h"
 #include "live_stats.h"
 #include "log.h"
+#include "metrics.h"
 #include "mp.h"
 #include "server_internal.h"
 
@@ -93,6 +94,7 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
             plan[i] = PLAN_NEW;
             live[i] = backend_create(want, err, errlen);
             ok = live[i] != NULL;
+            if (ok && j >= 0) metrics_replicas_restarted(want->name, want->options.num_replicas);
         }
     }
     /* 2. New user config for running replicas, between their batches. */

@@ -89,6 +89,37 @@ void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t ela
     histogram_observe(&m->request_seconds, elapsed_ns);
 }
 
+struct restart_count {
+    struct restart_count *next;
+    unsigned long count;
+    char name[];
+};
+static struct restart_count *restarts; /* guarded by registry_mutex */
+
+void metrics_replicas_restarted(const char *backend, unsigned long count)
+{
+    pthread_mutex_lock(&registry_mutex);
+    struct restart_count *r = restarts;
+    while (r && strcmp(r->name, backend) != 0) r = r->next;
+    if (!r && (r = calloc(1, sizeof *r + strlen(backend) + 1))) {
+        strcpy(r->name, backend);
+        r->next = restarts;
+        restarts = r;
+    }
+    if (r) r->count += count;
+    pthread_mutex_unlock(&registry_mutex);
+}
+
+unsigned long metrics_replica_restarts(const char *backend)
+{
+    unsigned long n = 0;
+    pthread_mutex_lock(&registry_mutex);
+    for (struct restart_count *r = restarts; r; r = r->next)
+        if (strcmp(r->name, backend) == 0) n = r->count;
+    pthread_mutex_unlock(&registry_mutex);
+    return n;
+}
+
 size_t metrics_endpoint_count(void)
 {
     size_t n = 0;
@@ -131,6 +162,11 @@ void metrics_write_endpoints(struct evbuffer *out)
 void metrics_shutdown(void)
 {
     pthread_mutex_lock(&registry_mutex);
+    while (restarts) {
+        struct restart_count *next = restarts->next;
+        free(restarts);
+        restarts = next;
+    }
     while (registry) {
         struct endpoint_metrics *next = registry->next;
         free(registry);

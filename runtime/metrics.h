@@ -49,6 +49,11 @@ struct endpoint_metrics {
 struct endpoint_metrics *metrics_endpoint(const char *name);
 void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t elapsed_ns);
 
+/* Replicas of backend `name` started again (by an update that replaced
+ * them), kept across the backend objects that carry the name. */
+void metrics_replicas_restarted(const char *backend, unsigned long count);
+unsigned long metrics_replica_restarts(const char *backend);
+
 /* How many endpoints have metrics, and a walk over at most `max` of them. */
 size_t metrics_endpoint_count(void);
 void metrics_each_endpoint(void (*fn)(const struct endpoint_metrics *m, void *arg), void *arg,

@@ -61,6 +61,9 @@ class Updates(ServeTestCase):
         self.server.cli("update-backend", "e", "--config", "mode=loud")
         self.assertIn("backend=e: running new replicas", self.server.log())
         self.assertEqual(self.server.post("/e", b"hi").body, b"hi")
+        self.server.cli("update-backend", "e", "--num-replicas", "3")
+        metrics = self.server.get("/metrics").body.decode()
+        self.assertIn('serve_backend_replica_restarts_total{backend="e"} 4\n', metrics)
 
     def test_batching_options_apply_to_the_next_batches(self):
         self.server.deploy("sim", "sim", "/sim")
