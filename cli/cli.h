@@ -54,6 +54,17 @@ int cli_getopt(const char *cmd, int argc, char **argv, const struct option *opti
 bool cli_parse_u32(const char *s, uint32_t min, uint32_t max, uint32_t *out);
 bool cli_parse_double(const char *s, double min, double max, double *out);
 
+/* A control request being packed: begin it with the command name and the
+ * number of further map entries, pack those entries with r.pk, then send. */
+struct cli_request {
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+};
+void cli_request_begin(struct cli_request *r, const char *cmd, size_t more_fields);
+/* cli_call on a request begun with cli_request_begin; frees the request. */
+bool cli_send(const char *cmd, const char *state_dir, struct cli_request *r,
+              msgpack_unpacked *reply, const msgpack_object **result);
+
 /* Sends one control request (the packed map in `request`) to the server of
  * state_dir and waits for its answer. On success *reply holds the unpacked
  * answer and *result points at its "result". On failure prints the error

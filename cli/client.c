@@ -135,6 +135,23 @@ bool cli_call(const char *cmd, const char *state_dir, const msgpack_sbuffer *req
     return true;
 }
 
+void cli_request_begin(struct cli_request *r, const char *cmd, size_t more_fields)
+{
+    msgpack_sbuffer_init(&r->sbuf);
+    msgpack_packer_init(&r->pk, &r->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map(&r->pk, 1 + more_fields);
+    mp_pack_key(&r->pk, "cmd");
+    mp_pack_str(&r->pk, cmd);
+}
+
+bool cli_send(const char *cmd, const char *state_dir, struct cli_request *r,
+              msgpack_unpacked *reply, const msgpack_object **result)
+{
+    bool ok = cli_call(cmd, state_dir, &r->sbuf, reply, result);
+    msgpack_sbuffer_destroy(&r->sbuf);
+    return ok;
+}
+
 static void print_json_string(const char *s, size_t n)
 {
     putchar('"');

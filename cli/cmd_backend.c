@@ -82,19 +82,14 @@ static int run_create_backend(int argc, char **argv, const char *state_dir)
     spec.name = strdup(argv[optind]);
     spec.plugin = strdup(path);
 
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "create-backend");
-    mp_pack_key(&pk, "backend");
-    backend_spec_pack(&pk, &spec);
+    struct cli_request req;
+    cli_request_begin(&req, "create-backend", 1);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "backend");
+    backend_spec_pack(pk, &spec);
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call("create-backend", state_dir, &sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(&sbuf);
+    bool ok = cli_send("create-backend", state_dir, &req, &reply, &result);
     if (ok) {
         printf("serve: backend %s created: %u replica(s) of %s\n", spec.name,
                spec.options.num_replicas, spec.plugin);
@@ -121,19 +116,14 @@ int cli_simple_named(const char *cmd, int argc, char **argv, const char *state_d
                         const char *done_fmt)
 {
     if (argc != 2 || argv[1][0] == '-') return cli_fail(cmd, "usage: serve %s NAME", cmd);
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, cmd);
-    mp_pack_key(&pk, "name");
-    mp_pack_str(&pk, argv[1]);
+    struct cli_request req;
+    cli_request_begin(&req, cmd, 1);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "name");
+    mp_pack_str(pk, argv[1]);
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call(cmd, state_dir, &sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(&sbuf);
+    bool ok = cli_send(cmd, state_dir, &req, &reply, &result);
     if (!ok) return 1;
     printf(done_fmt, argv[1]);
     cli_reply_free(&reply);
@@ -166,17 +156,11 @@ int cli_list(const char *cmd, int argc, char **argv, const char *state_dir,
         json = true;
     }
     if (optind < argc) return cli_fail(cmd, "unexpected argument '%s'", argv[optind]);
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, cmd);
+    struct cli_request req;
+    cli_request_begin(&req, cmd, 0);
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call(cmd, state_dir, &sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(&sbuf);
+    bool ok = cli_send(cmd, state_dir, &req, &reply, &result);
     if (!ok) return 1;
     if (json) {
         cli_print_json(result);

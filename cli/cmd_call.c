@@ -71,31 +71,26 @@ static int run_call(int argc, char **argv, const char *state_dir)
     char *data = data_arg ? read_data(data_arg, &len) : strdup("");
     if (!data) return cli_fail("call", "--data %s: %s", data_arg, strerror(errno));
 
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "call");
-    mp_pack_key(&pk, "endpoint");
-    mp_pack_str(&pk, argv[optind]);
-    mp_pack_key(&pk, "body");
-    msgpack_pack_bin(&pk, len);
-    msgpack_pack_bin_body(&pk, data, len);
-    mp_pack_key(&pk, "query");
-    msgpack_pack_map(&pk, (size_t)query_count);
+    struct cli_request req;
+    cli_request_begin(&req, "call", 3);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "endpoint");
+    mp_pack_str(pk, argv[optind]);
+    mp_pack_key(pk, "body");
+    msgpack_pack_bin(pk, len);
+    msgpack_pack_bin_body(pk, data, len);
+    mp_pack_key(pk, "query");
+    msgpack_pack_map(pk, (size_t)query_count);
     for (int i = 0; i < query_count; i++) {
         const char *eq = strchr(queries[i], '=');
-        msgpack_pack_str(&pk, (size_t)(eq - queries[i]));
-        msgpack_pack_str_body(&pk, queries[i], (size_t)(eq - queries[i]));
-        mp_pack_str(&pk, eq + 1);
+        msgpack_pack_str(pk, (size_t)(eq - queries[i]));
+        msgpack_pack_str_body(pk, queries[i], (size_t)(eq - queries[i]));
+        mp_pack_str(pk, eq + 1);
     }
     free(data);
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call("call", state_dir, &sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(&sbuf);
+    bool ok = cli_send("call", state_dir, &req, &reply, &result);
     if (!ok) return 1;
     uint64_t status = cli_uint(result, "status");
     const msgpack_object *body = mp_get(result, "body");

@@ -44,19 +44,14 @@ static int run_create_endpoint(int argc, char **argv, const char *state_dir)
         return cli_fail("create-endpoint", "out of memory");
     }
 
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "create-endpoint");
-    mp_pack_key(&pk, "endpoint");
-    endpoint_spec_pack(&pk, &spec);
+    struct cli_request req;
+    cli_request_begin(&req, "create-endpoint", 1);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "endpoint");
+    endpoint_spec_pack(pk, &spec);
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call("create-endpoint", state_dir, &sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(&sbuf);
+    bool ok = cli_send("create-endpoint", state_dir, &req, &reply, &result);
     if (!ok) {
         endpoint_spec_free(&spec);
         return 1;

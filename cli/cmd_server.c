@@ -248,19 +248,14 @@ static int run_stop(int argc, char **argv, const char *state_dir)
         if (c != 't' || !cli_parse_double(optarg, 0, 86400, &timeout))
             return cli_fail("stop", "usage: serve stop [--timeout SECONDS]");
     }
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "stop");
-    mp_pack_key(&pk, "timeout_s");
-    msgpack_pack_double(&pk, timeout);
+    struct cli_request req;
+    cli_request_begin(&req, "stop", 1);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "timeout_s");
+    msgpack_pack_double(pk, timeout);
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call("stop", state_dir, &sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(&sbuf);
+    bool ok = cli_send("stop", state_dir, &req, &reply, &result);
     if (!ok) return 1;
     long pid = (long)cli_uint(result, "pid");
     cli_reply_free(&reply);
@@ -291,17 +286,11 @@ const struct cli_command cmd_stop = {
 
 static int status_once(const char *state_dir, bool json)
 {
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "status");
+    struct cli_request req;
+    cli_request_begin(&req, "status", 0);
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call("status", state_dir, &sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(&sbuf);
+    bool ok = cli_send("status", state_dir, &req, &reply, &result);
     if (!ok) return 1;
     if (json) {
         cli_print_json(result);

