@@ -2,7 +2,11 @@
 # Installs the Debian 12 packages serve builds and tests with, only those
 # missing (apt-get update only when something must be installed).
 set -euo pipefail
-PACKAGES=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libyaml-dev python3 curl mandoc)
+# libtorch-dev: the torch plugin; python3-torch: the sample model's script and
+# the tests' reference forward; libopenblas0-pthread: without it Debian's
+# libtorch runs on the slow reference BLAS.
+PACKAGES=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libyaml-dev python3 curl mandoc
+          libtorch-dev python3-torch libopenblas0-pthread)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,119 @@
+/* cuda - a sample plugin with its own CUDA kernel: each request is a JSON
+ * array (or msgpack array) of `dim` floats; the whole batch goes to the GPU
+ * in one copy, one kernel computes y = scale * tanh(x) + shift, one copy
+ * brings it back, and each request gets its row.
+ *
+ * Config: dim=N (default 64), device=N (default 0), scale, shift (default 1
+ * and 0), max_rows=N rows of device memory (default 1024; set it to at least
+ * the backend's max batch size). init fails with the CUDA reason where no GPU
+ * is present. */
+#include <serve/plugin.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../torch/rows.h"
+#include "kernel.h"
+
+struct cuda_replica {
+    cuda_transform *gpu;
+    size_t dim, max_rows;
+    float scale, shift;
+};
+
+static int cuda_init(serve_replica *replica, const serve_config *config, void **state)
+{
+    struct cuda_replica *c = calloc(1, sizeof *c);
+    if (!c) {
+        serve_replica_fail(replica, "out of memory");
+        return -1;
+    }
+    const char *v;
+    c->dim = (v = serve_config_get(config, "dim")) ? strtoul(v, NULL, 10) : 64;
+    c->max_rows = (v = serve_config_get(config, "max_rows")) ? strtoul(v, NULL, 10) : 1024;
+    c->scale = (v = serve_config_get(config, "scale")) ? strtof(v, NULL) : 1.0f;
+    c->shift = (v = serve_config_get(config, "shift")) ? strtof(v, NULL) : 0.0f;
+    int device = (v = serve_config_get(config, "device")) ? atoi(v) : 0;
+    char err[512];
+    if (!c->dim || !c->max_rows ||
+        cuda_transform_open(device, c->dim * c->max_rows, &c->gpu, err, sizeof err) != 0) {
+        serve_replica_fail(replica, "%s", c->dim && c->max_rows ? err : "dim and max_rows must be positive");
+        free(c);
+        return -1;
+    }
+    *state = c;
+    return 0;
+}
+
+static int cuda_handle_batch(void *state, serve_request *const *requests, size_t n)
+{
+    struct cuda_replica *c = state;
+    float *x = calloc(n * c->dim, sizeof *x), *y = calloc(n * c->dim, sizeof *y);
+    bool *good = calloc(n, sizeof *good);
+    if (!x || !y || !good) {
+        free(x), free(y), free(good);
+        return -1;
+    }
+    size_t rows = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rows == c->max_rows) {
+            serve_respond_error(requests[i], 503, "cuda: batch larger than max_rows");
+            continue;
+        }
+        size_t len;
+        const char *body = serve_request_body(requests[i], &len);
+        const char *type = serve_request_header(requests[i], "Content-Type");
+        struct row r;
+        char err[256];
+        bool ok = type && strncasecmp(type, "application/msgpack", 19) == 0
+                      ? row_parse_msgpack(body, len, &r, err, sizeof err)
+                      : row_parse_json(body, len, &r, err, sizeof err);
+        if (ok && (r.rank != 1 || r.count != c->dim)) {
+            snprintf(err, sizeof err, "expected an input row of shape [%zu]", c->dim);
+            row_free(&r);
+            ok = false;
+        }
+        if (!ok) {
+            serve_respond_error(requests[i], 400, err);
+            continue;
+        }
+        memcpy(x + rows++ * c->dim, r.data, c->dim * sizeof *x);
+        row_free(&r);
+        good[i] = true;
+    }
+    char err[512];
+    int rc = rows ? cuda_transform_run(c->gpu, x, y, rows * c->dim, c->scale, c->shift, err, sizeof err) : 0;
+    int64_t shape[1] = {(int64_t)c->dim};
+    for (size_t i = 0, k = 0; i < n; i++) {
+        if (!good[i]) continue; /* answered above */
+        if (rc != 0) {
+            serve_respond_error(requests[i], 500, err);
+            continue;
+        }
+        size_t blen;
+        char *body = row_to_json(y + k++ * c->dim, shape, 1, &blen);
+        if (body) serve_respond_take(requests[i], 200, "application/json", body, blen, free);
+        else serve_respond_error(requests[i], 500, "cuda: out of memory");
+    }
+    free(x), free(y), free(good);
+    return 0;
+}
+
+static void cuda_destroy(void *state)
+{
+    struct cuda_replica *c = state;
+    cuda_transform_close(c->gpu);
+    free(c);
+}
+
+static const serve_plugin cuda_plugin = {
+    .abi_version = SERVE_ABI_VERSION,
+    .name = "cuda",
+    .init = cuda_init,
+    .handle_batch = cuda_handle_batch,
+    .destroy = cuda_destroy,
+};
+
+SERVE_PLUGIN_DEFINE(cuda_plugin)

@@ -1,0 +1,139 @@
+"""The torch plugin on the CPU: served outputs equal libtorch's own forward,
+one forward per batch, bad rows refused alone, both input formats, clear
+load errors. Skipped where the plugin was not built (no libtorch)."""
+import json
+import os
+import random
+import struct
+import subprocess
+import tempfile
+import time
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+from serve_harness import ServeTestCase
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODEL = os.path.join(ROOT, "samples", "torch", "mlp.pt")
+PLUGIN_DIR = os.environ.get("SERVE_BUILD_PLUGIN_DIR", os.path.join(ROOT, "build", "plugins"))
+PLUGIN = os.path.join(PLUGIN_DIR, "torch.so")
+REFERENCE = r"""
+import json, sys, torch
+model = torch.jit.load(sys.argv[1])
+rows = json.load(sys.stdin)
+with torch.no_grad():
+    print(json.dumps(model(torch.tensor(rows, dtype=torch.float32)).tolist()))
+"""
+
+
+def reference(rows):
+    proc = subprocess.run(["/usr/bin/python3", "-c", REFERENCE, MODEL], input=json.dumps(rows),
+                          capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(proc.stdout)
+
+
+def msgpack_floats(values):
+    out = bytearray(b"\xdc" + struct.pack(">H", len(values)))
+    for v in values:
+        out += b"\xca" + struct.pack(">f", v)
+    return bytes(out)
+
+
+def msgpack_decode_floats(data):
+    assert data[0] in (0xdc, 0x9a), data[:4]
+    n, i = (struct.unpack(">H", data[1:3])[0], 3) if data[0] == 0xdc else (data[0] & 0x0f, 1)
+    values = []
+    for _ in range(n):
+        assert data[i] == 0xca
+        values.append(struct.unpack(">f", data[i + 1:i + 5])[0])
+        i += 5
+    return values
+
+
+@unittest.skipUnless(os.path.exists(PLUGIN), "torch plugin not built (libtorch-dev missing)")
+class Torch(ServeTestCase):
+    def deploy_mlp(self, *options):
+        self.server.deploy("mlp", PLUGIN, "/mlp", "--config", "model=" + MODEL,
+                           "--config", "input_shape=64", "--config", "threads=1", *options)
+
+    def test_outputs_equal_libtorch_forward(self):
+        self.deploy_mlp("--max-batch-size", "8", "--batch-wait-timeout-ms", "50")
+        rng = random.Random(1)
+        rows = [[rng.uniform(-1, 1) for _ in range(64)] for _ in range(8)]
+        answers = self.server.concurrent([json.dumps(r).encode() for r in rows], "/mlp")
+        expected = reference(rows)
+        for a, want in zip(answers, expected):
+            self.assertEqual(a.status, 200, a)
+            got = a.json()
+            self.assertEqual(len(got), 10)
+            for g, w in zip(got, want):
+                self.assertAlmostEqual(g, w, delta=1e-5)
+
+    def test_a_batch_of_32_is_one_forward(self):
+        self.deploy_mlp("--max-batch-size", "32", "--batch-wait-timeout-ms", "2000")
+        answers = self.server.concurrent([json.dumps([0.5] * 64).encode()] * 32, "/mlp")
+        self.assertEqual([a.status for a in answers], [200] * 32)
+        self.assertEqual({a.headers["x-forward-rows"] for a in answers}, {"32"})
+        self.assertEqual(self.server.backend_status("mlp")["batches"], 1)
+
+    def test_a_bad_row_does_not_spoil_its_batch(self):
+        self.deploy_mlp("--max-batch-size", "4", "--batch-wait-timeout-ms", "2000")
+        bodies = [json.dumps([0.1] * 64), json.dumps([0.1] * 63), json.dumps([0.2] * 64),
+                  "not json"]
+        answers = self.server.concurrent([b.encode() for b in bodies], "/mlp")
+        self.assertEqual([a.status for a in answers], [200, 400, 200, 400])
+        self.assertEqual(answers[1].json()["error"],
+                         "expected an input row of shape [64], got [63]")
+        self.assertEqual(answers[0].headers["x-forward-rows"], "2")
+
+    def test_msgpack_and_json_give_the_same_numbers(self):
+        self.deploy_mlp()
+        row = [((i * 37) % 17) / 17.0 - 0.5 for i in range(64)]
+        js = self.server.post("/mlp", json.dumps(row).encode()).json()
+        r = self.server.post("/mlp", msgpack_floats(row),
+                             headers={"Content-Type": "application/msgpack"})
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.headers["content-type"], "application/msgpack")
+        mp = msgpack_decode_floats(r.body)
+        self.assertEqual(len(mp), 10)
+        for a, b in zip(js, mp):
+            self.assertAlmostEqual(a, b, delta=1e-6)
+
+    def test_bad_model_files_fail_create_backend(self):
+        missing = "/nonexistent/model.pt"
+        proc = self.server.cli("create-backend", "m", PLUGIN, "--config", "model=" + missing,
+                               check=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("init failed: %s: cannot load TorchScript model:" % missing, proc.stderr)
+        self.assertEqual(proc.stderr.count("\n"), 1)
+        with tempfile.NamedTemporaryFile(suffix=".pt", delete=False) as f:
+            f.write(b"this is not a TorchScript archive")
+        try:
+            proc = self.server.cli("create-backend", "m", PLUGIN, "--config", "model=" + f.name,
+                                   check=False)
+            self.assertNotEqual(proc.returncode, 0)
+            self.assertIn("cannot load TorchScript model:", proc.stderr)
+        finally:
+            os.unlink(f.name)
+        proc = self.server.cli("create-backend", "m", PLUGIN, check=False)
+        self.assertIn("config model=PATH (a TorchScript file) is required", proc.stderr)
+        proc = self.server.cli("create-backend", "m", PLUGIN, "--config", "model=" + MODEL,
+                               "--config", "input_shape=63", check=False)
+        self.assertIn("warm-up forward with input_shape [63] failed", proc.stderr)
+
+
+CUDA_PLUGIN = os.path.join(PLUGIN_DIR, "cuda.so")
+
+
+@unittest.skipUnless(os.path.exists(CUDA_PLUGIN), "cuda plugin not built (no nvcc)")
+@unittest.skipIf(os.path.exists("/dev/nvidia0"), "a GPU is present: tests/gpu/run.sh covers it")
+class CudaWithoutGpu(ServeTestCase):
+    def test_init_says_why(self):
+        proc = self.server.cli("create-backend", "g", CUDA_PLUGIN, check=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertIn("init failed: no CUDA device", proc.stderr)
+        self.assertEqual(proc.stderr.count("\n"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
