@@ -19,7 +19,7 @@ export SERVE_STATE_DIR=/tmp/serve-bench-torch
 rm -rf "$SERVE_STATE_DIR"
 trap '"$SERVE" stop >/dev/null 2>&1 || true' EXIT
 "$SERVE" start --http 127.0.0.1:0 --log-level warn >/dev/null
-"$SERVE" create-backend mlp torch --max-batch-size 32 --max-queued-requests 4096 \
+"$SERVE" create-backend mlp torch --max-batch-size 32 --batch-wait-timeout-ms 1 --max-queued-requests 4096 \
   --config model="$ROOT/samples/torch/mlp.pt" --config input_shape=64 --config threads=1 >/dev/null
 "$SERVE" create-endpoint mlp --backend mlp --route /mlp >/dev/null
 "$SERVE" create-backend echo echo >/dev/null
