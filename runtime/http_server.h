@@ -40,6 +40,9 @@ void http_server_drain(struct http_server *s);
 /* Requests received and not yet answered, over all threads. */
 size_t http_server_outstanding(struct http_server *s);
 
+/* Client connections open now (those that sent at least one request). */
+size_t http_server_open_connections(struct http_server *s);
+
 /* Stops the threads and frees everything. */
 void http_server_stop(struct http_server *s);
 

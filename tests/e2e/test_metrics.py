@@ -84,6 +84,24 @@ class Metrics(ServeTestCase):
         self.assertEqual(m['serve_backend_batch_wait_seconds_count{backend="slow"}'],
                          m['serve_backend_batches_total{backend="slow"}'])
 
+    def test_open_connections(self):
+        import socket
+        self.server.deploy("echo", "echo", "/echo")
+        held = [socket.create_connection((self.server.host, self.server.port)) for _ in range(3)]
+        for s in held:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx")
+            s.recv(4096)
+        m = samples(self.server.get("/metrics").body.decode())
+        self.assertGreaterEqual(m["serve_http_open_connections"], 3)
+        for s in held:
+            s.close()
+        for _ in range(100):
+            m = samples(self.server.get("/metrics").body.decode())
+            if m["serve_http_open_connections"] <= 1:
+                break
+            time.sleep(0.02)
+        self.assertLessEqual(m["serve_http_open_connections"], 1)  # only the scrape's own
+
     def test_plugins_see_the_stage_times(self):
         self.server.deploy("f", test_plugin("faulty"), "/f")
         t = self.server.post("/f", b"timing").json()
