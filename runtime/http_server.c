@@ -6,6 +6,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/http_struct.h> /* the request's HTTP version */
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 #include <netdb.h>
@@ -414,6 +415,47 @@ static void serve_metrics(struct io_thread *t, struct evhttp_request *ev, const 
     evhttp_send_reply(ev, 200, "OK", NULL);
 }
 
+static bool is_token_char(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", c);
+}
+
+/* What evhttp lets through but a server must not: framing that two parsers
+ * could read differently (request smuggling), and bytes no header may hold.
+ * Returns the 400 (or 501) message, or NULL when the head is sound. */
+static const char *head_problem(struct evhttp_request *ev, int *status)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
+    const char *length = NULL, *host = NULL;
+    int hosts = 0;
+    *status = 400;
+    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
+        if (!*h->key) return "empty header name";
+        for (const unsigned char *p = (const unsigned char *)h->key; *p; p++)
+            if (!is_token_char(*p)) return "invalid character in a header name";
+        for (const unsigned char *p = (const unsigned char *)h->value; *p; p++)
+            if ((*p < 0x20 && *p != '\t') || *p == 0x7f) return "control character in a header value";
+        if (strcasecmp(h->key, "Content-Length") == 0) {
+            if (length && strcmp(length, h->value) != 0) return "conflicting Content-Length headers";
+            length = h->value;
+            for (const char *p = h->value; *p; p++)
+                if (*p < '0' || *p > '9') return "Content-Length must be digits only";
+        } else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
+            if (ev->major == 1 && ev->minor == 0) return "Transfer-Encoding in an HTTP/1.0 request";
+            if (strcasecmp(h->value, "chunked") != 0) {
+                *status = 501;
+                return "only Transfer-Encoding: chunked is supported";
+            }
+        } else if (strcasecmp(h->key, "Host") == 0) {
+            host = h->value;
+            hosts++;
+        }
+    }
+    if (hosts > 1) return "more than one Host header";
+    if (ev->major == 1 && ev->minor >= 1 && !host) return "HTTP/1.1 request without a Host header";
+    return NULL;
+}
+
 static bool request_id_acceptable(const char *id)
 {
     size_t n = 0;
@@ -504,17 +546,32 @@ static void on_request(struct evhttp_request *ev, void *arg)
         reply_error(ev, 400, id, "malformed request target");
         return;
     }
+    int problem_status;
+    const char *problem = head_problem(ev, &problem_status);
+    if (problem) {
+        /* The framing may be off for what follows: do not read on. */
+        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
+        reply_error(ev, problem_status, id, problem);
+        return;
+    }
     char *decoded = NULL;
     const char *path = raw_path;
     if (strchr(raw_path, '%')) {
-        decoded = evhttp_uridecode(raw_path, 0, NULL);
-        if (!decoded || strlen(decoded) == 0) {
+        size_t decoded_len = 0;
+        decoded = evhttp_uridecode(raw_path, 0, &decoded_len);
+        if (!decoded || decoded_len == 0 || strlen(decoded) != decoded_len) {
             free(decoded);
-            reply_error(ev, 400, id, "malformed percent-encoding in path");
+            reply_error(ev, 400, id, "malformed path: bad or NUL percent-encoding");
             return;
         }
         path = decoded;
     }
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+        if (*p < 0x20 || *p == 0x7f) {
+            free(decoded);
+            reply_error(ev, 400, id, "control character in the path");
+            return;
+        }
     enum evhttp_cmd_type cmd = evhttp_request_get_command(ev);
 
     if (atomic_load(&s->draining)) {
