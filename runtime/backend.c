@@ -82,6 +82,11 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
     }
     histogram_observe(&b->batch_size, n);
     histogram_observe(&b->batch_wait_seconds, started - batch[0]->enqueued_ns);
+    /* Counted at dispatch, like the batch-size histogram, so that the two
+     * agree in any scrape. */
+    atomic_fetch_add_explicit(&b->batches_total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&b->requests_total, n, memory_order_relaxed);
+    LOG_DEBUG("backend=%s replica=%d: batch of %zu", b->spec.name, r->context.index, n);
     int rc = b->lib.plugin->handle_batch(r->state, batch, n);
     histogram_observe(&b->exec_seconds, serve__now_ns() - started);
     uint32_t finished = 0;
@@ -111,8 +116,6 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
         deliver_or_drop(req);
         request_release(req);
     }
-    atomic_fetch_add_explicit(&b->batches_total, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&b->requests_total, n, memory_order_relaxed);
     return finished;
 }
 

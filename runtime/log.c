@@ -14,7 +14,13 @@
 static int log_level = SERVE_LOG_INFO;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
-void serve__log_set_level(int level) { log_level = level; }
+bool serve__log_debug_on;
+
+void serve__log_set_level(int level)
+{
+    log_level = level;
+    serve__log_debug_on = level >= SERVE_LOG_DEBUG;
+}
 
 int serve__log_level_from_name(const char *name)
 {

@@ -6,6 +6,8 @@
 #ifndef SERVE_RUNTIME_LOG_H
 #define SERVE_RUNTIME_LOG_H
 
+#include <stdbool.h>
+
 #include "serve/plugin.h"
 
 void serve__log_set_level(int level);
@@ -15,5 +17,11 @@ void serve__log(int level, const char *fmt, ...) SERVE_PRINTF(2, 3);
 #define LOG_ERROR(...) serve__log(SERVE_LOG_ERROR, __VA_ARGS__)
 #define LOG_WARN(...) serve__log(SERVE_LOG_WARN, __VA_ARGS__)
 #define LOG_INFO(...) serve__log(SERVE_LOG_INFO, __VA_ARGS__)
+/* Checked before the call: debug lines sit on hot paths. */
+#define LOG_DEBUG(...) \
+    do { \
+        if (serve__log_debug_on) serve__log(SERVE_LOG_DEBUG, __VA_ARGS__); \
+    } while (0)
+extern bool serve__log_debug_on;
 
 #endif

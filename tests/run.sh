@@ -24,7 +24,7 @@ run_variant build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 # server logs for reports.
 ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_variant build-asan -DCMAKE_BUILD_TYPE=Debug -DSERVE_ASAN=ON -DSERVE_UBSAN=ON -DSERVE_WITH_CUDA=OFF
-TSAN_OPTIONS=halt_on_error=1 \
+TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" \
   run_variant build-tsan -DCMAKE_BUILD_TYPE=Debug -DSERVE_TSAN=ON -DSERVE_WITH_CUDA=OFF \
   -DSERVE_WITH_TORCH=OFF  # libtorch's OpenMP threads are not TSan-instrumented
 echo "all tests passed in every build"

@@ -288,7 +288,7 @@ static void text_result(const struct bench_options *o, const struct load_result 
     if (o->load.rate > 0)
         printf("  schedule   %llu sent more than 1 ms late, %llu never sent (counted with their wait)\n",
                (unsigned long long)r->late, (unsigned long long)r->unsent);
-    if (!s->valid) return;
+    if (!s->valid || !s->count) return;
     printf("server (from its /metrics, this run only):\n");
     for (size_t i = 0; i < s->count; i++) {
         const struct backend_stats *b = &s->backends[i];
