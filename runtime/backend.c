@@ -419,15 +419,6 @@ void backend_reject_queued(struct backend *b)
     pthread_cond_broadcast(&b->work_ready);
 }
 
-size_t backend_outstanding(struct backend *b)
-{
-    pthread_mutex_lock(&b->mutex);
-    size_t n = b->queue_len;
-    for (size_t i = 0; i < b->replica_count; i++) n += b->replicas[i].in_flight;
-    pthread_mutex_unlock(&b->mutex);
-    return n;
-}
-
 void backend_defer(serve_request *req)
 {
     struct replica *r = req->replica;

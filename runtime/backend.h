@@ -57,10 +57,6 @@ bool backend_reconfigure(struct backend *b, const serve_config *config, char *er
  * last step of a graceful stop whose time ran out). Any thread. */
 void backend_reject_queued(struct backend *b);
 
-/* Number of requests accepted but not yet answered (queued, executing,
- * deferred). */
-size_t backend_outstanding(struct backend *b);
-
 /* Packs {name, plugin, options..., queued, in_flight, requests, batches}
  * for status and list commands. */
 void backend_pack_status(struct backend *b, msgpack_packer *pk);

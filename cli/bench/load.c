@@ -381,7 +381,7 @@ static void on_schedule(evutil_socket_t fd, short what, void *arg)
     uint64_t now = now_ns();
     for (;;) {
         uint64_t intended = w->start_ns + (uint64_t)((double)w->sends_scheduled * w->interval_ns);
-        if (intended > now || (w->quota && w->sends_scheduled >= w->quota + 0)) break;
+        if (intended > now || (w->quota && w->sends_scheduled >= w->quota)) break;
         if (intended >= w->end_ns && w->end_ns) break;
         w->sends_scheduled++;
         struct conn *idle = NULL;

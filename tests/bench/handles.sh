@@ -8,16 +8,10 @@
 # latency of /echo) / 1.5. At c=64 latencies are mostly queueing, so the
 # c=1 figures are the cost of a hop itself.
 #   env: DURATION (default 5), REPS (default 3), PEERS_DIR
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
-DURATION=${DURATION:-5}
-REPS=${REPS:-3}
-command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-export SERVE=$ROOT/build-bench/serve SERVE_STATE_DIR=/tmp/serve-bench-handles
+source "$(dirname "$0")/lib.sh"
+need_tools wrk
+build_bench
+export SERVE SERVE_STATE_DIR=/tmp/serve-bench-handles
 "$SERVE" stop >/dev/null 2>&1 || true
 rm -rf "$SERVE_STATE_DIR"
 URL=$("$SERVE" start --http 127.0.0.1:0 --log-level warn | sed -E 's/.*listening on (http:[^ ]+).*/\1/')

@@ -7,17 +7,10 @@
 #   B2: the same backend with a 1 ms batch wait, open loop at 10 % of the
 #       ceiling: p50 against base + wait + 0.2 ms = 3.2 ms.
 #   env: DURATION (default 5), REPS (default 3), PEERS_DIR
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
-DURATION=${DURATION:-5}
-REPS=${REPS:-3}
+source "$(dirname "$0")/lib.sh"
 source "$PEERS_DIR/peers_lib.sh"
-for p in wrk nginx; do command -v $p >/dev/null || apt-get install -y -qq $p >/dev/null; done
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-SERVE=$ROOT/build-bench/serve
+need_tools wrk nginx
+build_bench
 export SERVE_STATE_DIR=/tmp/serve-bench-loadgen
 "$SERVE" stop >/dev/null 2>&1 || true
 rm -rf "$SERVE_STATE_DIR"

@@ -3,16 +3,9 @@
 # three servers side by side (--no-metrics; metrics; metrics + a JSON access
 # log to a file), wrk at 64 connections, interleaved, paired ratios.
 #   env: DURATION (default 5), REPS (default 3), PEERS_DIR
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
-DURATION=${DURATION:-5}
-REPS=${REPS:-3}
-command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-SERVE=$ROOT/build-bench/serve
+source "$(dirname "$0")/lib.sh"
+need_tools wrk
+build_bench
 BASE=/tmp/serve-bench-observability
 rm -rf "$BASE"
 declare -A URL

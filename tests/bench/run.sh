@@ -3,21 +3,11 @@
 # peer measured in the same run. Not a test: run it on purpose.
 #   env: DURATION (s per wrk run, default 5), REPS (default 3), PEERS_DIR
 # Writes the raw output to $OUT (default /tmp/serve-bench) and prints a summary.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
+source "$(dirname "$0")/lib.sh"
 OUT=${OUT:-/tmp/serve-bench}
-DURATION=${DURATION:-5}
-REPS=${REPS:-3}
 mkdir -p "$OUT"
-
-need=()
-for p in wrk nginx; do command -v $p >/dev/null || need+=($p); done
-if ((${#need[@]})); then apt-get install -y -qq "${need[@]}" >/dev/null; fi
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
-SERVE=$ROOT/build-bench/serve
+need_tools wrk nginx
+build_bench
 
 ulimit -n "$(ulimit -Hn)"  # 10000 connections for M1
 export SERVE_STATE_DIR=$OUT/state

@@ -4,16 +4,9 @@
 # torch_raw.py (raw TorchScript forward rows/s) and the echo backend's
 # req/s, all in the same run. The BLAS in use is printed.
 #   env: DURATION (default 5), REPS (default 3), PEERS_DIR
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-ROOT=$PWD
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
-DURATION=${DURATION:-5}
-REPS=${REPS:-3}
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF -DSERVE_WITH_CUDA=OFF >/dev/null
-cmake --build build-bench -j"$(nproc)" >/dev/null
+source "$(dirname "$0")/lib.sh"
+build_bench
 [ -f build-bench/plugins/torch.so ] || { echo "the torch plugin was not built (libtorch-dev missing)"; exit 1; }
-SERVE=$ROOT/build-bench/serve
 export SERVE_STATE_DIR=/tmp/serve-bench-torch
 "$SERVE" stop >/dev/null 2>&1 || true
 rm -rf "$SERVE_STATE_DIR"

@@ -146,6 +146,33 @@ class ControlRules(ServeTestCase):
             self.assertEqual(proc.stderr.count("\n"), 1, proc.stderr)
         self.assertEqual(self.server.post("/echo", b"still").body, b"still")
 
+    def test_a_change_that_cannot_be_persisted_is_undone(self):
+        # The state file is written through STATE.tmp; a folder in its place
+        # makes every write fail, as a full or read-only disk would (root
+        # ignores permission bits, so they cannot stand in for it here).
+        self.server.deploy("c", "counter", "/c")
+        self.assertEqual(self.server.post("/c").body, b"1")
+        blocker = os.path.join(self.server.state_dir, "state.msgpack.tmp")
+        os.mkdir(blocker)
+        try:
+            for args in (["create-backend", "e", "echo"],
+                         ["update-backend", "c", "--config", "step=10"],   # reconfigure, undone
+                         ["update-backend", "c", "--num-replicas", "2"],   # replacement, undone
+                         ["delete-endpoint", "c"]):
+                proc = self.server.cli(*args, check=False)
+                self.assertNotEqual(proc.returncode, 0, args)
+                self.assertIn("cannot write state file", proc.stderr)
+            status = self.server.status()
+            self.assertEqual([b["spec"]["name"] for b in status["backends"]], ["c"])
+            self.assertEqual(status["backends"][0]["spec"]["num_replicas"], 1)
+            self.assertEqual(status["backends"][0]["spec"]["config"], {})
+            # The same replica, with its old step, still serves.
+            self.assertEqual(self.server.post("/c").body, b"2")
+        finally:
+            os.rmdir(blocker)
+        self.server.cli("update-backend", "c", "--config", "step=10")
+        self.assertEqual(self.server.post("/c").body, b"12")
+
     def test_bad_options_give_one_line_and_exit_2(self):
         cases = [
             (["create-backend", "x", "counter", "--num-replicas"],
