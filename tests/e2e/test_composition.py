@@ -88,11 +88,22 @@ class Composition(ServeTestCase):
     def test_target_at_its_queue_limit_gives_503(self):
         self.relay()
         self.server.cli("create-backend", "slow", "sim", "--max-concurrent-queries", "1",
-                        "--max-queued-requests", "1", "--config", "base_us=300000")
+                        "--max-queued-requests", "1", "--config", "base_us=800000")
         self.server.cli("create-endpoint", "slow", "--backend", "slow")
-        answers = self.server.concurrent([b""] * 6, "/relay?to=slow")
+        # Occupy the one replica first and wait until it is in flight: a
+        # burst that lands before the worker has taken its first request
+        # would see two queued and rightly refuse the second.
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            busy = pool.submit(self.server.post, "/relay?to=slow", b"")
+            deadline = time.monotonic() + 5
+            while self.server.backend_status("slow")["in_flight"] != 1:
+                self.assertLess(time.monotonic(), deadline, "the first call never started")
+                time.sleep(0.01)
+            burst = [pool.submit(self.server.post, "/relay?to=slow", b"") for _ in range(5)]
+            answers = [busy.result()] + [f.result() for f in burst]
         statuses = sorted(a.status for a in answers)
         self.assertEqual(statuses.count(200), 2, statuses)
+        self.assertEqual(statuses.count(503), 4, statuses)
         for a in answers:
             if a.status == 503:
                 self.assertTrue(a.json()["error"].startswith(
