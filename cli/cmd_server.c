@@ -71,6 +71,8 @@ static int run_start(int argc, char **argv, const char *state_dir)
         {"max-body", required_argument, NULL, 'b'},
         {"max-header", required_argument, NULL, 'm'},
         {"idle-timeout", required_argument, NULL, 'i'},
+        {"read-timeout", required_argument, NULL, 'r'},
+        {"max-connections", required_argument, NULL, 'C'},
         {"log-level", required_argument, NULL, 'l'},
         {"deploy", required_argument, NULL, 'd'},
         {"access-log", required_argument, NULL, 'a'},
@@ -120,6 +122,16 @@ static int run_start(int argc, char **argv, const char *state_dir)
             if (!cli_parse_u32(optarg, 1, 86400, &u))
                 return cli_fail("start", "--idle-timeout %s: expected seconds, 1..86400", optarg);
             o.idle_timeout_s = (int)u;
+            break;
+        case 'r':
+            if (!cli_parse_u32(optarg, 1, 86400, &u))
+                return cli_fail("start", "--read-timeout %s: expected seconds, 1..86400", optarg);
+            o.read_timeout_s = (int)u;
+            break;
+        case 'C':
+            if (!cli_parse_u32(optarg, 1, 10000000, &u))
+                return cli_fail("start", "--max-connections %s: expected 1..10000000", optarg);
+            o.max_connections = u;
             break;
         case 'l': {
             int level = serve__log_level_from_name(optarg);
@@ -213,6 +225,10 @@ const struct cli_command cmd_start = {
             "  --max-body BYTES    largest request body; larger gets 413 (default 16777216)\n"
             "  --max-header BYTES  largest request head; larger is refused (default 65536)\n"
             "  --idle-timeout S    close idle keep-alive connections after S seconds (default 60)\n"
+            "  --read-timeout S    close a connection whose request (head and body) has not\n"
+            "                      arrived whole S seconds after its first byte (default 30)\n"
+            "  --max-connections N answer 503 and close connections past N open ones\n"
+            "                      (default: the open-files limit, raised to its maximum, less 256)\n"
             "  --log-level LEVEL   error, warn, info or debug (default info)\n"
             "  --deploy FILE       after restoring the state dir, apply this deploy file\n"
             "                      (as `serve deploy FILE`); a bad file stops the start\n"

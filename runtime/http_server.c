@@ -21,23 +21,14 @@
 #include "clock.h"
 #include "handles.h"
 #include "access_log.h"
+#include "http_conn.h"
 #include "log.h"
 #include "metrics.h"
 
-/* The connections an I/O thread has seen a request on, so that each is
- * counted once and uncounted when evhttp closes it: an open-addressing set
- * of evhttp_connection pointers, touched by its own thread only. */
-struct conn_set {
-    void **slots;
-    size_t cap, used;
-};
-
-#define CONN_TOMBSTONE ((void *)1)
 
 struct io_thread {
     struct http_server *server;
-    struct conn_set conns;
-    atomic_size_t open_connections;
+    struct conn_table *conns;
     pthread_t thread;
     bool thread_started;
     struct event_base *base;
@@ -70,6 +61,8 @@ struct http_server {
     int listen_fd;
     int port;
     atomic_bool draining;
+    atomic_size_t open_connections;
+    size_t max_connections;
     int thread_count;
     struct io_thread *threads;
 };
@@ -110,77 +103,6 @@ static const char *method_name(enum evhttp_cmd_type cmd)
     case EVHTTP_REQ_OPTIONS: return "OPTIONS";
     case EVHTTP_REQ_PATCH: return "PATCH";
     default: return "OTHER";
-    }
-}
-
-static size_t conn_slot(const struct conn_set *set, const void *key)
-{
-    uintptr_t h = (uintptr_t)key;
-    h ^= h >> 17;
-    h *= 0x9e3779b97f4a7c15ull;
-    return (size_t)(h >> 7) & (set->cap - 1);
-}
-
-static bool conn_set_grow(struct conn_set *set)
-{
-    struct conn_set bigger = {calloc(set->cap ? set->cap * 2 : 256, sizeof(void *)),
-                              set->cap ? set->cap * 2 : 256, 0};
-    if (!bigger.slots) return false;
-    for (size_t i = 0; i < set->cap; i++) {
-        void *key = set->slots[i];
-        if (!key || key == CONN_TOMBSTONE) continue;
-        size_t j = conn_slot(&bigger, key);
-        while (bigger.slots[j]) j = (j + 1) & (bigger.cap - 1);
-        bigger.slots[j] = key;
-        bigger.used++;
-    }
-    free(set->slots);
-    *set = bigger;
-    return true;
-}
-
-/* True when key was not in the set (and now is). */
-static bool conn_set_add(struct conn_set *set, void *key)
-{
-    if ((set->used + 1) * 2 > set->cap && !conn_set_grow(set)) return false;
-    size_t i = conn_slot(set, key), free_slot = SIZE_MAX;
-    while (set->slots[i]) {
-        if (set->slots[i] == key) return false;
-        if (set->slots[i] == CONN_TOMBSTONE && free_slot == SIZE_MAX) free_slot = i;
-        i = (i + 1) & (set->cap - 1);
-    }
-    if (free_slot == SIZE_MAX) {
-        free_slot = i;
-        set->used++;
-    }
-    set->slots[free_slot] = key;
-    return true;
-}
-
-static void conn_set_remove(struct conn_set *set, void *key)
-{
-    if (!set->cap) return;
-    for (size_t i = conn_slot(set, key); set->slots[i]; i = (i + 1) & (set->cap - 1))
-        if (set->slots[i] == key) {
-            set->slots[i] = CONN_TOMBSTONE;
-            return;
-        }
-}
-
-static void on_connection_closed(struct evhttp_connection *evcon, void *arg)
-{
-    struct io_thread *t = arg;
-    conn_set_remove(&t->conns, evcon);
-    atomic_fetch_sub_explicit(&t->open_connections, 1, memory_order_relaxed);
-}
-
-/* Counts the connection of a request the first time it shows up. */
-static void track_connection(struct io_thread *t, struct evhttp_request *ev)
-{
-    struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
-    if (evcon && conn_set_add(&t->conns, evcon)) {
-        evhttp_connection_set_closecb(evcon, on_connection_closed, t);
-        atomic_fetch_add_explicit(&t->open_connections, 1, memory_order_relaxed);
     }
 }
 
@@ -405,11 +327,16 @@ static void serve_metrics(struct io_thread *t, struct evhttp_request *ev, const 
                         "# HELP serve_process_resident_memory_bytes Resident memory of the server.\n"
                         "# TYPE serve_process_resident_memory_bytes gauge\n"
                         "serve_process_resident_memory_bytes %ld\n"
-                        "# HELP serve_http_open_connections Client connections open (that sent a request).\n"
+                        "# HELP serve_http_open_connections Client connections open.\n"
                         "# TYPE serve_http_open_connections gauge\n"
-                        "serve_http_open_connections %zu\n",
+                        "serve_http_open_connections %zu\n"
+                        "# HELP serve_http_connections_closed_total Connections closed by serve, by reason.\n"
+                        "# TYPE serve_http_connections_closed_total counter\n"
+                        "serve_http_connections_closed_total{reason=\"read_timeout\"} %zu\n"
+                        "serve_http_connections_closed_total{reason=\"connection_limit\"} %zu\n",
                         (long)t->server->started_at, resident_bytes(),
-                        http_server_open_connections(t->server));
+                        http_server_open_connections(t->server),
+                        http_server_read_timeouts(t->server), http_server_refused(t->server));
     struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
     evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
     evhttp_add_header(out, "X-Request-ID", request_id);
@@ -531,7 +458,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
 {
     struct io_thread *t = arg;
     struct http_server *s = t->server;
-    track_connection(t, ev);
+    bool within_limit = conn_request_read(t->conns, ev);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
     const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
     const char *client_id = evhttp_find_header(evhttp_request_get_input_headers(ev),
@@ -542,6 +469,13 @@ static void on_request(struct evhttp_request *ev, void *arg)
     if (!id) {
         request_id_generate(generated_id);
         id = generated_id;
+    }
+    if (!within_limit) {
+        char why[80];
+        snprintf(why, sizeof why, "server at its connection limit (%zu)", s->max_connections);
+        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
+        reply_error(ev, 503, id, why);
+        return;
     }
     if (!raw_path || !*raw_path) {
         reply_error(ev, 400, id, "malformed request target");
@@ -732,7 +666,10 @@ static bool io_thread_init(struct io_thread *t, struct http_server *s,
     t->base = event_base_new();
     t->http = t->base ? evhttp_new(t->base) : NULL;
     t->wake = t->base ? event_new(t->base, -1, 0, on_wake, t) : NULL;
-    if (!t->http || !t->wake) return false;
+    struct conn_limits limits = {&s->open_connections, s->max_connections, o->read_timeout_s};
+    t->conns = t->base ? conn_table_new(t->base, &limits) : NULL;
+    if (!t->http || !t->wake || !t->conns) return false;
+    evhttp_set_bevcb(t->http, conn_table_accept, t->conns);
     evhttp_set_gencb(t->http, on_request, t);
     evhttp_set_max_body_size(t->http, (ev_ssize_t)o->max_body);
     /* libevent refuses heads over its cap with its own 400 and a close; the
@@ -768,6 +705,7 @@ struct http_server *http_server_start(const struct http_options *o, char *err,
     pthread_cond_init(&s->ack_cond, NULL);
     s->unrouted = metrics_endpoint("");
     s->max_header = o->max_header;
+    s->max_connections = o->max_connections;
     s->started_at = time(NULL);
     s->listen_fd = open_listener(o, &s->port, err, errlen);
     if (s->listen_fd < 0) {
@@ -840,8 +778,20 @@ void http_server_drain(struct http_server *s)
 
 size_t http_server_open_connections(struct http_server *s)
 {
+    return atomic_load_explicit(&s->open_connections, memory_order_relaxed);
+}
+
+size_t http_server_read_timeouts(struct http_server *s)
+{
     size_t n = 0;
-    for (int i = 0; i < s->thread_count; i++) n += atomic_load(&s->threads[i].open_connections);
+    for (int i = 0; i < s->thread_count; i++) n += conn_table_read_timeouts(s->threads[i].conns);
+    return n;
+}
+
+size_t http_server_refused(struct http_server *s)
+{
+    size_t n = 0;
+    for (int i = 0; i < s->thread_count; i++) n += conn_table_refused(s->threads[i].conns);
     return n;
 }
 
@@ -871,7 +821,7 @@ void http_server_stop(struct http_server *s)
     for (int i = 0; s->threads && i < s->thread_count; i++) {
         struct io_thread *t = &s->threads[i];
         if (t->http) evhttp_free(t->http);
-        free(t->conns.slots);
+        conn_table_free(t->conns);
         if (t->wake) event_free(t->wake);
         /* Answers that arrived after the loop stopped: nobody to send them
          * to any more. */

@@ -20,6 +20,8 @@ struct http_options {
     size_t max_body;
     size_t max_header;
     int idle_timeout_s;
+    int read_timeout_s;
+    size_t max_connections; /* 0: no limit */
 };
 
 struct http_server;
@@ -40,8 +42,13 @@ void http_server_drain(struct http_server *s);
 /* Requests received and not yet answered, over all threads. */
 size_t http_server_outstanding(struct http_server *s);
 
-/* Client connections open now (those that sent at least one request). */
+/* Client connections open now (a closed one is uncounted within a second). */
 size_t http_server_open_connections(struct http_server *s);
+
+/* Connections closed by the read timeout, and refused over the
+ * connection limit, since start. */
+size_t http_server_read_timeouts(struct http_server *s);
+size_t http_server_refused(struct http_server *s);
 
 /* Stops the threads and frees everything. */
 void http_server_stop(struct http_server *s);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +29,23 @@ void server_options_default(struct server_options *o)
     o->max_body = 16u * 1024 * 1024;
     o->max_header = 64u * 1024;
     o->idle_timeout_s = 60;
+    o->read_timeout_s = 30;
+}
+
+/* Open connections need a file each: take the hard limit, and leave room
+ * below it for plugins, the state file, the log and the control socket, so
+ * that the connection limit answers before accept() starts failing. */
+static size_t connection_capacity(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY) return 0;
+    return rl.rlim_cur > 512 ? (size_t)rl.rlim_cur - 256 : (size_t)rl.rlim_cur / 2;
 }
 
 static void started(const struct server_options *o, const char *url, const char *msg)
@@ -186,7 +204,15 @@ int server_run(const struct server_options *o)
     struct http_options http = {.host = o->http_host, .port = o->http_port,
                                 .threads = o->http_threads, .max_body = o->max_body,
                                 .max_header = o->max_header,
-                                .idle_timeout_s = o->idle_timeout_s};
+                                .idle_timeout_s = o->idle_timeout_s,
+                                .read_timeout_s = o->read_timeout_s,
+                                .max_connections = o->max_connections};
+    size_t capacity = connection_capacity();
+    if (!http.max_connections) http.max_connections = capacity;
+    else if (capacity && http.max_connections > capacity)
+        LOG_WARN("--max-connections %zu is over what the open-files limit allows (%zu); "
+                 "past that, connections wait in the listen queue",
+                 http.max_connections, capacity);
     if (http.threads <= 0) http.threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     s->http = http_server_start(&http, err, sizeof err);
     if (!s->http) goto fail;
