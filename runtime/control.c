@@ -20,6 +20,7 @@
 #include "live_stats.h"
 #include "log.h"
 #include "mp.h"
+#include "mp_bounds.h"
 #include "server_internal.h"
 
 static void reply(int fd, bool ok, const char *err, const msgpack_sbuffer *result)
@@ -126,7 +127,8 @@ static bool serve_connection(struct server *s, int fd)
         msgpack_packer_init(&pk, &result, msgpack_sbuffer_write);
         char err[2048] = "";
         bool ok;
-        if (msgpack_unpack_next(&msg, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        if (!mp_bounded(data, len, NULL) ||
+            msgpack_unpack_next(&msg, data, len, &off) != MSGPACK_UNPACK_SUCCESS ||
             msg.data.type != MSGPACK_OBJECT_MAP) {
             snprintf(err, sizeof err, "malformed control frame: expected a msgpack map");
             ok = false;

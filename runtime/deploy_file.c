@@ -42,6 +42,21 @@ static const char *scalar(const yaml_node_t *n)
 
 static yaml_node_t *node(struct reader *r, int id) { return yaml_document_get_node(&r->doc, id); }
 
+/* YAML lets a mapping hold a key twice; a deploy file that does is
+ * ambiguous (which value was meant?), so it is refused. */
+static bool keys_unique(struct reader *r, const yaml_node_t *n)
+{
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const char *key = scalar(node(r, p->key));
+        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; key && q < p; q++) {
+            const char *earlier = scalar(node(r, q->key));
+            if (earlier && strcmp(earlier, key) == 0)
+                return fail(r, node(r, p->key), "'%s' given twice", key);
+        }
+    }
+    return true;
+}
+
 static bool read_u32(struct reader *r, const yaml_node_t *n, const char *key, uint32_t *out)
 {
     const char *v = scalar(n);
@@ -71,6 +86,7 @@ static bool read_shares(struct reader *r, const yaml_node_t *n, const char *key,
 {
     if (n->type != YAML_MAPPING_NODE)
         return fail(r, n, "%s must map backend names to numbers", key);
+    if (!keys_unique(r, n)) return false;
     size_t size = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
     *out = calloc(size + 1, sizeof **out);
     if (!*out) return fail(r, n, "out of memory");
@@ -84,6 +100,15 @@ static bool read_shares(struct reader *r, const yaml_node_t *n, const char *key,
         (*count)++;
     }
     return true;
+}
+
+/* Drops shares read before (backend: comes before traffic: in the file). */
+static void shares_reset(struct share **shares, size_t *count)
+{
+    for (size_t i = 0; i < *count; i++) free((*shares)[i].backend);
+    free(*shares);
+    *shares = NULL;
+    *count = 0;
 }
 
 static bool resolve_plugin(struct reader *r, const yaml_node_t *n, char **out)
@@ -112,6 +137,7 @@ static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_
     b->config = config_new();
     if (!b->config) return fail(r, n, "out of memory");
     if (n->type != YAML_MAPPING_NODE) return fail(r, n, "a backend must be a mapping");
+    if (!keys_unique(r, n)) return false;
     struct backend_options *o = &b->options;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         const char *key = scalar(node(r, p->key));
@@ -138,6 +164,7 @@ static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_
             ok = read_double(r, v, key, &o->request_timeout_ms);
         } else if (strcmp(key, "config") == 0) {
             if (v->type != YAML_MAPPING_NODE) return fail(r, v, "config must be a mapping of strings");
+            if (!keys_unique(r, v)) return false;
             for (yaml_node_pair_t *c = v->data.mapping.pairs.start; ok && c < v->data.mapping.pairs.top; c++) {
                 const char *ck = scalar(node(r, c->key)), *cv = scalar(node(r, c->value));
                 if (!ck || !cv || !*ck) ok = fail(r, node(r, c->key), "config keys and values must be strings");
@@ -199,6 +226,8 @@ static bool read_endpoint(struct reader *r, const yaml_node_t *n, struct endpoin
     memset(e, 0, sizeof *e);
     e->methods = METHODS_DEFAULT;
     if (n->type != YAML_MAPPING_NODE) return fail(r, n, "an endpoint must be a mapping");
+    if (!keys_unique(r, n)) return false;
+    const yaml_node_t *backend_key = NULL, *traffic_key = NULL;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         const char *key = scalar(node(r, p->key));
         yaml_node_t *v = node(r, p->value);
@@ -212,9 +241,12 @@ static bool read_endpoint(struct reader *r, const yaml_node_t *n, struct endpoin
         } else if (strcmp(key, "methods") == 0) {
             ok = read_methods(r, v, &e->methods);
         } else if (strcmp(key, "backend") == 0) {
+            backend_key = v;
             ok = scalar(v) && endpoint_set_backend(e, scalar(v));
             if (!ok) ok = fail(r, v, "backend must be a name");
         } else if (strcmp(key, "traffic") == 0) {
+            traffic_key = v;
+            shares_reset(&e->traffic, &e->traffic_count);
             ok = read_shares(r, v, key, &e->traffic, &e->traffic_count);
         } else if (strcmp(key, "shadow") == 0) {
             ok = read_shares(r, v, key, &e->shadows, &e->shadow_count);
@@ -225,6 +257,8 @@ static bool read_endpoint(struct reader *r, const yaml_node_t *n, struct endpoin
     }
     char why[512];
     if (!e->name) return fail(r, n, "an endpoint needs a name");
+    if (backend_key && traffic_key)
+        return fail(r, traffic_key, "endpoint %s: give backend: or traffic:, not both", e->name);
     if (!e->traffic_count) return fail(r, n, "endpoint %s needs backend: or traffic:", e->name);
     if (!spec_name_valid("endpoint", e->name, why, sizeof why) ||
         (e->route && !route_valid(e->route, why, sizeof why)))
@@ -239,6 +273,7 @@ static bool read_root(struct reader *r, struct deployment *d)
     if (!root) return fail(r, NULL, "the file is empty");
     if (root->type != YAML_MAPPING_NODE)
         return fail(r, root, "expected a mapping with backends: and endpoints:");
+    if (!keys_unique(r, root)) return false;
     const yaml_node_t *endpoint_nodes[4096];
     for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top; p++) {
         const char *key = scalar(node(r, p->key));

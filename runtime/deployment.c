@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "mp.h"
+#include "mp_bounds.h"
 
 #define STATE_VERSION 1
 
@@ -270,7 +271,8 @@ bool deployment_load(struct deployment *d, const char *path, char *err,
     msgpack_unpacked_init(&msg);
     size_t off = 0;
     char why[512] = "";
-    bool ok = msgpack_unpack_next(&msg, data, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+    bool ok = mp_bounded(data, len, NULL) &&
+              msgpack_unpack_next(&msg, data, len, &off) == MSGPACK_UNPACK_SUCCESS &&
               off == len;
     const msgpack_object *root = &msg.data;
     uint64_t version = 0;

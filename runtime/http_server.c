@@ -88,6 +88,7 @@ static const char *reason_phrase(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
 }
@@ -469,6 +470,15 @@ static void on_request(struct evhttp_request *ev, void *arg)
     if (!id) {
         request_id_generate(generated_id);
         id = generated_id;
+    }
+    if (ev->major != 1 || ev->minor > 1) {
+        /* Before any answer: evhttp writes the status line in the request's
+         * own version ("HTTP/0.9 200"). */
+        ev->major = 1;
+        ev->minor = 1;
+        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
+        reply_error(ev, 505, id, "only HTTP/1.0 and HTTP/1.1 are supported");
+        return;
     }
     if (!within_limit) {
         char why[80];

@@ -2,10 +2,13 @@
 #include "rows.h"
 
 #include <errno.h>
+#include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "mp_bounds.h"
 
 struct parser {
     const char *p, *end;
@@ -57,7 +60,8 @@ static bool parse_value(struct parser *ps, int depth)
         char *end;
         errno = 0;
         double v = n ? strtod(number, &end) : 0;
-        if (!n || *end || errno) return fail(ps, "body is not a JSON array of numbers");
+        if (!n || *end || (errno && errno != ERANGE)) return fail(ps, "body is not a JSON array of numbers");
+        if (!isfinite((float)v)) return fail(ps, "a number is out of float32 range");
         if (ps->leaf_depth < 0) ps->leaf_depth = depth;
         if (ps->leaf_depth != depth) return fail(ps, "the array is ragged: numbers at different depths");
         return push(ps, (float)v) || fail(ps, "out of memory");
@@ -115,7 +119,8 @@ bool row_parse_msgpack(const char *body, size_t len, struct row *out, char *err,
     msgpack_unpacked msg;
     msgpack_unpacked_init(&msg);
     size_t off = 0;
-    bool ok = msgpack_unpack_next(&msg, body, len, &off) == MSGPACK_UNPACK_SUCCESS &&
+    bool ok = mp_bounded(body, len, NULL) &&
+              msgpack_unpack_next(&msg, body, len, &off) == MSGPACK_UNPACK_SUCCESS &&
               msg.data.type == MSGPACK_OBJECT_ARRAY && msg.data.via.array.size > 0;
     if (ok) {
         uint32_t n = msg.data.via.array.size;
@@ -124,7 +129,7 @@ bool row_parse_msgpack(const char *body, size_t len, struct row *out, char *err,
         for (uint32_t i = 0; ok && i < n; i++) {
             const msgpack_object *o = &msg.data.via.array.ptr[i];
             if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
-                out->data[i] = (float)o->via.f64;
+                ok = isfinite(out->data[i] = (float)o->via.f64);
             else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
                 out->data[i] = (float)o->via.u64;
             else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
@@ -138,7 +143,7 @@ bool row_parse_msgpack(const char *body, size_t len, struct row *out, char *err,
     }
     msgpack_unpacked_destroy(&msg);
     if (!ok) {
-        snprintf(err, errlen, "body is not a msgpack array of numbers");
+        snprintf(err, errlen, "body is not a msgpack array of finite float32 numbers");
         row_free(out);
     }
     return ok;
@@ -201,8 +206,12 @@ static bool write_level(struct text *t, const float **data, const int64_t *shape
         if (rank > 1) {
             ok = ok && write_level(t, data, shape + 1, rank - 1);
         } else {
+            /* JSON has no NaN or infinity: a model that gives one gets null,
+             * so that the answer stays JSON. */
             char number[32];
-            int n = snprintf(number, sizeof number, "%.9g", (double)*(*data)++);
+            float v = *(*data)++;
+            int n = isfinite(v) ? snprintf(number, sizeof number, "%.9g", (double)v)
+                                : snprintf(number, sizeof number, "null");
             ok = ok && put(t, number, (size_t)n);
         }
     }

@@ -98,6 +98,14 @@ class Deploy(ServeTestCase):
                        "backend a: num_replicas must be between 1 and 256"),
             "relative": ("backends:\n  - name: a\n    plugin: ./missing.so\n", ":3: ",
                          "missing.so: No such file or directory"),
+            # Found by fuzz_deploy: the first value leaked and the second won.
+            "twice": ("backends:\n  - name: a\n    plugin: echo\n    plugin: counter\n", ":4: ",
+                      "'plugin' given twice"),
+            "both": ("backends:\n  - name: a\n    plugin: echo\nendpoints:\n  - name: e\n"
+                     "    backend: a\n    traffic: {a: 1}\n", ":7: ",
+                     "give backend: or traffic:, not both"),
+            "split twice": ("backends:\n  - name: a\n    plugin: echo\nendpoints:\n  - name: e\n"
+                            "    traffic: {a: 0.5, a: 0.5}\n", ":6: ", "'a' given twice"),
         }
         for name, (text, line, reason) in cases.items():
             path = self.write(text, name + ".yaml")

@@ -1,6 +1,10 @@
 """State dir, persistence across SIGKILL, graceful stop, the control rules."""
 import os
+import shutil
+import socket
 import stat
+import struct
+import tempfile
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -65,6 +69,40 @@ class Persistence(unittest.TestCase):
         with open(path, "rb") as f:
             self.assertEqual(len(f.read()), len(good) // 2, "the state file was rewritten")
         s.close()
+
+    def test_hostile_control_frames_are_refused(self):
+        """Found by fuzz_control: a frame whose msgpack header claims 2^32
+        elements made msgpack-c ask for about 100 GB."""
+        s = Server()
+        try:
+            s.deploy("echo", "echo", "/echo")
+            frames = [b"\xdd\xff\xff\xff\xff", b"\x81\xa3cmd\xdf\xff\xff\xff\xff",
+                      b"\xc1", b"\x92\x01"]
+            for frame in frames:
+                sock = socket.socket(socket.AF_UNIX)
+                sock.connect(os.path.join(s.state_dir, "control.sock"))
+                sock.sendall(struct.pack(">I", len(frame)) + frame)
+                answer = b""
+                while len(answer) < 4 or len(answer) < 4 + struct.unpack(">I", answer[:4])[0]:
+                    chunk = sock.recv(4096)
+                    self.assertTrue(chunk, "the control connection closed without an answer")
+                    answer += chunk
+                sock.close()
+                self.assertIn(b"malformed control frame", answer, frame)
+            self.assertEqual(s.post("/echo", b"still").body, b"still")
+        finally:
+            s.close()
+
+    def test_corrupt_state_files_of_every_kind_are_refused(self):
+        for name, data in (("huge count", b"\x92\x01\xdf\xff\xff\xff\xff"),
+                           ("not msgpack", b"\xc1\xc1"), ("empty", b"")):
+            d = tempfile.mkdtemp(prefix="serve-test-")
+            with open(os.path.join(d, "state.msgpack"), "wb") as f:
+                f.write(data)
+            proc = run_cli(d, "start", "--http", "127.0.0.1:0", check=False)
+            self.assertNotEqual(proc.returncode, 0, name)
+            self.assertIn("state.msgpack is corrupt", proc.stderr, name)
+            shutil.rmtree(d, ignore_errors=True)
 
     def test_commands_without_a_server_say_so(self):
         s = Server()

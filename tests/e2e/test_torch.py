@@ -99,6 +99,21 @@ class Torch(ServeTestCase):
         for a, b in zip(js, mp):
             self.assertAlmostEqual(a, b, delta=1e-6)
 
+    def test_hostile_bodies_get_400(self):
+        """Found by fuzz_rows: numbers past float32 became inf and answers
+        were not JSON; five bytes claiming 2^32 msgpack elements made
+        msgpack-c ask for about 100 GB."""
+        self.deploy_mlp()
+        mp = {"Content-Type": "application/msgpack"}
+        cases = [(b"[" + b"1e39, " * 63 + b"1]", {}, "a number is out of float32 range"),
+                 (b"\xdd\xff\xff\xff\xff\xca", mp, "msgpack array of finite float32"),
+                 (b"\x91\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00", mp, "finite float32")]
+        for body, headers, reason in cases:
+            r = self.server.post("/mlp", body, headers=headers)
+            self.assertEqual(r.status, 400, body[:20])
+            self.assertIn(reason, r.json()["error"])
+        self.assertEqual(self.server.post("/mlp", json.dumps([0.1] * 64).encode()).status, 200)
+
     def test_bad_model_files_fail_create_backend(self):
         missing = "/nonexistent/model.pt"
         proc = self.server.cli("create-backend", "m", PLUGIN, "--config", "model=" + missing,

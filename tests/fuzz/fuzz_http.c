@@ -1,0 +1,118 @@
+/* fuzz_http.c - libFuzzer target for serve's HTTP request path.
+ *
+ * A real data plane (http_server_start, one I/O thread) serves /echo from
+ * the echo plugin, loaded with dlopen as in production. Each input is sent
+ * raw on a new loopback connection, half-closed, and read back until the
+ * server closes. Whatever the bytes, the server must stay up and every
+ * answer must be HTTP. The input's first byte picks how it is sent: whole,
+ * or split in two writes, to reach evhttp's partial-read paths. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "http_server.h"
+#include "routes.h"
+#include "spec.h"
+
+static struct http_server *server;
+static struct backend *echo;
+static int port;
+
+static struct backend *lookup(void *ctx, const char *name)
+{
+    (void)ctx;
+    (void)name;
+    return echo;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    char err[1024];
+    struct backend_spec spec = {.name = "echo", .plugin = SERVE_FUZZ_ECHO_PLUGIN};
+    backend_options_default(&spec.options);
+    spec.options.request_timeout_ms = 1000;
+    spec.config = config_new();
+    echo = backend_create(&spec, err, sizeof err);
+    config_free(spec.config);
+    if (!echo) {
+        fprintf(stderr, "fuzz_http: %s\n", err);
+        abort();
+    }
+    struct http_options o = {.host = "127.0.0.1", .threads = 1, .max_body = 1 << 20,
+                             .max_header = 8192, .idle_timeout_s = 5, .read_timeout_s = 5};
+    server = http_server_start(&o, err, sizeof err);
+    if (!server) {
+        fprintf(stderr, "fuzz_http: %s\n", err);
+        abort();
+    }
+    port = http_server_port(server);
+    struct share share = {"echo", 1.0};
+    struct endpoint_spec ep = {.name = "echo", .route = "/echo",
+                               .methods = METHOD_GET | METHOD_POST | METHOD_PUT,
+                               .traffic = &share, .traffic_count = 1};
+    struct routes *routes = routes_build(&ep, 1, lookup, NULL);
+    http_server_publish_routes(server, routes);
+    routes_release(routes);
+    return 0;
+}
+
+static void send_all(int fd, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n <= 0) return; /* the server may close early: fine */
+        data += n;
+        len -= (size_t)n;
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size == 0) return 0;
+    uint8_t mode = data[0];
+    data++;
+    size--;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+        perror("fuzz_http: connect");
+        abort(); /* the server is gone: that is the finding */
+    }
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (mode & 1 && size > 1) {
+        size_t cut = (size_t)mode % size;
+        send_all(fd, data, cut);
+        usleep(100);
+        send_all(fd, data + cut, size - cut);
+    } else {
+        send_all(fd, data, size);
+    }
+    shutdown(fd, SHUT_WR);
+    /* Only the first bytes are kept: the answer must start as HTTP. */
+    char head[8] = "", rest[16384];
+    size_t got = 0;
+    for (;;) {
+        bool in_head = got < 7;
+        ssize_t n = in_head ? recv(fd, head + got, 7 - got, 0) : recv(fd, rest, sizeof rest, 0);
+        if (n <= 0) break;
+        got += (size_t)n;
+    }
+    close(fd);
+    if (got > 0 && memcmp(head, "HTTP/1.", got < 7 ? got : 7) != 0) {
+        fprintf(stderr, "fuzz_http: an answer that is not HTTP: %.7s\n", head);
+        abort();
+    }
+    return 0;
+}

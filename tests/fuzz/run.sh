@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# tests/fuzz/run.sh [SECONDS] [TARGET...] - builds the libFuzzer targets with
+# clang (ASan+UBSan, in build-fuzz/) and runs each for SECONDS (default 60),
+# starting from the committed seeds in tests/fuzz/corpus/TARGET. New inputs
+# go to build-fuzz/corpus/TARGET; a crash, leak or timeout stops the run
+# with the input in build-fuzz/findings/ and a non-zero exit. Turn a finding
+# into a regression test by copying it into tests/fuzz/corpus/TARGET.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${1:-60}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_http fuzz_control fuzz_deploy fuzz_rows)
+
+CC=clang cmake -S . -B build-fuzz -DSERVE_FUZZ=ON -DSERVE_WITH_TORCH=OFF -DSERVE_WITH_CUDA=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}" >/dev/null
+
+mkdir -p build-fuzz/findings
+status=0
+for target in "${targets[@]}"; do
+    mkdir -p "build-fuzz/corpus/$target"
+    extra=()
+    case $target in
+        fuzz_http) extra=(-max_len=16384 -timeout=15) ;;
+        *) extra=(-max_len=8192 -timeout=10) ;;
+    esac
+    log="build-fuzz/findings/$target.log"
+    if "build-fuzz/tests/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
+        -artifact_prefix="build-fuzz/findings/$target-" "${extra[@]}" \
+        "build-fuzz/corpus/$target" "tests/fuzz/corpus/$target" >"$log" 2>&1; then
+        runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+        echo "$target: ${seconds}s, $runs executions, no finding"
+    else
+        echo "$target: FINDING (see $log and build-fuzz/findings/)"
+        grep -m3 -E "ERROR|SUMMARY|fuzz_[a-z]+:" "$log" || true
+        status=1
+    fi
+done
+exit $status
