@@ -88,7 +88,13 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
     atomic_fetch_add_explicit(&b->requests_total, n, memory_order_relaxed);
     LOG_DEBUG("backend=%s replica=%d: batch of %zu", b->spec.name, r->context.index, n);
     int rc = b->lib.plugin->handle_batch(r->state, batch, n);
-    histogram_observe(&b->exec_seconds, serve__now_ns() - started);
+    uint64_t took = serve__now_ns() - started;
+    histogram_observe(&b->exec_seconds, took);
+    double timeout_ms = b->spec.options.request_timeout_ms;
+    if (timeout_ms > 0 && took / 1e6 > timeout_ms)
+        LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past the %g ms request "
+                 "timeout (its clients got 504; the replica took no other work meanwhile)",
+                 b->spec.name, r->context.index, n, took / 1e9, timeout_ms);
     uint32_t finished = 0;
     for (size_t i = 0; i < n; i++) {
         serve_request *req = batch[i];
@@ -129,6 +135,23 @@ static void reject_batch(struct backend *b, serve_request **batch, size_t n)
     }
 }
 
+/* Unlinks the first queued re-entrant call (see serve_request.reentrant).
+ * Under b->mutex. */
+static serve_request *take_reentrant(struct backend *b)
+{
+    for (serve_request **link = &b->queue_head, *prev = NULL; *link;
+         prev = *link, link = &(*link)->next) {
+        serve_request *req = *link;
+        if (!req->reentrant || atomic_load(&req->state) == REQ_TIMED_OUT) continue;
+        *link = req->next;
+        if (b->queue_tail == req) b->queue_tail = prev;
+        b->queue_len--;
+        req->next = NULL;
+        return req;
+    }
+    return NULL;
+}
+
 static void *replica_main(void *arg)
 {
     struct replica *r = arg;
@@ -159,7 +182,19 @@ static void *replica_main(void *arg)
         }
         bool rejecting = b->reject_queued;
         if (!rejecting && r->in_flight >= b->concurrency) {
-            pthread_cond_wait(&b->work_ready, &b->mutex);
+            /* Full, but a call from this backend's own work may go ahead:
+             * waiting for a slot its ancestor holds would wait for ever. */
+            serve_request *reentrant = take_reentrant(b);
+            if (!reentrant) {
+                pthread_cond_wait(&b->work_ready, &b->mutex);
+                continue;
+            }
+            reentrant->replica = r;
+            r->in_flight++;
+            pthread_mutex_unlock(&b->mutex);
+            uint32_t finished = run_batch(r, &reentrant, 1);
+            pthread_mutex_lock(&b->mutex);
+            r->in_flight -= finished;
             continue;
         }
         uint64_t deadline = b->queue_head->enqueued_ns + b->batch_wait_ns;

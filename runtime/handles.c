@@ -136,7 +136,26 @@ serve_call *handles_call_new(const char *endpoint, const serve_request *parent)
         request_id_generate(req->id_buf);
         req->id = req->id_buf;
     }
-    if (!req->target_endpoint || !req->id) {
+    if (parent) {
+        req->call_depth = parent->call_depth + 1;
+        req->callers = malloc(req->call_depth * sizeof *req->callers);
+        if (req->callers) {
+            if (parent->call_depth) memcpy(req->callers, parent->callers,
+                                           parent->call_depth * sizeof *req->callers);
+            req->callers[parent->call_depth] = parent->backend;
+        }
+        if (req->call_depth > SERVE_MAX_CALL_DEPTH) {
+            req->too_deep = true;
+            char what[300];
+            snprintf(what, sizeof what, "call to endpoint %s refused: over %d nested calls "
+                     "(does a plugin call its own endpoint without end?)", endpoint,
+                     SERVE_MAX_CALL_DEPTH);
+            backend_report_plugin_bug(parent, what);
+        }
+    } else {
+        req->call_depth = 1;
+    }
+    if (!req->target_endpoint || !req->id || (parent && !req->callers)) {
         request_release(req);
         return NULL;
     }
@@ -269,6 +288,14 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
     req->call_arg = arg;
     req->deliver = deliver_to_caller;
     req->received_ns = serve__now_ns();
+    if (req->too_deep) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "call to endpoint %s refused: over %d nested calls",
+                 req->target_endpoint, SERVE_MAX_CALL_DEPTH);
+        complete_with_error(req, 508, msg);
+        request_release(req);
+        return SERVE_OK;
+    }
 
     /* A backend being replaced stops taking requests only after the new
      * routes are published: a closed queue means "look again". */
@@ -297,6 +324,9 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
         }
         if (req->backend) backend_release(req->backend);
         req->backend = backend;
+        req->reentrant = false;
+        for (uint32_t i = 0; req->callers && i < req->call_depth; i++)
+            req->reentrant |= req->callers[i] == backend;
         double timeout_ms = backend_get_spec(backend)->options.request_timeout_ms;
         struct event_base *base = timeout_ms > 0 ? timers() : NULL;
         if (base) {

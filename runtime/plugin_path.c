@@ -11,6 +11,11 @@
 #ifndef SERVE_PLUGIN_DIR
 #define SERVE_PLUGIN_DIR "/usr/local/lib/serve/plugins"
 #endif
+/* The same folder relative to the installed binary's bin/, so that an
+ * install moved elsewhere (or made with another prefix) finds its plugins. */
+#ifndef SERVE_PLUGIN_RELDIR
+#define SERVE_PLUGIN_RELDIR "lib/serve/plugins"
+#endif
 
 static bool try_dir(const char *dir, const char *name, char *out, size_t outlen)
 {
@@ -52,15 +57,20 @@ bool plugin_path_resolve(const char *plugin, char *out, size_t outlen, char *err
     }
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    char build_dir[PATH_MAX] = "";
+    char build_dir[PATH_MAX] = "", install_dir[PATH_MAX] = "";
     if (len > 0) {
         exe[len] = '\0';
-        snprintf(build_dir, sizeof build_dir, "%s/plugins", dirname(exe));
+        const char *bin = dirname(exe);
+        snprintf(build_dir, sizeof build_dir, "%s/plugins", bin);
         if (try_dir(build_dir, plugin, out, outlen)) return true;
+        char resolved[PATH_MAX];
+        snprintf(install_dir, sizeof install_dir, "%s/../%s", bin, SERVE_PLUGIN_RELDIR);
+        if (realpath(install_dir, resolved)) snprintf(install_dir, sizeof install_dir, "%s", resolved);
+        if (try_dir(install_dir, plugin, out, outlen)) return true;
     }
     if (try_dir(SERVE_PLUGIN_DIR, plugin, out, outlen)) return true;
     snprintf(err, errlen,
-             "plugin %s not found: looked for %s.so in SERVE_PLUGIN_PATH (%s), %s and %s",
-             plugin, plugin, env ? env : "unset", build_dir, SERVE_PLUGIN_DIR);
+             "plugin %s not found: looked for %s.so in SERVE_PLUGIN_PATH (%s), %s, %s and %s",
+             plugin, plugin, env ? env : "unset", build_dir, install_dir, SERVE_PLUGIN_DIR);
     return false;
 }

@@ -59,6 +59,7 @@ void request_release(serve_request *req)
         free(req->headers);
     }
     free(req->owned_id);
+    free(req->callers);
     free(req->target_endpoint);
     free(req->owned_path);
     for (size_t i = 0; i < req->query_count * 2; i++) free(req->query[i]);

@@ -67,6 +67,14 @@ struct serve_request {
     void *owned_body;
     void (*free_owned_body)(void *);
     bool owns_headers;            /* headers[] and its strings are malloc'd */
+    /* The backends working on this call's ancestors, outermost first
+     * (malloc'd; identity only, no references), and whether the target is
+     * one of them: such a call borrows its ancestor's concurrency slot, so
+     * that a backend calling itself cannot wait on itself for ever. */
+    struct backend **callers;
+    uint32_t call_depth;          /* 0 for HTTP requests */
+    bool reentrant;
+    bool too_deep;                /* refused at send: over SERVE_MAX_CALL_DEPTH */
     struct event timeout_event;   /* origin-owned; used when timeout > 0 */
     bool has_timeout;
 

@@ -347,7 +347,18 @@ SERVE_EXPORT void serve_log(const serve_replica *replica, int level,
  * threads. Waiting on a future inside handle_batch blocks the replica: never
  * wait there for a call that needs the same replica (its own backend with
  * one replica), or the wait lasts until the target's request timeout.
+ *
+ * Calls may nest: a call's target may call further, and a backend may call
+ * its own endpoint. A call into a backend that is already working on one of
+ * the call's ancestors does not wait for a free max_concurrent_queries slot
+ * (its ancestor holds one for it), so recursion through deferred requests
+ * cannot deadlock. A chain deeper than SERVE_MAX_CALL_DEPTH is cut: that
+ * call's result is 508 (Loop Detected) and the server log names the backend
+ * and replica that made it.
  * ------------------------------------------------------------------------ */
+
+/* Calls nested deeper than this (HTTP request -> call -> call ...) get 508. */
+#define SERVE_MAX_CALL_DEPTH 16
 
 typedef struct serve_handle serve_handle;   /* a callable endpoint name */
 typedef struct serve_call serve_call;       /* one call being built */

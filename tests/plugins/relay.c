@@ -3,7 +3,8 @@
  * type and body, so tests see exactly what a caller gets.
  *   ?to=E            callback style (the request is deferred)
  *   ?to=E&future=1   future style: waits in handle_batch
- *   &key=K           the call's shard key */
+ *   &key=K           the call's shard key
+ *   &forward=1       pass ?to= and &forward= on, so that ?to=SELF recurses */
 #include <serve/plugin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,10 @@ static int relay_batch(void *state, serve_request *const *requests, size_t n)
         serve_call_set_body(call, body, len);
         serve_call_add_header(call, "X-Relayed-By", "relay");
         if (serve_request_query(req, "key")) serve_call_set_shard_key(call, serve_request_query(req, "key"));
+        if (serve_request_query(req, "forward")) {
+            serve_call_add_query(call, "to", to);
+            serve_call_add_query(call, "forward", "1");
+        }
         if (serve_request_query(req, "future")) {
             serve_future *f = serve_call_send_future(call);
             pass_on(req, serve_future_wait(f));
