@@ -8,6 +8,7 @@
 #include <event2/http.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -19,6 +20,7 @@ struct conn {
     struct event *deadline;
     int serving;     /* requests read and not yet answered */
     bool reading;    /* a request has begun and is not read whole */
+    bool line_seen;  /* its request line was checked */
     bool over_limit; /* accepted past max_connections */
 };
 
@@ -119,13 +121,61 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     shutdown(bufferevent_getfd(c->bev), SHUT_RDWR);
 }
 
+static const char version_refusal[] =
+    "HTTP/1.1 505 HTTP Version Not Supported\r\n"
+    "Content-Type: application/json\r\n"
+    "Content-Length: 53\r\n"
+    "Connection: close\r\n\r\n"
+    "{\"error\": \"only HTTP/1.0 and HTTP/1.1 are supported\"}";
+
+/* True when the request line names a version other than 1.0 and 1.1.
+ * evhttp would answer such a request (and its own parse errors for it) in
+ * that version: "HTTP/0.9 200", "HTTP/-1.1 400". A line without a version
+ * is left to evhttp. */
+static bool line_has_bad_version(const char *line, size_t len)
+{
+    const char *space = memrchr(line, ' ', len);
+    if (!space) return false;
+    size_t n = len - (size_t)(space + 1 - line);
+    const char *version = space + 1;
+    if (n < 5 || memcmp(version, "HTTP/", 5) != 0) return false;
+    return !(n == 8 && (memcmp(version, "HTTP/1.1", 8) == 0 || memcmp(version, "HTTP/1.0", 8) == 0));
+}
+
+/* Runs as bytes arrive, before evhttp parses them. */
+static void check_request_line(struct conn *c, struct evbuffer *buf)
+{
+    size_t eol_len = 0;
+    struct evbuffer_ptr eol = evbuffer_search_eol(buf, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+    if (eol.pos < 0) return; /* not whole yet */
+    c->line_seen = true;
+    char line[1024];
+    if (eol.pos == 0 || (size_t)eol.pos > sizeof line) return; /* evhttp's to judge */
+    size_t len = (size_t)eol.pos;
+    if (evbuffer_copyout(buf, line, len) != (ev_ssize_t)len) return;
+    if (len && line[len - 1] == '\r') len--;
+    if (!line_has_bad_version(line, len)) return;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    /* evhttp gets nothing to parse, then the end of the stream. The answer
+     * goes straight to the socket when nothing else is being written. */
+    evbuffer_drain(buf, evbuffer_get_length(buf));
+    if (c->serving == 0 && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        ssize_t sent = send(fd, version_refusal, sizeof version_refusal - 1, MSG_NOSIGNAL);
+        (void)sent;
+    }
+    shutdown(fd, SHUT_RDWR);
+}
+
 static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
-    (void)buf;
     struct conn *c = arg;
-    if (info->n_added == 0 || c->reading) return;
-    c->reading = true;
-    arm_deadline(c);
+    if (info->n_added == 0) return;
+    if (!c->reading) {
+        c->reading = true;
+        c->line_seen = false;
+        arm_deadline(c);
+    }
+    if (!c->line_seen) check_request_line(c, buf);
 }
 
 static void on_request_complete(struct evhttp_request *ev, void *arg)
