@@ -4,9 +4,10 @@
 set -euo pipefail
 # libtorch-dev: the torch plugin; python3-torch: the sample model's script and
 # the tests' reference forward; libopenblas0-pthread: without it Debian's
-# libtorch runs on the slow reference BLAS.
+# libtorch runs on the slow reference BLAS; clang and libclang-rt-dev: the
+# libFuzzer targets; valgrind: the memcheck test.
 PACKAGES=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libyaml-dev python3 curl mandoc
-          libtorch-dev python3-torch libopenblas0-pthread)
+          libtorch-dev python3-torch libopenblas0-pthread clang libclang-rt-dev valgrind)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

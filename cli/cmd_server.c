@@ -223,7 +223,8 @@ const struct cli_command cmd_start = {
             "  --foreground        stay in the foreground and log to stderr\n"
             "                      (default: run as a daemon, log to STATE_DIR/serve.log)\n"
             "  --max-body BYTES    largest request body; larger gets 413 (default 16777216)\n"
-            "  --max-header BYTES  largest request head; larger is refused (default 65536)\n"
+            "  --max-header BYTES  largest request head; larger gets 431 and a close (past\n"
+            "                      twice the limit, libevent's own 400) (default 65536)\n"
             "  --idle-timeout S    close idle keep-alive connections after S seconds (default 60)\n"
             "  --read-timeout S    close a connection whose request (head and body) has not\n"
             "                      arrived whole S seconds after its first byte (default 30)\n"
@@ -296,7 +297,8 @@ const struct cli_command cmd_stop = {
     .help = "Stops accepting connections, answers every request already accepted\n"
             "(queued or executing), then exits. Waits until the server is gone.\n\n"
             "Options:\n"
-            "  --timeout S         after S seconds (default 30) requests still queued get 503\n",
+            "  --timeout S         after S seconds (default 30) requests still queued get 503;\n"
+            "                      stop gives up waiting 15 s after that and exits 1\n",
     .run = run_stop,
 };
 

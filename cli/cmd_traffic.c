@@ -130,7 +130,9 @@ const struct cli_command cmd_update_backend = {
     .name = "update-backend",
     .usage = "update-backend NAME [options] [--config KEY=VALUE]... [--plugin PATH]",
     .summary = "Change a backend without failing a request.",
-    .help = "Only the options given change. A change of user config alone goes to the\n"
+    .help = "Only the options given change; the defaults shown below are those of\n"
+            "create-backend, and an option left out keeps the backend's current value.\n"
+            "A change of user config alone goes to the\n"
             "running replicas through the plugin's reconfigure, between batches (a plugin\n"
             "without reconfigure gets new replicas instead). Any other change starts new\n"
             "replicas, routes to them, then drains and stops the old ones.\n\n"

@@ -32,7 +32,8 @@ static void print_usage(FILE *out)
             "Every command takes --state-dir DIR (env SERVE_STATE_DIR; default\n"
             "$XDG_STATE_HOME/serve, else ~/.local/state/serve): the folder with the\n"
             "server's control socket, state file, pid file and log.\n"
-            "`serve COMMAND --help` describes one command; man serve(1) has more.\n");
+            "`serve COMMAND --help` describes one command, as does man serve-COMMAND;\n"
+            "man serve(1) has the overview. `serve --version` prints the version.\n");
 }
 
 void cli_print_help(const struct cli_command *c)

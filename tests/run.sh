@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: builds serve three times (normal, ASan+UBSan, TSan)
-# and runs every test against each build. Usage: bash tests/run.sh
+# and runs every test against each build, then replays the fuzzers' corpus.
+# Usage: bash tests/run.sh
 # The normal build also compiles the CUDA sample plugin where nvcc exists;
 # the TSan build leaves out the torch plugin (its tests then say skipped).
 set -euo pipefail
@@ -27,4 +28,8 @@ ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:hal
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" \
   run_variant build-tsan -DCMAKE_BUILD_TYPE=Debug -DSERVE_TSAN=ON -DSERVE_WITH_CUDA=OFF \
   -DSERVE_WITH_TORCH=OFF  # libtorch's OpenMP threads are not TSan-instrumented
+# The fuzzers, built with clang, replay their committed corpus (seeds and
+# every past finding) once; longer runs: bash tests/fuzz/run.sh SECONDS.
+echo "== build-fuzz: corpus replay"
+bash tests/fuzz/run.sh 0
 echo "all tests passed in every build"

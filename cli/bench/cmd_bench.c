@@ -548,6 +548,7 @@ const struct cli_command cmd_bench = {
             "      --plot FILE.svg      draw the sweep: latency against throughput\n"
             "      --slo-ms X           mark the highest throughput whose p99 <= X ms;\n"
             "                           exit 3 when none (sweep) or when p99 > X (one run)\n"
-            "      --max-error-rate F   exit 3 when more than this fraction of requests failed\n",
+            "      --max-error-rate F   exit 3 when more than this fraction of requests failed\n"
+            "                           (single runs; a sweep's exit status follows --slo-ms)\n",
     .run = run_bench,
 };

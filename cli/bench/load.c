@@ -114,6 +114,10 @@ static void conn_fail(struct conn *c, uint64_t *counter)
     } else if (!c->busy && counter == &w->result.errors_connect && recording(w, now_ns())) {
         (*counter)++;
         atomic_fetch_add_explicit(&w->errors_now, 1, memory_order_relaxed);
+        /* With -n, a connection that cannot be made uses up a request: a
+         * server that refuses every connection must not make the run
+         * endless. */
+        if (w->quota) w->started++;
     }
     conn_close(c);
     check_done(w);

@@ -93,6 +93,13 @@ class BenchTiny(unittest.TestCase):
         j = json.loads(proc.stdout)
         self.assertGreater(j["errors"]["connect"], 0)
 
+    def test_a_count_against_a_refused_port_ends(self):
+        # Connections that cannot be made use up -n; the run used to last
+        # for ever.
+        proc = bench("http://127.0.0.1:1/", "-n", "5", "-c", "2", "--json", check=False)
+        j = json.loads(proc.stdout)
+        self.assertEqual(j["errors"]["connect"], 5)
+
 
 class BenchServe(ServeTestCase):
     def test_open_loop_sends_on_schedule(self):

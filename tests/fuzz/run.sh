@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/fuzz/run.sh [SECONDS] [TARGET...] - builds the libFuzzer targets with
 # clang (ASan+UBSan, in build-fuzz/) and runs each for SECONDS (default 60),
-# starting from the committed seeds in tests/fuzz/corpus/TARGET. New inputs
+# starting from the committed seeds in tests/fuzz/corpus/TARGET; SECONDS 0
+# runs each committed input once and stops (what tests/run.sh does). New inputs
 # go to build-fuzz/corpus/TARGET; a crash, leak or timeout stops the run
 # with the input in build-fuzz/findings/ and a non-zero exit. Turn a finding
 # into a regression test by copying it into tests/fuzz/corpus/TARGET.
@@ -26,9 +27,13 @@ for target in "${targets[@]}"; do
         *) extra=(-max_len=8192 -timeout=10) ;;
     esac
     log="build-fuzz/findings/$target.log"
-    if "build-fuzz/tests/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
-        -artifact_prefix="build-fuzz/findings/$target-" "${extra[@]}" \
-        "build-fuzz/corpus/$target" "tests/fuzz/corpus/$target" >"$log" 2>&1; then
+    if [ "$seconds" = 0 ]; then
+        how=(-runs=0 "tests/fuzz/corpus/$target")
+    else
+        how=(-max_total_time="$seconds" "build-fuzz/corpus/$target" "tests/fuzz/corpus/$target")
+    fi
+    if "build-fuzz/tests/fuzz/$target" -print_final_stats=1 \
+        -artifact_prefix="build-fuzz/findings/$target-" "${extra[@]}" "${how[@]}" >"$log" 2>&1; then
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
         echo "$target: ${seconds}s, $runs executions, no finding"
     else
