@@ -290,8 +290,13 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
         r->context.index = (int)i;
         if (b->lib.plugin->init &&
             b->lib.plugin->init(&r->context, b->spec.config, &r->state) != 0) {
-            snprintf(err, errlen, "plugin %s: init failed: %s", spec->plugin,
-                     r->context.failure[0] ? r->context.failure : "no reason given");
+            const char *why = r->context.failure[0] ? r->context.failure : "no reason given";
+            LOG_ERROR("backend=%s replica=%zu: init failed: %s", b->spec.name, i, why);
+            if (b->replica_count > 1)
+                snprintf(err, errlen, "plugin %s: init failed in replica %zu of %zu: %s",
+                         spec->plugin, i, b->replica_count, why);
+            else
+                snprintf(err, errlen, "plugin %s: init failed: %s", spec->plugin, why);
             goto fail;
         }
         r->initialized = true;
@@ -486,6 +491,14 @@ void backend_deferred_answered(serve_request *req, bool answer_won)
         req->deliver(req);
     else
         request_release(req); /* timed out: drop the execution reference */
+}
+
+int backend_replica_of(struct backend *b, const serve_request *req)
+{
+    pthread_mutex_lock(&b->mutex);
+    int index = req->replica ? req->replica->context.index : -1;
+    pthread_mutex_unlock(&b->mutex);
+    return index;
 }
 
 void backend_report_plugin_bug(const serve_request *req, const char *what)

@@ -72,6 +72,10 @@ void backend_count_rejection(struct backend *b, enum reject_reason reason);
 struct evbuffer;
 void backend_write_metrics(struct backend *const *backends, size_t count, struct evbuffer *out);
 
+/* The index of the replica a request was dispatched to, or -1 while it is
+ * queued. Any thread (takes the backend's lock: for rare events only). */
+int backend_replica_of(struct backend *b, const serve_request *req);
+
 /* Hooks for request.c. */
 void backend_defer(serve_request *req);
 void backend_deferred_answered(serve_request *req, bool answer_won);

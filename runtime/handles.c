@@ -152,9 +152,9 @@ serve_call *handles_call_new(const char *endpoint, const serve_request *parent)
                      SERVE_MAX_CALL_DEPTH);
             backend_report_plugin_bug(parent, what);
         }
-    } else {
-        req->call_depth = 1;
     }
+    /* Without a parent (`serve call`, a plugin's own thread) the call is a
+     * root, like an HTTP request: depth 0, no callers. */
     if (!req->target_endpoint || !req->id || (parent && !req->callers)) {
         request_release(req);
         return NULL;
@@ -273,6 +273,12 @@ static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
              backend_get_spec(req->backend)->options.request_timeout_ms,
              backend_name(req->backend));
     backend_count_rejection(req->backend, REJECT_TIMEOUT);
+    int replica = backend_replica_of(req->backend, req);
+    char where[32] = "queued";
+    if (replica >= 0) snprintf(where, sizeof where, "replica=%d", replica);
+    LOG_WARN("backend=%s %s request=%s: no answer to a handle call within %g ms; the caller got 504",
+             backend_name(req->backend), where, req->id,
+             backend_get_spec(req->backend)->options.request_timeout_ms);
     complete_with_error(req, 504, msg);
     request_release(req);
 }

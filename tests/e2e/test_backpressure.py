@@ -39,6 +39,8 @@ class Backpressure(ServeTestCase):
     def test_timeout_catches_a_plugin_that_never_answers(self):
         self.server.deploy("f", test_plugin("faulty"), "/f", "--request-timeout-ms", "300")
         self.assertEqual(self.server.post("/f", b"never").status, 504)
+        self.assertIn("backend=f replica=0 request=", self.server.log())
+        self.assertIn("no answer within 300 ms; the client got 504", self.server.log())
         self.assertEqual(self.server.post("/f", b"ok").status, 200)
         # The unanswered request is still deferred; stopping the server must
         # settle it (answered by the runtime) and exit cleanly.

@@ -64,8 +64,9 @@ class BadPlugins(ServeTestCase):
 
     def test_init_failure_in_one_of_three_replicas(self):
         path = test_plugin("init_fail")
-        self.assert_refused(path, "init failed", options=("--num-replicas", "3",
-                                                          "--config", "fail_replica=2"))
+        self.assert_refused(path, "init failed in replica 2 of 3", options=(
+            "--num-replicas", "3", "--config", "fail_replica=2"))
+        self.assertIn("backend=bad replica=2: init failed", self.server.log())
         # The same plugin with healthy replicas loads fine, twice over.
         self.server.cli("create-backend", "good", path, "--num-replicas", "3",
                         "--config", "fail_replica=7")
