@@ -29,6 +29,7 @@ struct conn_table {
     struct conn_limits limits;
     struct conn head; /* of a circular list of every connection */
     struct event *sweep;
+    const struct timeval *read_timeout; /* libevent's O(1) common timeout */
     /* bufferevent -> conn, open addressing, so that a request finds its
      * connection without a lock or a walk. */
     struct conn **slots;
@@ -99,8 +100,7 @@ static bool conn_alive(const struct conn *c)
 
 static void arm_deadline(struct conn *c)
 {
-    struct timeval tv = {c->table->limits.read_timeout_s, 0};
-    event_add(c->deadline, &tv);
+    event_add(c->deadline, c->table->read_timeout);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -128,15 +128,23 @@ static const char version_refusal[] =
     "Connection: close\r\n\r\n"
     "{\"error\": \"only HTTP/1.0 and HTTP/1.1 are supported\"}";
 
-/* True when the request line names a version other than 1.0 and 1.1.
- * evhttp would answer such a request (and its own parse errors for it) in
- * that version: "HTTP/0.9 200", "HTTP/-1.1 400". A line without a version
- * is left to evhttp. */
-static bool line_has_bad_version(const char *line, size_t len)
+/* True when the end of a request line names a version other than 1.0 and
+ * 1.1. evhttp would answer such a request (and its own parse errors for it)
+ * in that version: "HTTP/0.9 200", "HTTP/-1.1 400". A line without a
+ * version is left to evhttp. `tail` is the line's last bytes, `whole` says
+ * whether it is the whole line. */
+static bool line_has_bad_version(const char *tail, size_t len, bool whole)
 {
-    const char *space = memrchr(line, ' ', len);
-    if (!space) return false;
-    size_t n = len - (size_t)(space + 1 - line);
+    const char *space = memrchr(tail, ' ', len);
+    if (!space) {
+        /* A last word longer than the tail: a version only when it is all
+         * digits and dots, like an overflowing "HTTP/1555...5.1". */
+        if (whole) return false;
+        for (size_t i = 0; i < len; i++)
+            if (!(tail[i] == '.' || (tail[i] >= '0' && tail[i] <= '9'))) return false;
+        return true;
+    }
+    size_t n = len - (size_t)(space + 1 - tail);
     const char *version = space + 1;
     if (n < 5 || memcmp(version, "HTTP/", 5) != 0) return false;
     return !(n == 8 && (memcmp(version, "HTTP/1.1", 8) == 0 || memcmp(version, "HTTP/1.0", 8) == 0));
@@ -149,12 +157,16 @@ static void check_request_line(struct conn *c, struct evbuffer *buf)
     struct evbuffer_ptr eol = evbuffer_search_eol(buf, NULL, &eol_len, EVBUFFER_EOL_CRLF);
     if (eol.pos < 0) return; /* not whole yet */
     c->line_seen = true;
-    char line[1024];
-    if (eol.pos == 0 || (size_t)eol.pos > sizeof line) return; /* evhttp's to judge */
-    size_t len = (size_t)eol.pos;
-    if (evbuffer_copyout(buf, line, len) != (ev_ssize_t)len) return;
-    if (len && line[len - 1] == '\r') len--;
-    if (!line_has_bad_version(line, len)) return;
+    if (eol.pos == 0) return; /* a blank line: evhttp's to judge */
+    /* Only the line's last bytes: the version is its last word. */
+    char tail[256];
+    size_t line_len = (size_t)eol.pos, len = line_len < sizeof tail ? line_len : sizeof tail;
+    struct evbuffer_ptr from;
+    if (evbuffer_ptr_set(buf, &from, line_len - len, EVBUFFER_PTR_SET) != 0 ||
+        evbuffer_copyout_from(buf, &from, tail, len) != (ev_ssize_t)len)
+        return;
+    if (tail[len - 1] == '\r') len--;
+    if (!line_has_bad_version(tail, len, line_len <= sizeof tail)) return;
     evutil_socket_t fd = bufferevent_getfd(c->bev);
     /* evhttp gets nothing to parse, then the end of the stream. The answer
      * goes straight to the socket when nothing else is being written. */
@@ -216,8 +228,12 @@ struct conn_table *conn_table_new(struct event_base *base, const struct conn_lim
     t->limits = *limits;
     t->head.prev = t->head.next = &t->head;
     t->sweep = event_new(base, -1, EV_PERSIST, on_sweep, t);
+    /* Every connection's deadline has the same length: a queue instead of
+     * the timer heap, so that arming one per request costs O(1). */
+    struct timeval read_timeout = {limits->read_timeout_s, 0};
+    t->read_timeout = event_base_init_common_timeout(base, &read_timeout);
     struct timeval second = {1, 0};
-    if (!t->sweep || event_add(t->sweep, &second) != 0 || !map_grow(t)) {
+    if (!t->sweep || !t->read_timeout || event_add(t->sweep, &second) != 0 || !map_grow(t)) {
         conn_table_free(t);
         return NULL;
     }
