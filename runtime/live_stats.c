@@ -74,6 +74,13 @@ void live_stats_sample(struct server *srv)
         backend_totals(srv->live[i], &b->requests, &b->batches, &b->batch_sum);
     }
     metrics_each_endpoint(take_endpoint, s, endpoints);
+    /* The metrics keep every endpoint ever served (counters must not go
+     * back) and "" for unrouted answers; live figures show today's only. */
+    size_t kept = 0;
+    for (size_t i = 0; i < s->endpoint_count; i++)
+        if (deployment_find_endpoint(&srv->declared, s->endpoints[i].name) >= 0)
+            s->endpoints[kept++] = s->endpoints[i];
+    s->endpoint_count = kept;
     if (filled < SLOTS) filled++;
 }
 

@@ -120,6 +120,14 @@ class Metrics(ServeTestCase):
         self.assertGreaterEqual(live["backends"]["sim"]["mean_batch_size"], 1)
         self.assertGreater(live["endpoints"]["sim"]["rps"], 0)
         self.assertGreater(live["endpoints"]["sim"]["p99_ms_at_most"], 0)
+        # Only endpoints that exist now: not "" (unrouted answers), not a
+        # deleted one (its metrics stay, its live figures go).
+        self.server.get("/nowhere")
+        self.server.deploy("gone", "echo", "/gone")
+        self.server.post("/gone")
+        self.server.cli("delete-endpoint", "gone")
+        time.sleep(1.2)
+        self.assertEqual(sorted(self.server.status()["live"]["endpoints"]), ["sim"])
         text = self.server.cli("status").stdout
         self.assertIn("RPS_10S", text)
         proc = subprocess.run(["timeout", "2.5", SERVE_BIN, "--state-dir", self.server.state_dir,
