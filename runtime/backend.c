@@ -493,12 +493,18 @@ void backend_deferred_answered(serve_request *req, bool answer_won)
         request_release(req); /* timed out: drop the execution reference */
 }
 
-int backend_replica_of(struct backend *b, const serve_request *req)
+void backend_timed_out(struct backend *b, const serve_request *req, char *msg, size_t len)
 {
+    double timeout_ms = b->spec.options.request_timeout_ms;
+    snprintf(msg, len, "request timed out after %g ms in backend %s", timeout_ms, b->spec.name);
+    backend_count_rejection(b, REJECT_TIMEOUT);
     pthread_mutex_lock(&b->mutex);
-    int index = req->replica ? req->replica->context.index : -1;
+    int replica = req->replica ? req->replica->context.index : -1;
     pthread_mutex_unlock(&b->mutex);
-    return index;
+    char where[32] = "queued";
+    if (replica >= 0) snprintf(where, sizeof where, "replica=%d", replica);
+    LOG_WARN("backend=%s %s request=%s: no answer within %g ms; %s got 504", b->spec.name, where,
+             req->id, timeout_ms, req->call_done ? "the caller" : "the client");
 }
 
 void backend_report_plugin_bug(const serve_request *req, const char *what)

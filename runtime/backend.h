@@ -72,9 +72,10 @@ void backend_count_rejection(struct backend *b, enum reject_reason reason);
 struct evbuffer;
 void backend_write_metrics(struct backend *const *backends, size_t count, struct evbuffer *out);
 
-/* The index of the replica a request was dispatched to, or -1 while it is
- * queued. Any thread (takes the backend's lock: for rare events only). */
-int backend_replica_of(struct backend *b, const serve_request *req);
+/* A request of this backend timed out: counts it, logs it with the replica
+ * that held it (or "queued"), and writes the client's message into msg.
+ * Any thread (takes the backend's lock: timeouts are rare). */
+void backend_timed_out(struct backend *b, const serve_request *req, char *msg, size_t len);
 
 /* Hooks for request.c. */
 void backend_defer(serve_request *req);

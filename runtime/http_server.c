@@ -247,16 +247,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     serve_request *req = arg;
     if (!request_time_out(req)) return; /* the answer won; it is on its way */
     char msg[256];
-    snprintf(msg, sizeof msg, "request timed out after %g ms in backend %s",
-             backend_get_spec(req->backend)->options.request_timeout_ms,
-             backend_name(req->backend));
-    backend_count_rejection(req->backend, REJECT_TIMEOUT);
-    int replica = backend_replica_of(req->backend, req);
-    char where[32] = "queued";
-    if (replica >= 0) snprintf(where, sizeof where, "replica=%d", replica);
-    LOG_WARN("backend=%s %s request=%s: no answer within %g ms; the client got 504",
-             backend_name(req->backend), where, req->id,
-             backend_get_spec(req->backend)->options.request_timeout_ms);
+    backend_timed_out(req->backend, req, msg, sizeof msg);
     if (access_log_on)
         access_log_request(req, "http", peer_of(req->origin_request), req->endpoint_metrics->name, 504, 0);
     reply_error(req->origin_request, 504, req->id, msg);
