@@ -5,6 +5,7 @@ the real daemon (`serve start`), and is driven through the real CLI and real
 HTTP. When a server stops, its log is checked for sanitizer reports, so the
 same tests catch memory errors when the binary is built with ASan/UBSan.
 """
+import fcntl
 import http.client
 import json
 import os
@@ -93,13 +94,28 @@ class Server:
 
     def kill(self):
         os.kill(self.pid, signal.SIGKILL)
-        # A sanitized process on a loaded machine can take seconds to go.
+        # The process is gone when its lock on serve.pid is free: its
+        # leader shows as a zombie while other threads are still exiting
+        # and holding the files (often seen with TSan builds).
         deadline = time.monotonic() + 60
-        while self.alive():
+        while self.alive() or self.state_dir_locked():
             if time.monotonic() > deadline:
                 raise AssertionError("server %d still runs 60 s after SIGKILL" % self.pid)
             time.sleep(0.01)
         self.pid = None
+
+    def state_dir_locked(self):
+        try:
+            fd = os.open(os.path.join(self.state_dir, "serve.pid"), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     def alive(self):
         """True while the server process runs (a zombie left for a
