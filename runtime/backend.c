@@ -50,13 +50,7 @@ struct backend {
     struct replica *replicas;
     size_t replica_count;
 
-    atomic_ulong requests_total;
-    atomic_ulong batches_total;
-    struct histogram batch_size;
-    struct histogram queue_seconds; /* enqueued -> handed to handle_batch */
-    struct histogram exec_seconds;  /* one handle_batch call */
-    struct histogram batch_wait_seconds; /* first request queued -> batch dispatched */
-    atomic_ulong rejected[REJECT_REASONS];
+    struct backend_metrics *m; /* shared with the objects that carried the name before */
 };
 
 static void deliver_or_drop(serve_request *req)
@@ -72,24 +66,25 @@ static void deliver_or_drop(serve_request *req)
 static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
 {
     struct backend *b = r->backend;
+    struct backend_metrics *m = b->m;
     uint64_t started = serve__now_ns();
     for (size_t i = 0; i < n; i++) {
         request_ref(batch[i]); /* the batch reference */
         batch[i]->in_batch = true;
         batch[i]->dispatched_ns = started;
         batch[i]->batch_size = (uint32_t)n;
-        histogram_observe(&b->queue_seconds, started - batch[i]->enqueued_ns);
+        histogram_observe(&m->queue_seconds, started - batch[i]->enqueued_ns);
     }
-    histogram_observe(&b->batch_size, n);
-    histogram_observe(&b->batch_wait_seconds, started - batch[0]->enqueued_ns);
+    histogram_observe(&m->batch_size, n);
+    histogram_observe(&m->batch_wait_seconds, started - batch[0]->enqueued_ns);
     /* Counted at dispatch, like the batch-size histogram, so that the two
      * agree in any scrape. */
-    atomic_fetch_add_explicit(&b->batches_total, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&b->requests_total, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->batches_total, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->requests_total, n, memory_order_relaxed);
     LOG_DEBUG("backend=%s replica=%d: batch of %zu", b->spec.name, r->context.index, n);
     int rc = b->lib.plugin->handle_batch(r->state, batch, n);
     uint64_t took = serve__now_ns() - started;
-    histogram_observe(&b->exec_seconds, took);
+    histogram_observe(&m->exec_seconds, took);
     double timeout_ms = b->spec.options.request_timeout_ms;
     if (timeout_ms > 0 && took / 1e6 > timeout_ms)
         LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past the %g ms request "
@@ -263,10 +258,7 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
     b->spec.options = spec->options;
     b->spec.config = config_copy(spec->config);
     b->concurrency = backend_options_concurrency(&spec->options);
-    histogram_init_batch_sizes(&b->batch_size);
-    histogram_init_seconds(&b->queue_seconds);
-    histogram_init_seconds(&b->exec_seconds);
-    histogram_init_seconds(&b->batch_wait_seconds);
+    b->m = metrics_backend(spec->name);
     b->batch_wait_ns = (uint64_t)(spec->options.batch_wait_timeout_ms * 1e6);
     pthread_mutex_init(&b->mutex, NULL);
     pthread_condattr_t attr;
@@ -277,7 +269,7 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
     pthread_condattr_destroy(&attr);
     b->replica_count = spec->options.num_replicas;
     b->replicas = calloc(b->replica_count, sizeof *b->replicas);
-    if (!b->spec.name || !b->spec.plugin || !b->spec.config || !b->replicas) {
+    if (!b->spec.name || !b->spec.plugin || !b->spec.config || !b->replicas || !b->m) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -287,6 +279,7 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
         struct replica *r = &b->replicas[i];
         r->backend = b;
         r->context.backend_name = b->spec.name;
+        r->context.metrics = b->m;
         r->context.index = (int)i;
         if (b->lib.plugin->init &&
             b->lib.plugin->init(&r->context, b->spec.config, &r->state) != 0) {
@@ -540,40 +533,21 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     mp_pack_key(pk, "in_flight");
     msgpack_pack_uint64(pk, in_flight);
     mp_pack_key(pk, "requests");
-    msgpack_pack_uint64(pk, atomic_load(&b->requests_total));
+    msgpack_pack_uint64(pk, atomic_load(&b->m->requests_total));
     mp_pack_key(pk, "batches");
-    msgpack_pack_uint64(pk, atomic_load(&b->batches_total));
+    msgpack_pack_uint64(pk, atomic_load(&b->m->batches_total));
 }
 
 void backend_totals(struct backend *b, uint64_t *requests, uint64_t *batches, uint64_t *batch_sum)
 {
-    *requests = atomic_load(&b->requests_total);
-    *batches = atomic_load(&b->batch_size.count);
-    *batch_sum = atomic_load(&b->batch_size.sum);
+    *requests = atomic_load(&b->m->requests_total);
+    *batches = atomic_load(&b->m->batch_size.count);
+    *batch_sum = atomic_load(&b->m->batch_size.sum);
 }
 
 void backend_count_rejection(struct backend *b, enum reject_reason reason)
 {
-    atomic_fetch_add_explicit(&b->rejected[reason], 1, memory_order_relaxed);
-}
-
-struct call_totals {
-    size_t count;
-    const char *target[64];
-    unsigned long calls[64];
-};
-
-static void add_calls(const char *target, unsigned long calls, void *arg)
-{
-    struct call_totals *t = arg;
-    size_t i = 0;
-    while (i < t->count && strcmp(t->target[i], target) != 0) i++;
-    if (i == t->count) {
-        if (t->count == 64) return;
-        t->target[t->count] = target;
-        t->calls[t->count++] = 0;
-    }
-    t->calls[i] += calls;
+    atomic_fetch_add_explicit(&b->m->rejected[reason], 1, memory_order_relaxed);
 }
 
 void backend_write_metrics(struct backend *const *backends, size_t count, struct evbuffer *out)
@@ -602,11 +576,12 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
             struct backend *b = backends[i];
             char labels[128];
             snprintf(labels, sizeof labels, "backend=\"%s\"", b->spec.name);
+            struct backend_metrics *m = b->m;
             switch (k) {
             case 0: evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
-                                        atomic_load(&b->requests_total)); break;
+                                        atomic_load(&m->requests_total)); break;
             case 1: evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
-                                        atomic_load(&b->batches_total)); break;
+                                        atomic_load(&m->batches_total)); break;
             case 2: {
                 pthread_mutex_lock(&b->mutex);
                 size_t queued = b->queue_len;
@@ -616,14 +591,14 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
             }
             case 3: evbuffer_add_printf(out, "%s{%s} %zu\n", series[k].name, labels,
                                         b->replica_count); break;
-            case 4: histogram_write(&b->batch_size, out, series[k].name, labels); break;
-            case 5: histogram_write(&b->queue_seconds, out, series[k].name, labels); break;
-            case 6: histogram_write(&b->exec_seconds, out, series[k].name, labels); break;
-            case 7: histogram_write(&b->batch_wait_seconds, out, series[k].name, labels); break;
+            case 4: histogram_write(&m->batch_size, out, series[k].name, labels); break;
+            case 5: histogram_write(&m->queue_seconds, out, series[k].name, labels); break;
+            case 6: histogram_write(&m->exec_seconds, out, series[k].name, labels); break;
+            case 7: histogram_write(&m->batch_wait_seconds, out, series[k].name, labels); break;
             case 8:
                 for (int r = 0; r < REJECT_REASONS; r++)
                     evbuffer_add_printf(out, "%s{%s,reason=\"%s\"} %lu\n", series[k].name, labels,
-                                        reasons[r], atomic_load(&b->rejected[r]));
+                                        reasons[r], atomic_load(&m->rejected[r]));
                 break;
             case 9:
                 pthread_mutex_lock(&b->mutex);
@@ -632,20 +607,15 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                                         r, b->replicas[r].in_flight);
                 pthread_mutex_unlock(&b->mutex);
                 break;
-            case 11:
-                evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
-                                    metrics_replica_restarts(b->spec.name));
-                break;
-            default: {
-                /* Summed over replicas: one series per (backend, target). */
-                struct call_totals totals = {0};
-                for (size_t r = 0; r < b->replica_count; r++)
-                    replica_each_handle(&b->replicas[r].context, add_calls, &totals);
-                for (size_t t = 0; t < totals.count; t++)
+            case 10:
+                for (struct handle_calls *c = atomic_load(&m->calls); c; c = c->next)
                     evbuffer_add_printf(out, "%s{%s,target=\"%s\"} %lu\n", series[k].name, labels,
-                                        totals.target[t], totals.calls[t]);
+                                        c->target, atomic_load(&c->count));
                 break;
-            }
+            default:
+                evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
+                                    atomic_load(&m->replica_restarts));
+                break;
             }
         }
     }

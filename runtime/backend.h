@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "metrics.h"
 #include "request.h"
 #include "spec.h"
 
@@ -64,7 +65,6 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk);
 /* Cumulative counts for live figures. Any thread. */
 void backend_totals(struct backend *b, uint64_t *requests, uint64_t *batches, uint64_t *batch_sum);
 
-enum reject_reason { REJECT_BACKPRESSURE, REJECT_TIMEOUT, REJECT_PLUGIN_ERROR, REJECT_REASONS };
 /* Counts a request answered with an error, by reason. Any thread. */
 void backend_count_rejection(struct backend *b, enum reject_reason reason);
 

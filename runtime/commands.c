@@ -94,7 +94,9 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
             plan[i] = PLAN_NEW;
             live[i] = backend_create(want, err, errlen);
             ok = live[i] != NULL;
-            if (ok && j >= 0) metrics_replicas_restarted(want->name, want->options.num_replicas);
+            if (ok && j >= 0)
+                atomic_fetch_add(&metrics_backend(want->name)->replica_restarts,
+                                 want->options.num_replicas);
         }
     }
     /* 2. New user config for running replicas, between their batches. */

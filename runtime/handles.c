@@ -13,11 +13,12 @@
 #include "clock.h"
 #include "access_log.h"
 #include "log.h"
+#include "metrics.h"
 #include "replica_context.h"
 
 struct serve_handle {
     struct serve_handle *next;
-    atomic_ulong calls;
+    atomic_ulong *calls; /* counted per backend and target, beyond this replica's life */
     char endpoint[];
 };
 
@@ -104,7 +105,11 @@ SERVE_EXPORT serve_handle *serve_replica_handle(serve_replica *replica, const ch
     serve_handle *h = malloc(sizeof *h + n);
     if (!h) return NULL;
     memcpy(h->endpoint, endpoint, n);
-    atomic_init(&h->calls, 0);
+    h->calls = metrics_handle_calls(replica->metrics, endpoint);
+    if (!h->calls) {
+        free(h);
+        return NULL;
+    }
     h->next = atomic_load(&replica->handles);
     while (!atomic_compare_exchange_weak(&replica->handles, &h->next, h)) {
     }
@@ -165,16 +170,8 @@ serve_call *handles_call_new(const char *endpoint, const serve_request *parent)
 SERVE_EXPORT serve_call *serve_call_new(serve_handle *handle, const serve_request *parent)
 {
     if (!handle) return NULL;
-    atomic_fetch_add_explicit(&handle->calls, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(handle->calls, 1, memory_order_relaxed);
     return handles_call_new(handle->endpoint, parent);
-}
-
-void replica_each_handle(serve_replica *replica,
-                         void (*fn)(const char *target, unsigned long calls, void *arg), void *arg)
-{
-    /* The list only grows while the replica lives: a plain walk is safe. */
-    for (serve_handle *h = atomic_load(&replica->handles); h; h = h->next)
-        fn(h->endpoint, atomic_load(&h->calls), arg);
 }
 
 SERVE_EXPORT int serve_call_take_body(serve_call *call, void *body, size_t len,

@@ -89,35 +89,39 @@ void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t ela
     histogram_observe(&m->request_seconds, elapsed_ns);
 }
 
-struct restart_count {
-    struct restart_count *next;
-    unsigned long count;
-    char name[];
-};
-static struct restart_count *restarts; /* guarded by registry_mutex */
+static struct backend_metrics *backends; /* guarded by registry_mutex */
 
-void metrics_replicas_restarted(const char *backend, unsigned long count)
+struct backend_metrics *metrics_backend(const char *name)
 {
     pthread_mutex_lock(&registry_mutex);
-    struct restart_count *r = restarts;
-    while (r && strcmp(r->name, backend) != 0) r = r->next;
-    if (!r && (r = calloc(1, sizeof *r + strlen(backend) + 1))) {
-        strcpy(r->name, backend);
-        r->next = restarts;
-        restarts = r;
+    struct backend_metrics *m = backends;
+    while (m && strcmp(m->name, name) != 0) m = m->next;
+    if (!m && (m = calloc(1, sizeof *m + strlen(name) + 1))) {
+        strcpy(m->name, name);
+        histogram_init_batch_sizes(&m->batch_size);
+        histogram_init_seconds(&m->queue_seconds);
+        histogram_init_seconds(&m->exec_seconds);
+        histogram_init_seconds(&m->batch_wait_seconds);
+        m->next = backends;
+        backends = m;
     }
-    if (r) r->count += count;
     pthread_mutex_unlock(&registry_mutex);
+    return m;
 }
 
-unsigned long metrics_replica_restarts(const char *backend)
+atomic_ulong *metrics_handle_calls(struct backend_metrics *m, const char *target)
 {
-    unsigned long n = 0;
+    if (!m) return NULL;
     pthread_mutex_lock(&registry_mutex);
-    for (struct restart_count *r = restarts; r; r = r->next)
-        if (strcmp(r->name, backend) == 0) n = r->count;
+    struct handle_calls *c = atomic_load(&m->calls);
+    while (c && strcmp(c->target, target) != 0) c = c->next;
+    if (!c && (c = calloc(1, sizeof *c + strlen(target) + 1))) {
+        strcpy(c->target, target);
+        c->next = atomic_load(&m->calls);
+        atomic_store(&m->calls, c); /* readers walk the list without the mutex */
+    }
     pthread_mutex_unlock(&registry_mutex);
-    return n;
+    return c ? &c->count : NULL;
 }
 
 size_t metrics_endpoint_count(void)
@@ -162,10 +166,14 @@ void metrics_write_endpoints(struct evbuffer *out)
 void metrics_shutdown(void)
 {
     pthread_mutex_lock(&registry_mutex);
-    while (restarts) {
-        struct restart_count *next = restarts->next;
-        free(restarts);
-        restarts = next;
+    while (backends) {
+        struct backend_metrics *next = backends->next;
+        for (struct handle_calls *c = atomic_load(&backends->calls), *n; c; c = n) {
+            n = c->next;
+            free(c);
+        }
+        free(backends);
+        backends = next;
     }
     while (registry) {
         struct endpoint_metrics *next = registry->next;

@@ -49,10 +49,39 @@ struct endpoint_metrics {
 struct endpoint_metrics *metrics_endpoint(const char *name);
 void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t elapsed_ns);
 
-/* Replicas of backend `name` started again (by an update that replaced
- * them), kept across the backend objects that carry the name. */
-void metrics_replicas_restarted(const char *backend, unsigned long count);
-unsigned long metrics_replica_restarts(const char *backend);
+enum reject_reason { REJECT_BACKPRESSURE, REJECT_TIMEOUT, REJECT_PLUGIN_ERROR, REJECT_REASONS };
+
+/* Handle calls a backend's replicas sent to one target endpoint. */
+struct handle_calls {
+    struct handle_calls *next;
+    atomic_ulong count;
+    char target[];
+};
+
+/* Per backend name, shared by every backend object that carries the name:
+ * an update that replaces the replicas makes a new object, and Prometheus
+ * counters must not go back to 0 when it does. */
+struct backend_metrics {
+    struct backend_metrics *next;
+    atomic_ulong requests_total;
+    atomic_ulong batches_total;
+    struct histogram batch_size;
+    struct histogram queue_seconds;      /* enqueued -> handed to handle_batch */
+    struct histogram exec_seconds;       /* one handle_batch call */
+    struct histogram batch_wait_seconds; /* first request queued -> batch dispatched */
+    atomic_ulong rejected[REJECT_REASONS];
+    atomic_ulong replica_restarts;       /* replicas started again by an update */
+    struct handle_calls *_Atomic calls;  /* grows under the registry mutex */
+    char name[];
+};
+
+/* The metrics of backend `name`, created on first use, never freed before
+ * metrics_shutdown; NULL only when out of memory. */
+struct backend_metrics *metrics_backend(const char *name);
+
+/* The call counter of (m's backend, target), created on first use and kept
+ * like m; NULL only when out of memory. */
+atomic_ulong *metrics_handle_calls(struct backend_metrics *m, const char *target);
 
 /* How many endpoints have metrics, and a walk over at most `max` of them. */
 size_t metrics_endpoint_count(void);

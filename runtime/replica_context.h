@@ -8,6 +8,7 @@
 
 struct serve_replica {
     const char *backend_name; /* owned by the backend */
+    struct backend_metrics *metrics; /* the backend's, never NULL */
     int index;
     char failure[1024];       /* set by serve_replica_fail during init */
     /* Handles the plugin asked for; pushed lock-free from any thread,
@@ -17,10 +18,5 @@ struct serve_replica {
 
 /* Frees the replica's handles (handles.c). */
 void replica_free_handles(serve_replica *replica);
-
-/* Calls fn for each of the replica's handles: its target and call count
- * (handles.c). Two handles of one replica never share a target. */
-void replica_each_handle(serve_replica *replica,
-                         void (*fn)(const char *target, unsigned long calls, void *arg), void *arg);
 
 #endif

@@ -84,6 +84,28 @@ class Metrics(ServeTestCase):
         self.assertEqual(m['serve_backend_batch_wait_seconds_count{backend="slow"}'],
                          m['serve_backend_batches_total{backend="slow"}'])
 
+    def test_counters_survive_an_update_that_replaces_the_replicas(self):
+        # A replacing update makes a new backend object; Prometheus counters
+        # must go on from where they were, never back to 0.
+        self.server.deploy("f", test_plugin("faulty"), "/f")
+        self.server.deploy("relay", test_plugin("relay"), "/relay")
+        for _ in range(3):
+            self.assertEqual(self.server.post("/relay?to=f", b"ok").status, 200)
+        self.assertEqual(self.server.post("/f", b"fail").status, 500)
+        self.server.cli("update-backend", "f", "--num-replicas", "2")
+        self.server.cli("update-backend", "relay", "--num-replicas", "2")
+        for _ in range(2):
+            self.assertEqual(self.server.post("/relay?to=f", b"ok").status, 200)
+        m = samples(self.server.get("/metrics").body.decode())
+        self.assertEqual(m['serve_backend_replicas{backend="f"}'], 2)
+        self.assertEqual(m['serve_backend_requests_total{backend="f"}'], 6)
+        self.assertEqual(m['serve_backend_batches_total{backend="f"}'], 6)
+        self.assertEqual(m['serve_backend_batch_size_count{backend="f"}'], 6)
+        self.assertEqual(m['serve_backend_exec_seconds_count{backend="f"}'], 6)
+        self.assertEqual(m['serve_requests_rejected_total{backend="f",reason="plugin_error"}'], 1)
+        self.assertEqual(m['serve_backend_requests_total{backend="relay"}'], 5)
+        self.assertEqual(m['serve_handle_calls_total{backend="relay",target="f"}'], 5)
+
     def test_open_connections(self):
         import socket
         self.server.deploy("echo", "echo", "/echo")
