@@ -319,8 +319,11 @@ static int status_once(const char *state_dir, bool json)
         printf("serve at %s, pid %llu, up %llu s, state dir %s\n",
                cli_str(result, "url", url, sizeof url), (unsigned long long)cli_uint(result, "pid"),
                (unsigned long long)cli_uint(result, "uptime_s"), state_dir);
-        printf("%llu request(s) in progress; live figures over the last %.0f s\n\n",
-               (unsigned long long)cli_uint(result, "outstanding_requests"), cli_double(live, "window_s"));
+        double window_s = cli_double(live, "window_s");
+        printf("%llu request(s) in progress; ", (unsigned long long)cli_uint(result, "outstanding_requests"));
+        /* The window needs two samples, a second apart. */
+        if (window_s > 0) printf("live figures over the last %.0f s\n\n", window_s);
+        else printf("no live figures yet (they start a second after the server)\n\n");
         cli_print_backends_live(mp_get(result, "backends"), live);
         printf("\n");
         cli_print_endpoints_live(mp_get(result, "endpoints"), live);

@@ -60,17 +60,27 @@ bool plugin_path_resolve(const char *plugin, char *out, size_t outlen, char *err
     char build_dir[PATH_MAX] = "", install_dir[PATH_MAX] = "";
     if (len > 0) {
         exe[len] = '\0';
-        const char *bin = dirname(exe);
+        char *bin = dirname(exe); /* absolute and free of "..": the kernel's path */
         snprintf(build_dir, sizeof build_dir, "%s/plugins", bin);
         if (try_dir(build_dir, plugin, out, outlen)) return true;
-        char resolved[PATH_MAX];
-        snprintf(install_dir, sizeof install_dir, "%s/../%s", bin, SERVE_PLUGIN_RELDIR);
-        if (realpath(install_dir, resolved)) snprintf(install_dir, sizeof install_dir, "%s", resolved);
+        char *prefix = dirname(bin);
+        snprintf(install_dir, sizeof install_dir, "%s%s%s", prefix,
+                 strcmp(prefix, "/") == 0 ? "" : "/", SERVE_PLUGIN_RELDIR);
         if (try_dir(install_dir, plugin, out, outlen)) return true;
     }
     if (try_dir(SERVE_PLUGIN_DIR, plugin, out, outlen)) return true;
-    snprintf(err, errlen,
-             "plugin %s not found: looked for %s.so in SERVE_PLUGIN_PATH (%s), %s, %s and %s",
-             plugin, plugin, env ? env : "unset", build_dir, install_dir, SERVE_PLUGIN_DIR);
+    /* The folders looked in, each named once (an install in its configured
+     * prefix has the binary-relative folder equal to the configured one). */
+    const char *dirs[] = {build_dir, install_dir, SERVE_PLUGIN_DIR};
+    char where[3 * PATH_MAX + 16] = "";
+    for (size_t i = 0; i < 3; i++) {
+        bool seen = !*dirs[i];
+        for (size_t j = 0; j < i && !seen; j++) seen = strcmp(dirs[i], dirs[j]) == 0;
+        if (seen) continue;
+        size_t used = strlen(where);
+        snprintf(where + used, sizeof where - used, "%s%s", used ? ", " : "", dirs[i]);
+    }
+    snprintf(err, errlen, "plugin %s not found: looked for %s.so in SERVE_PLUGIN_PATH (%s) and in %s",
+             plugin, plugin, env ? env : "unset", where);
     return false;
 }

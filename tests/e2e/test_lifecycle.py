@@ -184,6 +184,17 @@ class ControlRules(ServeTestCase):
             self.assertEqual(proc.stderr.count("\n"), 1, proc.stderr)
         self.assertEqual(self.server.post("/echo", b"still").body, b"still")
 
+    def test_a_plugin_not_found_names_each_folder_once_and_plainly(self):
+        proc = self.server.cli("create-backend", "x", "nosuchplugin", check=False)
+        self.assertEqual(proc.returncode, 1)
+        folders = proc.stderr.strip().split(" and in ", 1)[1].split(", ")
+        self.assertGreaterEqual(len(folders), 2, proc.stderr)
+        self.assertEqual(len(folders), len(set(folders)), proc.stderr)
+        for folder in folders:
+            self.assertTrue(folder.startswith("/"), proc.stderr)
+            self.assertNotIn("/../", folder + "/", proc.stderr)
+            self.assertNotIn("/./", folder + "/", proc.stderr)
+
     def test_a_change_that_cannot_be_persisted_is_undone(self):
         # The state file is written through STATE.tmp; a folder in its place
         # makes every write fail, as a full or read-only disk would (root
