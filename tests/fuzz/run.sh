@@ -37,6 +37,9 @@ for target in "${targets[@]}"; do
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
         echo "$target: ${seconds}s, $runs executions, no finding"
     else
+        rc=$?
+        # A signal libFuzzer does not catch (SIGPIPE, SIGKILL) leaves no report.
+        ((rc > 128)) && echo "$target: killed by signal $((rc - 128)), with no libFuzzer report"
         echo "$target: FINDING (see $log and build-fuzz/findings/)"
         grep -m3 -E "ERROR|SUMMARY|fuzz_[a-z]+:" "$log" || true
         status=1
