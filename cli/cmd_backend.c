@@ -105,7 +105,7 @@ const struct cli_command cmd_create_backend = {
     .name = "create-backend",
     .usage = "create-backend NAME PLUGIN [options] [--config KEY=VALUE]...",
     .summary = "Load a plugin and start its replicas as backend NAME.",
-    .help = "PLUGIN is a path to a .so, or a bare name (counter) looked up as NAME.so in\n"
+    .help = "PLUGIN is a path to a .so, or a bare name (counter) looked up as PLUGIN.so in\n"
             "each folder of SERVE_PLUGIN_PATH, beside the serve binary (plugins/) and in\n"
             "the installed plugin folder.\n\n"
             "Options:\n" BACKEND_OPTIONS_HELP,

@@ -136,6 +136,11 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
     }
     /* 4. Route to the new set; every HTTP thread has it when this returns. */
     server_publish_routes(s);
+    /* Logged in the order it happened: new replicas serve before old ones drain. */
+    for (size_t i = 0; i < n; i++)
+        if (plan[i] != PLAN_KEEP)
+            LOG_INFO("backend=%s: %s", s->declared.backends[i].name,
+                     plan[i] == PLAN_NEW ? "new replicas running and routed to" : "reconfigured");
     /* 5. Stop what is no longer used: backends removed or replaced. */
     for (size_t j = 0; j < old.backend_count; j++) {
         bool kept = false;
@@ -145,10 +150,6 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
         backend_stop(old_live[j]);
         backend_release(old_live[j]);
     }
-    for (size_t i = 0; i < n; i++)
-        if (plan[i] != PLAN_KEEP)
-            LOG_INFO("backend=%s: %s", s->declared.backends[i].name,
-                     plan[i] == PLAN_NEW ? "running new replicas" : "reconfigured");
     free(old_live);
     free(plan);
     deployment_free(&old);

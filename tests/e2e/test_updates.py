@@ -59,7 +59,11 @@ class Updates(ServeTestCase):
     def test_plugin_without_reconfigure_is_replaced(self):
         self.server.deploy("e", "echo", "/e")
         self.server.cli("update-backend", "e", "--config", "mode=loud")
-        self.assertIn("backend=e: running new replicas", self.server.log())
+        log = self.server.log()
+        # The log tells the steps in the order they ran: new replicas serve
+        # first, then the old ones drain.
+        routed = log.index("backend=e: new replicas running and routed to")
+        self.assertLess(routed, log.index("backend=e: draining and stopping the old replicas"))
         self.assertEqual(self.server.post("/e", b"hi").body, b"hi")
         self.server.cli("update-backend", "e", "--num-replicas", "3")
         metrics = self.server.get("/metrics").body.decode()
