@@ -36,6 +36,7 @@ curl -s -H 'Content-Type: application/json' -d '{"hello": "serve"}' "http://$HTT
 echo "== POST /sim:"
 curl -s -X POST "http://$HTTP/sim"; echo
 echo "== serve status:"
+sleep 1.2  # live figures come from samples the server takes once a second
 $serve status
 echo
 echo "The server is still running (state dir $SERVE_STATE_DIR)."
