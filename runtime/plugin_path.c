@@ -17,11 +17,45 @@
 #define SERVE_PLUGIN_RELDIR "lib/serve/plugins"
 #endif
 
-static bool try_dir(const char *dir, const char *name, char *out, size_t outlen)
+/* The folders a bare name is looked up in, in order, each named once: an
+ * install in its configured prefix has the binary-relative folder equal to
+ * the configured one, and SERVE_PLUGIN_PATH may repeat either. */
+#define MAX_FOLDERS 32
+
+struct folders {
+    char *list[MAX_FOLDERS];
+    size_t count;
+};
+
+static void add_folder(struct folders *f, const char *dir)
 {
-    if (!*dir) return false;
-    snprintf(out, outlen, "%s/%s.so", dir, name);
-    return access(out, R_OK) == 0;
+    if (!*dir || f->count == MAX_FOLDERS) return;
+    for (size_t i = 0; i < f->count; i++)
+        if (strcmp(f->list[i], dir) == 0) return;
+    char *copy = strdup(dir);
+    if (copy) f->list[f->count++] = copy;
+}
+
+static void collect_folders(struct folders *f)
+{
+    const char *env = getenv("SERVE_PLUGIN_PATH");
+    char *dirs = env ? strdup(env) : NULL, *save = NULL;
+    for (char *d = dirs ? strtok_r(dirs, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save))
+        add_folder(f, d);
+    free(dirs);
+    char exe[PATH_MAX], dir[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *bin = dirname(exe); /* absolute and free of "..": the kernel's path */
+        snprintf(dir, sizeof dir, "%s/plugins", bin); /* the build tree */
+        add_folder(f, dir);
+        char *prefix = dirname(bin); /* the install beside the binary, wherever it moved */
+        snprintf(dir, sizeof dir, "%s%s%s", prefix, strcmp(prefix, "/") == 0 ? "" : "/",
+                 SERVE_PLUGIN_RELDIR);
+        add_folder(f, dir);
+    }
+    add_folder(f, SERVE_PLUGIN_DIR);
 }
 
 bool plugin_path_resolve(const char *plugin, char *out, size_t outlen, char *err,
@@ -45,42 +79,20 @@ bool plugin_path_resolve(const char *plugin, char *out, size_t outlen, char *err
         }
         return true;
     }
-    const char *env = getenv("SERVE_PLUGIN_PATH");
-    if (env) {
-        char *dirs = strdup(env), *save = NULL;
-        for (char *d = dirs ? strtok_r(dirs, ":", &save) : NULL; d; d = strtok_r(NULL, ":", &save))
-            if (try_dir(d, plugin, out, outlen)) {
-                free(dirs);
-                return true;
-            }
-        free(dirs);
+    struct folders f = {.count = 0};
+    collect_folders(&f);
+    bool found = false;
+    for (size_t i = 0; i < f.count && !found; i++) {
+        snprintf(out, outlen, "%s/%s.so", f.list[i], plugin);
+        found = access(out, R_OK) == 0;
     }
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    char build_dir[PATH_MAX] = "", install_dir[PATH_MAX] = "";
-    if (len > 0) {
-        exe[len] = '\0';
-        char *bin = dirname(exe); /* absolute and free of "..": the kernel's path */
-        snprintf(build_dir, sizeof build_dir, "%s/plugins", bin);
-        if (try_dir(build_dir, plugin, out, outlen)) return true;
-        char *prefix = dirname(bin);
-        snprintf(install_dir, sizeof install_dir, "%s%s%s", prefix,
-                 strcmp(prefix, "/") == 0 ? "" : "/", SERVE_PLUGIN_RELDIR);
-        if (try_dir(install_dir, plugin, out, outlen)) return true;
+    if (!found) {
+        int used = snprintf(err, errlen, "plugin %s not found: looked for %s.so in", plugin, plugin);
+        for (size_t i = 0; i < f.count && used >= 0 && (size_t)used < errlen; i++)
+            used += snprintf(err + used, errlen - (size_t)used, "%s %s", i ? "," : "", f.list[i]);
+        if (!getenv("SERVE_PLUGIN_PATH") && used >= 0 && (size_t)used < errlen)
+            snprintf(err + used, errlen - (size_t)used, " (SERVE_PLUGIN_PATH is unset)");
     }
-    if (try_dir(SERVE_PLUGIN_DIR, plugin, out, outlen)) return true;
-    /* The folders looked in, each named once (an install in its configured
-     * prefix has the binary-relative folder equal to the configured one). */
-    const char *dirs[] = {build_dir, install_dir, SERVE_PLUGIN_DIR};
-    char where[3 * PATH_MAX + 16] = "";
-    for (size_t i = 0; i < 3; i++) {
-        bool seen = !*dirs[i];
-        for (size_t j = 0; j < i && !seen; j++) seen = strcmp(dirs[i], dirs[j]) == 0;
-        if (seen) continue;
-        size_t used = strlen(where);
-        snprintf(where + used, sizeof where - used, "%s%s", used ? ", " : "", dirs[i]);
-    }
-    snprintf(err, errlen, "plugin %s not found: looked for %s.so in SERVE_PLUGIN_PATH (%s) and in %s",
-             plugin, plugin, env ? env : "unset", where);
-    return false;
+    for (size_t i = 0; i < f.count; i++) free(f.list[i]);
+    return found;
 }

@@ -4,12 +4,13 @@ import shutil
 import socket
 import stat
 import struct
+import subprocess
 import tempfile
 import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
-from serve_harness import Server, ServeTestCase, run_cli
+from serve_harness import SERVE_BIN, Server, ServeTestCase, run_cli
 
 
 class Persistence(unittest.TestCase):
@@ -185,15 +186,32 @@ class ControlRules(ServeTestCase):
         self.assertEqual(self.server.post("/echo", b"still").body, b"still")
 
     def test_a_plugin_not_found_names_each_folder_once_and_plainly(self):
-        proc = self.server.cli("create-backend", "x", "nosuchplugin", check=False)
-        self.assertEqual(proc.returncode, 1)
-        folders = proc.stderr.strip().split(" and in ", 1)[1].split(", ")
-        self.assertGreaterEqual(len(folders), 2, proc.stderr)
-        self.assertEqual(len(folders), len(set(folders)), proc.stderr)
+        def folders_named(plugin_path):
+            env = dict(os.environ)
+            env.pop("SERVE_PLUGIN_PATH", None)
+            if plugin_path is not None:
+                env["SERVE_PLUGIN_PATH"] = plugin_path
+            proc = subprocess.run([SERVE_BIN, "--state-dir", self.server.state_dir,
+                                   "create-backend", "x", "nosuchplugin"],
+                                  capture_output=True, text=True, env=env, timeout=60)
+            self.assertEqual(proc.returncode, 1, proc.stderr)
+            listed = proc.stderr.strip().split(".so in ", 1)[1]
+            return listed.split(" (SERVE_PLUGIN_PATH is unset)")[0].split(", "), proc.stderr
+
+        folders, message = folders_named(None)
+        self.assertIn("(SERVE_PLUGIN_PATH is unset)", message)
+        self.assertGreaterEqual(len(folders), 2, message)
         for folder in folders:
-            self.assertTrue(folder.startswith("/"), proc.stderr)
-            self.assertNotIn("/../", folder + "/", proc.stderr)
-            self.assertNotIn("/./", folder + "/", proc.stderr)
+            self.assertTrue(folder.startswith("/"), message)
+            self.assertNotIn("/../", folder + "/", message)
+            self.assertNotIn("/./", folder + "/", message)
+        self.assertEqual(len(folders), len(set(folders)), message)
+        # A folder given twice, and again as the build's own, is looked in once.
+        build_plugins = os.path.join(os.path.dirname(os.path.realpath(SERVE_BIN)), "plugins")
+        again, message = folders_named("/nonexistent-a:%s:/nonexistent-a" % build_plugins)
+        self.assertEqual(again[:2], ["/nonexistent-a", build_plugins], message)
+        self.assertEqual(len(again), len(set(again)), message)
+        self.assertNotIn("unset", message)
 
     def test_a_change_that_cannot_be_persisted_is_undone(self):
         # The state file is written through STATE.tmp; a folder in its place
