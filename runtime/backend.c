@@ -545,6 +545,11 @@ void backend_totals(struct backend *b, uint64_t *requests, uint64_t *batches, ui
     *batch_sum = atomic_load(&b->m->batch_size.sum);
 }
 
+void backend_count_replica_restarts(struct backend *b)
+{
+    atomic_fetch_add_explicit(&b->m->replica_restarts, b->replica_count, memory_order_relaxed);
+}
+
 void backend_count_rejection(struct backend *b, enum reject_reason reason)
 {
     atomic_fetch_add_explicit(&b->m->rejected[reason], 1, memory_order_relaxed);

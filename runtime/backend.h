@@ -65,6 +65,9 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk);
 /* Cumulative counts for live figures. Any thread. */
 void backend_totals(struct backend *b, uint64_t *requests, uint64_t *batches, uint64_t *batch_sum);
 
+/* Counts b's replicas as restarted: b replaces a backend of the same name. */
+void backend_count_replica_restarts(struct backend *b);
+
 /* Counts a request answered with an error, by reason. Any thread. */
 void backend_count_rejection(struct backend *b, enum reject_reason reason);
 

@@ -15,7 +15,6 @@
 #include "handles.h"
 #include "live_stats.h"
 #include "log.h"
-#include "metrics.h"
 #include "mp.h"
 #include "server_internal.h"
 
@@ -94,9 +93,7 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
             plan[i] = PLAN_NEW;
             live[i] = backend_create(want, err, errlen);
             ok = live[i] != NULL;
-            if (ok && j >= 0)
-                atomic_fetch_add(&metrics_backend(want->name)->replica_restarts,
-                                 want->options.num_replicas);
+            if (ok && j >= 0) backend_count_replica_restarts(live[i]);
         }
     }
     /* 2. New user config for running replicas, between their batches. */

@@ -111,7 +111,6 @@ struct backend_metrics *metrics_backend(const char *name)
 
 atomic_ulong *metrics_handle_calls(struct backend_metrics *m, const char *target)
 {
-    if (!m) return NULL;
     pthread_mutex_lock(&registry_mutex);
     struct handle_calls *c = atomic_load(&m->calls);
     while (c && strcmp(c->target, target) != 0) c = c->next;

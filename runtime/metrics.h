@@ -80,7 +80,7 @@ struct backend_metrics {
 struct backend_metrics *metrics_backend(const char *name);
 
 /* The call counter of (m's backend, target), created on first use and kept
- * like m; NULL only when out of memory. */
+ * like m; NULL only when out of memory. m must not be NULL. */
 atomic_ulong *metrics_handle_calls(struct backend_metrics *m, const char *target);
 
 /* How many endpoints have metrics, and a walk over at most `max` of them. */
