@@ -2,11 +2,12 @@
 # Installs the Debian 12 packages serve builds and tests with, only those
 # missing (apt-get update only when something must be installed).
 set -euo pipefail
+# node-llhttp: llhttp's C sources, the HTTP parser compiled into serve;
 # libtorch-dev: the torch plugin; python3-torch: the sample model's script and
 # the tests' reference forward; libopenblas0-pthread: without it Debian's
 # libtorch runs on the slow reference BLAS; clang and libclang-rt-dev: the
 # libFuzzer targets; valgrind: the memcheck test.
-PACKAGES=(build-essential cmake pkg-config libevent-dev libmsgpack-dev libyaml-dev python3 curl mandoc
+PACKAGES=(build-essential cmake pkg-config libevent-dev node-llhttp libmsgpack-dev libyaml-dev python3 curl mandoc
           libtorch-dev python3-torch libopenblas0-pthread clang libclang-rt-dev valgrind)
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,25 @@ static void report_started(const char *url, const char *message, void *arg)
     r->fd = -1;
 }
 
+/* "512M", "2G", "65536": bytes, with an optional binary suffix. */
+static bool parse_size(const char *s, size_t *out)
+{
+    if (!s || *s < '0' || *s > '9') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    default: break;
+    }
+    if (errno || *end || v > (SIZE_MAX >> shift)) return false;
+    *out = (size_t)(v << shift);
+    return true;
+}
+
 static int run_start(int argc, char **argv, const char *state_dir)
 {
     static const struct option long_options[] = {
@@ -70,6 +90,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
         {"foreground", no_argument, NULL, 'f'},
         {"max-body", required_argument, NULL, 'b'},
         {"max-header", required_argument, NULL, 'm'},
+        {"max-body-memory", required_argument, NULL, 'B'},
         {"idle-timeout", required_argument, NULL, 'i'},
         {"read-timeout", required_argument, NULL, 'r'},
         {"max-connections", required_argument, NULL, 'C'},
@@ -112,6 +133,11 @@ static int run_start(int argc, char **argv, const char *state_dir)
             if (!cli_parse_u32(optarg, 1, 1u << 30, &u))
                 return cli_fail("start", "--max-body %s: expected bytes, 1..1073741824", optarg);
             o.max_body = u;
+            break;
+        case 'B':
+            if (!parse_size(optarg, &o.max_body_memory) || o.max_body_memory < (1u << 20))
+                return cli_fail("start", "--max-body-memory %s: expected a size of at least 1M "
+                                "(bytes, or with K, M or G)", optarg);
             break;
         case 'm':
             if (!cli_parse_u32(optarg, 256, 16u << 20, &u))

@@ -1,12 +1,14 @@
-/* http_server.c - the HTTP front end on libevent's evhttp. */
+/* http_server.c - the HTTP front end: turns each whole request that the
+ * connection layer (http1_conn.c) reads into a serve request for a backend,
+ * or answers it itself (built-in paths, routing and method errors), and
+ * turns the backend's answer back into HTTP. */
 #include "http_server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
-#include <event2/http.h>
-#include <event2/http_struct.h> /* the request's HTTP version */
+#include <event2/http.h> /* evhttp_uridecode, evhttp_parse_query_str */
 #include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 #include <netdb.h>
@@ -18,22 +20,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "access_log.h"
 #include "clock.h"
 #include "handles.h"
-#include "access_log.h"
-#include "http_conn.h"
+#include "http1_conn.h"
 #include "log.h"
 #include "metrics.h"
 
-
 struct io_thread {
     struct http_server *server;
-    struct conn_table *conns;
+    struct http1 *http1;
     pthread_t thread;
     bool thread_started;
     struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
     struct event *wake; /* completions, new routes, drain */
     struct routes *routes;
     atomic_size_t outstanding;
@@ -50,7 +49,6 @@ struct io_thread {
 };
 
 struct http_server {
-    size_t max_header;
     struct endpoint_metrics *unrouted; /* 404s and other answers without an endpoint */
     time_t started_at;
     /* Publishing waits until every I/O thread runs the new routes, so that
@@ -62,120 +60,42 @@ struct http_server {
     int port;
     atomic_bool draining;
     atomic_size_t open_connections;
-    size_t max_connections;
     int thread_count;
     struct io_thread *threads;
 };
 
-static const char *reason_phrase(int status)
-{
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    case 508: return "Loop Detected";
-    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
-    }
-}
-
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    default: return "OTHER";
-    }
-}
-
-/* The client's address, for the access log. */
-static const char *peer_of(struct evhttp_request *ev)
-{
-    struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
-    char *address = NULL;
-    ev_uint16_t port = 0;
-    if (evcon) evhttp_connection_get_peer(evcon, &address, &port);
-    return address ? address : "-";
-}
-
-static void reply(struct evhttp_request *ev, int status, const char *request_id,
+static void reply(struct http1_exchange *ex, int status, const char *request_id,
                   const char *content_type, const void *body, size_t len)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
-    evhttp_add_header(out, "Content-Type", content_type);
-    if (request_id) evhttp_add_header(out, "X-Request-ID", request_id);
-    if (len) evbuffer_add(evhttp_request_get_output_buffer(ev), body, len);
-    evhttp_send_reply(ev, status, reason_phrase(status), NULL);
+    struct http1_answer a = {.status = status, .content_type = content_type,
+                             .request_id = request_id, .body = body, .body_len = len};
+    http1_answer(ex, &a);
 }
 
-static void reply_error(struct evhttp_request *ev, int status,
-                        const char *request_id, const char *message)
+/* Answers with what `buf` holds (copied), then empties it. */
+static void reply_buffer(struct http1_exchange *ex, const char *request_id,
+                         const char *content_type, struct evbuffer *buf)
 {
-    size_t len = 0;
-    char *body = json_error_body(message, &len);
-    reply(ev, status, request_id, "application/json", body, body ? len : 0);
-    free(body);
+    size_t len = evbuffer_get_length(buf);
+    reply(ex, 200, request_id, content_type, evbuffer_pullup(buf, -1), len);
+    evbuffer_free(buf);
 }
 
-/* evbuffer cleanup for a body handed over with serve_respond_take. */
-union free_fn_box {
-    void (*fn)(void *);
-    void *ptr;
-};
-
-static void free_handed_body(const void *data, size_t len, void *extra)
+static void send_answer(struct http1_exchange *ex, serve_request *req)
 {
-    (void)len;
-    union free_fn_box box = {.ptr = extra};
-    box.fn((void *)data);
-}
-
-static void send_answer(struct evhttp_request *ev, serve_request *req)
-{
-    struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
-    evhttp_add_header(out, "Content-Type", req->content_type);
-    evhttp_add_header(out, "X-Request-ID", req->id);
-    for (size_t i = 0; i < req->response_header_count; i++)
-        evhttp_add_header(out, req->response_headers[i].name,
-                          req->response_headers[i].value);
-    if (req->response_len) {
-        struct evbuffer *buf = evhttp_request_get_output_buffer(ev);
-        if (req->free_response_body) {
-            union free_fn_box box = {.fn = req->free_response_body};
-            /* Zero copy: the evbuffer frees the body once written. */
-            if (evbuffer_add_reference(buf, req->response_body, req->response_len,
-                                       free_handed_body, box.ptr) == 0) {
-                req->response_body = NULL;
-                req->free_response_body = NULL;
-            }
-        } else {
-            evbuffer_add(buf, req->response_body, req->response_len);
-        }
-    }
     size_t bytes = req->response_len;
     if (access_log_on)
-        access_log_request(req, "http", peer_of(ev), req->endpoint_metrics->name, req->status, bytes);
-    evhttp_send_reply(ev, req->status, reason_phrase(req->status), NULL);
+        access_log_request(req, "http", http1_peer(ex), req->endpoint_metrics->name, req->status, bytes);
+    struct http1_answer a = {.status = req->status, .content_type = req->content_type,
+                             .request_id = req->id, .headers = req->response_headers,
+                             .header_count = req->response_header_count,
+                             .body = req->response_body, .body_len = req->response_len,
+                             .free_body = req->free_response_body};
+    /* The body is handed over (zero copy) when it has a free function. */
+    req->response_body = NULL;
+    req->free_response_body = NULL;
+    http1_answer(ex, &a);
+    if (!a.free_body) request_clear_response(req);
     metrics_count_response(req->endpoint_metrics, req->status, serve__now_ns() - req->received_ns);
 }
 
@@ -233,10 +153,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         pthread_cond_broadcast(&t->server->ack_cond);
         pthread_mutex_unlock(&t->server->ack_mutex);
     }
-    if (drain && t->bound) {
-        evhttp_del_accept_socket(t->http, t->bound);
-        t->bound = NULL;
-    }
+    if (drain) http1_stop_accepting(t->http1);
     if (stop) event_base_loopbreak(t->base);
 }
 
@@ -248,17 +165,22 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     if (!request_time_out(req)) return; /* the answer won; it is on its way */
     char msg[256];
     backend_timed_out(req->backend, req, msg, sizeof msg);
+    struct http1_exchange *ex = req->origin_request;
     if (access_log_on)
-        access_log_request(req, "http", peer_of(req->origin_request), req->endpoint_metrics->name, 504, 0);
-    reply_error(req->origin_request, 504, req->id, msg);
+        access_log_request(req, "http", http1_peer(ex), req->endpoint_metrics->name, 504, 0);
+    http1_answer_error(ex, 504, req->id, msg, false);
     metrics_count_response(req->endpoint_metrics, 504, serve__now_ns() - req->received_ns);
     finish(req->origin, req);
 }
 
-static void serve_routes_listing(struct io_thread *t, struct evhttp_request *ev,
+static void serve_routes_listing(struct io_thread *t, struct http1_exchange *ex,
                                  const char *request_id)
 {
-    struct evbuffer *buf = evhttp_request_get_output_buffer(ev);
+    struct evbuffer *buf = evbuffer_new();
+    if (!buf) {
+        http1_answer_error(ex, 500, request_id, "out of memory", false);
+        return;
+    }
     evbuffer_add(buf, "{", 1);
     bool first = true;
     for (size_t i = 0; t->routes && i < t->routes->count; i++) {
@@ -275,10 +197,7 @@ static void serve_routes_listing(struct io_thread *t, struct evhttp_request *ev,
         first = false;
     }
     evbuffer_add(buf, "}", 1);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
-    evhttp_add_header(out, "Content-Type", "application/json");
-    evhttp_add_header(out, "X-Request-ID", request_id);
-    evhttp_send_reply(ev, 200, "OK", NULL);
+    reply_buffer(ex, request_id, "application/json", buf);
 }
 
 static long resident_bytes(void)
@@ -293,9 +212,13 @@ static long resident_bytes(void)
 }
 
 /* Prometheus text format, version 0.0.4. */
-static void serve_metrics(struct io_thread *t, struct evhttp_request *ev, const char *request_id)
+static void serve_metrics(struct io_thread *t, struct http1_exchange *ex, const char *request_id)
 {
-    struct evbuffer *buf = evhttp_request_get_output_buffer(ev);
+    struct evbuffer *buf = evbuffer_new();
+    if (!buf) {
+        http1_answer_error(ex, 500, request_id, "out of memory", false);
+        return;
+    }
     metrics_write_endpoints(buf);
     /* Every backend the current routes reach, once. */
     size_t count = 0, cap = 0;
@@ -329,78 +252,29 @@ static void serve_metrics(struct io_thread *t, struct evhttp_request *ev, const 
                         "# HELP serve_http_open_connections Client connections open.\n"
                         "# TYPE serve_http_open_connections gauge\n"
                         "serve_http_open_connections %zu\n"
+                        "# HELP serve_http_body_memory_bytes Request bodies held in memory.\n"
+                        "# TYPE serve_http_body_memory_bytes gauge\n"
+                        "serve_http_body_memory_bytes %zu\n"
                         "# HELP serve_http_connections_closed_total Connections closed by serve, by reason.\n"
                         "# TYPE serve_http_connections_closed_total counter\n"
                         "serve_http_connections_closed_total{reason=\"read_timeout\"} %zu\n"
                         "serve_http_connections_closed_total{reason=\"connection_limit\"} %zu\n",
                         (long)t->server->started_at, resident_bytes(),
-                        http_server_open_connections(t->server),
+                        http_server_open_connections(t->server), http1_body_memory_in_use(),
                         http_server_read_timeouts(t->server), http_server_refused(t->server));
-    struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
-    evhttp_add_header(out, "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-    evhttp_add_header(out, "X-Request-ID", request_id);
-    evhttp_send_reply(ev, 200, "OK", NULL);
+    reply_buffer(ex, request_id, "text/plain; version=0.0.4; charset=utf-8", buf);
 }
 
-static bool is_token_char(unsigned char c)
-{
-    return c > 0x20 && c < 0x7f && !strchr("\"(),/:;<=>?@[\\]{}", c);
-}
-
-/* What evhttp lets through but a server must not: framing that two parsers
- * could read differently (request smuggling), and bytes no header may hold.
- * Returns the 400 (or 501) message, or NULL when the head is sound. */
-static const char *head_problem(struct evhttp_request *ev, int *status)
-{
-    struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
-    const char *length = NULL, *host = NULL;
-    int hosts = 0;
-    *status = 400;
-    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
-        if (!*h->key) return "empty header name";
-        for (const unsigned char *p = (const unsigned char *)h->key; *p; p++)
-            if (!is_token_char(*p)) return "invalid character in a header name";
-        for (const unsigned char *p = (const unsigned char *)h->value; *p; p++)
-            if ((*p < 0x20 && *p != '\t') || *p == 0x7f) return "control character in a header value";
-        if (strcasecmp(h->key, "Content-Length") == 0) {
-            if (length && strcmp(length, h->value) != 0) return "conflicting Content-Length headers";
-            length = h->value;
-            for (const char *p = h->value; *p; p++)
-                if (*p < '0' || *p > '9') return "Content-Length must be digits only";
-        } else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
-            if (ev->major == 1 && ev->minor == 0) return "Transfer-Encoding in an HTTP/1.0 request";
-            if (strcasecmp(h->value, "chunked") != 0) {
-                *status = 501;
-                return "only Transfer-Encoding: chunked is supported";
-            }
-        } else if (strcasecmp(h->key, "Host") == 0) {
-            host = h->value;
-            hosts++;
-        }
-    }
-    if (hosts > 1) return "more than one Host header";
-    if (ev->major == 1 && ev->minor >= 1 && !host) return "HTTP/1.1 request without a Host header";
-    return NULL;
-}
-
-static bool request_id_acceptable(const char *id)
-{
-    size_t n = 0;
-    for (; id[n]; n++)
-        if (n >= 128 || id[n] <= ' ' || id[n] >= 127) return false;
-    return n > 0;
-}
-
-/* Copies what the plugin may read out of the evhttp request, so the plugin
- * never touches evhttp's objects (which the I/O thread frees on a 504). */
-static serve_request *build_request(struct evhttp_request *ev, const char *path,
+/* Copies what the plugin may read out of the exchange, so that the plugin
+ * never touches the connection layer's memory. */
+static serve_request *build_request(struct http1_exchange *ex, const char *path,
                                     const char *client_id, const char *id)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
-    size_t header_count = 0, strings = strlen(path) + 1;
-    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
-        header_count++;
-        strings += strlen(h->key) + strlen(h->value) + 2;
+    size_t header_count = http1_header_count(ex), strings = strlen(path) + 1;
+    for (size_t i = 0; i < header_count; i++) {
+        const char *name, *value;
+        http1_header(ex, i, &name, &value);
+        strings += strlen(name) + strlen(value) + 2;
     }
     size_t pointers = 2 * header_count * sizeof(char *);
     char *extra;
@@ -408,21 +282,23 @@ static serve_request *build_request(struct evhttp_request *ev, const char *path,
     if (!req) return NULL;
     req->headers = (const char **)(void *)extra;
     char *p = extra + pointers;
-    for (struct evkeyval *h = in->tqh_first; h; h = h->next.tqe_next) {
-        size_t klen = strlen(h->key) + 1, vlen = strlen(h->value) + 1;
-        memcpy(p, h->key, klen);
-        req->headers[2 * req->header_count] = p;
+    for (size_t i = 0; i < header_count; i++) {
+        const char *name, *value;
+        http1_header(ex, i, &name, &value);
+        size_t klen = strlen(name) + 1, vlen = strlen(value) + 1;
+        memcpy(p, name, klen);
+        req->headers[2 * i] = p;
         p += klen;
-        memcpy(p, h->value, vlen);
-        req->headers[2 * req->header_count + 1] = p;
-        if (client_id && h->value == client_id) req->id = p;
+        memcpy(p, value, vlen);
+        req->headers[2 * i + 1] = p;
+        if (client_id && value == client_id) req->id = p;
         p += vlen;
-        req->header_count++;
     }
+    req->header_count = header_count;
     size_t plen = strlen(path) + 1;
     memcpy(p, path, plen);
     req->path = p;
-    req->method = method_name(evhttp_request_get_command(ev));
+    req->method = http1_method(ex);
     if (!req->id) {
         snprintf(req->id_buf, sizeof req->id_buf, "%s", id);
         req->id = req->id_buf;
@@ -453,139 +329,129 @@ static bool parse_query(serve_request *req, const char *query)
     return ok;
 }
 
-static void on_request(struct evhttp_request *ev, void *arg)
-{
-    struct io_thread *t = arg;
-    struct http_server *s = t->server;
-    bool within_limit = conn_request_read(t->conns, ev);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
-    const char *raw_path = uri ? evhttp_uri_get_path(uri) : NULL;
-    const char *client_id = evhttp_find_header(evhttp_request_get_input_headers(ev),
-                                               "X-Request-ID");
-    if (client_id && !request_id_acceptable(client_id)) client_id = NULL;
+/* What routing decides for a request before its body matters. */
+struct routing {
+    const char *id;         /* the request id of the answer */
+    const char *client_id;  /* the client's own, when acceptable */
     char generated_id[32];
-    const char *id = client_id;
-    if (!id) {
-        request_id_generate(generated_id);
-        id = generated_id;
-    }
-    if (ev->major != 1 || ev->minor > 1) {
-        /* Before any answer: evhttp writes the status line in the request's
-         * own version ("HTTP/0.9 200"). */
-        ev->major = 1;
-        ev->minor = 1;
-        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
-        reply_error(ev, 505, id, "only HTTP/1.0 and HTTP/1.1 are supported");
-        return;
-    }
-    if (!within_limit) {
-        char why[80];
-        snprintf(why, sizeof why, "server at its connection limit (%zu)", s->max_connections);
-        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
-        reply_error(ev, 503, id, why);
-        return;
-    }
+    const char *path;       /* decoded */
+    const char *query;
+    char *decoded;          /* owned, when the path had escapes */
+    const struct route_entry *route; /* NULL: a built-in path */
+};
+
+/* Decodes and checks the path, and finds who serves it. Returns false
+ * after answering the request itself (an error); `close` asks for the
+ * connection to close with such an answer. */
+static bool route_request(struct io_thread *t, struct http1_exchange *ex, struct routing *r,
+                          bool close)
+{
+    struct http_server *s = t->server;
+    const char *found = http1_find_header(ex, "X-Request-ID");
+    r->id = http1_request_id(ex, r->generated_id);
+    r->client_id = r->id == found ? found : NULL;
+    const char *raw_path = http1_path(ex, &r->query);
     if (!raw_path || !*raw_path) {
-        reply_error(ev, 400, id, "malformed request target");
-        return;
+        http1_answer_error(ex, 400, r->id, "malformed request target", close);
+        return false;
     }
-    /* The head as sent, near enough: request line and header lines. */
-    size_t head_size = strlen(evhttp_request_get_uri(ev)) + 16;
-    struct evkeyvalq *in_headers = evhttp_request_get_input_headers(ev);
-    for (struct evkeyval *h = in_headers->tqh_first; h; h = h->next.tqe_next)
-        head_size += strlen(h->key) + strlen(h->value) + 4;
-    if (head_size > s->max_header) {
-        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
-        reply_error(ev, 431, id, "request head larger than --max-header");
-        return;
-    }
-    int problem_status;
-    const char *problem = head_problem(ev, &problem_status);
-    if (problem) {
-        /* The framing may be off for what follows: do not read on. */
-        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
-        reply_error(ev, problem_status, id, problem);
-        return;
-    }
-    char *decoded = NULL;
-    const char *path = raw_path;
+    r->path = raw_path;
     if (strchr(raw_path, '%')) {
         size_t decoded_len = 0;
-        decoded = evhttp_uridecode(raw_path, 0, &decoded_len);
-        if (!decoded || decoded_len == 0 || strlen(decoded) != decoded_len) {
-            free(decoded);
-            reply_error(ev, 400, id, "malformed path: bad or NUL percent-encoding");
-            return;
+        r->decoded = evhttp_uridecode(raw_path, 0, &decoded_len);
+        if (!r->decoded || decoded_len == 0 || strlen(r->decoded) != decoded_len) {
+            http1_answer_error(ex, 400, r->id, "malformed path: bad or NUL percent-encoding", close);
+            return false;
         }
-        path = decoded;
+        r->path = r->decoded;
     }
-    for (const unsigned char *p = (const unsigned char *)path; *p; p++)
+    for (const unsigned char *p = (const unsigned char *)r->path; *p; p++)
         if (*p < 0x20 || *p == 0x7f) {
-            free(decoded);
-            reply_error(ev, 400, id, "control character in the path");
-            return;
+            http1_answer_error(ex, 400, r->id, "control character in the path", close);
+            return false;
         }
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(ev);
-
     if (atomic_load(&s->draining)) {
-        evhttp_add_header(evhttp_request_get_output_headers(ev), "Connection", "close");
-        reply_error(ev, 503, id, "server is shutting down");
-        goto done;
+        http1_answer_error(ex, 503, r->id, "server is shutting down", true);
+        return false;
     }
-    if (strcmp(path, "/metrics") == 0) {
-        serve_metrics(t, ev, id);
-        goto done;
-    }
-    if (strncmp(path, "/-/", 3) == 0) {
-        if (strcmp(path, "/-/healthz") == 0)
-            reply(ev, 200, id, "text/plain", "ok\n", 3);
-        else if (strcmp(path, "/-/routes") == 0)
-            serve_routes_listing(t, ev, id);
-        else
-            reply_error(ev, 404, id, "unknown server path; GET /-/routes lists the routes");
-        goto done;
-    }
-    const struct route_entry *route = routes_match(t->routes, path);
-    if (!route) {
+    if (strcmp(r->path, "/metrics") == 0 || strncmp(r->path, "/-/", 3) == 0) return true;
+    const char *method = http1_method(ex);
+    r->route = routes_match(t->routes, r->path);
+    if (!r->route) {
         char msg[512];
-        snprintf(msg, sizeof msg, "no endpoint serves %.300s; GET /-/routes lists the routes", path);
-        reply_error(ev, 404, id, msg);
+        snprintf(msg, sizeof msg, "no endpoint serves %.300s; GET /-/routes lists the routes", r->path);
+        http1_answer_error(ex, 404, r->id, msg, close);
         metrics_count_response(s->unrouted, 404, 0);
-        if (access_log_on) access_log_plain(peer_of(ev), method_name(cmd), path, id, 404, 0);
-        goto done;
+        if (access_log_on) access_log_plain(http1_peer(ex), method, r->path, r->id, 404, 0);
+        return false;
     }
-    const char *method = method_name(cmd);
-    if (!(route->methods & method_bit(method))) {
+    unsigned bit = method_bit(method);
+    if (!(r->route->methods & bit)) {
         char allowed[128], msg[256];
-        methods_format(route->methods, allowed, sizeof allowed);
-        snprintf(msg, sizeof msg, "method %s not allowed on endpoint %s (allowed: %s)",
-                 method, route->endpoint, allowed);
-        evhttp_add_header(evhttp_request_get_output_headers(ev), "Allow", allowed);
-        reply_error(ev, 405, id, msg);
-        metrics_count_response(route->metrics, 405, 0);
-        if (access_log_on) access_log_plain(peer_of(ev), method, path, id, 405, 0);
-        goto done;
+        methods_format(r->route->methods, allowed, sizeof allowed);
+        int status = bit ? 405 : 501;
+        if (bit)
+            snprintf(msg, sizeof msg, "method %s not allowed on endpoint %s (allowed: %s)",
+                     method, r->route->endpoint, allowed);
+        else
+            snprintf(msg, sizeof msg, "method %s is not supported", method);
+        size_t len = 0;
+        char *body = json_error_body(msg, &len);
+        struct http1_answer a = {.status = status, .content_type = "application/json",
+                                 .request_id = r->id, .allow = allowed, .body = body,
+                                 .body_len = body ? len : 0, .free_body = free, .close = close};
+        http1_answer(ex, &a);
+        metrics_count_response(r->route->metrics, status, 0);
+        if (access_log_on) access_log_plain(http1_peer(ex), method, r->path, r->id, status, 0);
+        return false;
     }
+    return true;
+}
 
-    serve_request *req = build_request(ev, path, client_id, id);
-    const char *query = evhttp_uri_get_query(uri);
-    if (!req || (query && *query && !parse_query(req, query))) {
-        if (req) request_release(req);
-        reply_error(ev, req ? 400 : 500, id, req ? "malformed query string" : "out of memory");
+/* Expect: 100-continue: the body is asked for only when the request would
+ * be taken; any refusal closes the connection (its body is never read). */
+static bool check_expect(void *ctx, struct http1_exchange *ex)
+{
+    struct routing r = {0};
+    bool taken = route_request(ctx, ex, &r, true);
+    free(r.decoded);
+    return taken;
+}
+
+static void serve_builtin(struct io_thread *t, struct http1_exchange *ex, const struct routing *r)
+{
+    if (strcmp(r->path, "/metrics") == 0)
+        serve_metrics(t, ex, r->id);
+    else if (strcmp(r->path, "/-/healthz") == 0)
+        reply(ex, 200, r->id, "text/plain", "ok\n", 3);
+    else if (strcmp(r->path, "/-/routes") == 0)
+        serve_routes_listing(t, ex, r->id);
+    else
+        http1_answer_error(ex, 404, r->id, "unknown server path; GET /-/routes lists the routes", false);
+}
+
+static void on_request(void *ctx, struct http1_exchange *ex)
+{
+    struct io_thread *t = ctx;
+    struct routing r = {0};
+    if (!route_request(t, ex, &r, false)) goto done;
+    if (!r.route) {
+        serve_builtin(t, ex, &r);
         goto done;
     }
-    struct evbuffer *input = evhttp_request_get_input_buffer(ev);
-    size_t body_len = evbuffer_get_length(input);
-    if (body_len) {
-        req->body_buf = evbuffer_new();
-        /* Moves evhttp's chains into ours: no copy unless the body arrived
-         * in several pieces and must be made contiguous. */
-        if (!req->body_buf || evbuffer_add_buffer(req->body_buf, input) != 0) {
-            request_release(req);
-            reply_error(ev, 500, id, "out of memory");
-            goto done;
-        }
-        req->body = evbuffer_pullup(req->body_buf, -1);
+    const struct route_entry *route = r.route;
+    serve_request *req = build_request(ex, r.path, r.client_id, r.id);
+    if (!req || (r.query && *r.query && !parse_query(req, r.query))) {
+        if (req) request_release(req);
+        http1_answer_error(ex, req ? 400 : 500, r.id, req ? "malformed query string" : "out of memory", false);
+        goto done;
+    }
+    size_t body_len = 0;
+    void *body = http1_take_body(ex, &body_len);
+    if (body) {
+        req->owned_body = body;
+        req->free_owned_body = http1_body_free;
+        req->body = body;
         req->body_len = body_len;
     }
     req->received_ns = serve__now_ns();
@@ -594,7 +460,7 @@ static void on_request(struct evhttp_request *ev, void *arg)
     backend_ref(req->backend);
     req->deliver = deliver_to_io_thread;
     req->origin = t;
-    req->origin_request = ev;
+    req->origin_request = ex;
     atomic_fetch_add_explicit(&t->outstanding, 1, memory_order_relaxed);
 
     double timeout_ms = backend_get_spec(req->backend)->options.request_timeout_ms;
@@ -616,16 +482,18 @@ static void on_request(struct evhttp_request *ev, void *arg)
                      backend_get_spec(req->backend)->options.max_queued_requests);
         else
             snprintf(msg, sizeof msg, "backend %s is not accepting requests", name);
-        if (access_log_on) access_log_request(req, "http", peer_of(ev), route->endpoint, 503, 0);
-        reply_error(ev, 503, req->id, msg);
+        if (access_log_on) access_log_request(req, "http", http1_peer(ex), route->endpoint, 503, 0);
+        http1_answer_error(ex, 503, req->id, msg, false);
         metrics_count_response(req->endpoint_metrics, 503, serve__now_ns() - req->received_ns);
         finish(t, req);
     } else if (route->shadow_count) {
         handles_shadow(route, req);
     }
 done:
-    free(decoded);
+    free(r.decoded);
 }
+
+static const struct http1_handler front_end = {.check_expect = check_expect, .on_request = on_request};
 
 static void *io_thread_main(void *arg)
 {
@@ -672,25 +540,17 @@ static bool io_thread_init(struct io_thread *t, struct http_server *s,
     t->server = s;
     pthread_mutex_init(&t->mutex, NULL);
     t->base = event_base_new();
-    t->http = t->base ? evhttp_new(t->base) : NULL;
     t->wake = t->base ? event_new(t->base, -1, 0, on_wake, t) : NULL;
-    struct conn_limits limits = {&s->open_connections, s->max_connections, o->read_timeout_s};
-    t->conns = t->base ? conn_table_new(t->base, &limits) : NULL;
-    if (!t->http || !t->wake || !t->conns) return false;
-    evhttp_set_bevcb(t->http, conn_table_accept, t->conns);
-    evhttp_set_gencb(t->http, on_request, t);
-    evhttp_set_max_body_size(t->http, (ev_ssize_t)o->max_body);
-    /* libevent refuses heads over its cap with its own 400 and a close; the
-     * cap is twice ours so that most oversized heads get our 431 instead. */
-    evhttp_set_max_headers_size(t->http, (ev_ssize_t)o->max_header * 2);
-    evhttp_set_timeout(t->http, o->idle_timeout_s);
-    evhttp_set_allowed_methods(t->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                            EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    if (!t->wake) return false;
     int fd = dup(s->listen_fd);
     if (fd < 0) return false;
-    t->bound = evhttp_accept_socket_with_handle(t->http, fd);
-    if (!t->bound) {
+    struct http1_limits limits = {.max_body = o->max_body, .max_header = o->max_header,
+                                  .idle_timeout_s = o->idle_timeout_s,
+                                  .read_timeout_s = o->read_timeout_s,
+                                  .max_connections = o->max_connections,
+                                  .open = &s->open_connections};
+    t->http1 = http1_new(t->base, fd, &limits, &front_end, t);
+    if (!t->http1) {
         close(fd);
         return false;
     }
@@ -712,8 +572,7 @@ struct http_server *http_server_start(const struct http_options *o, char *err,
     pthread_mutex_init(&s->ack_mutex, NULL);
     pthread_cond_init(&s->ack_cond, NULL);
     s->unrouted = metrics_endpoint("");
-    s->max_header = o->max_header;
-    s->max_connections = o->max_connections;
+    http1_body_memory_set_limit(o->max_body_memory);
     s->started_at = time(NULL);
     s->listen_fd = open_listener(o, &s->port, err, errlen);
     if (s->listen_fd < 0) {
@@ -792,14 +651,14 @@ size_t http_server_open_connections(struct http_server *s)
 size_t http_server_read_timeouts(struct http_server *s)
 {
     size_t n = 0;
-    for (int i = 0; i < s->thread_count; i++) n += conn_table_read_timeouts(s->threads[i].conns);
+    for (int i = 0; i < s->thread_count; i++) n += http1_read_timeouts(s->threads[i].http1);
     return n;
 }
 
 size_t http_server_refused(struct http_server *s)
 {
     size_t n = 0;
-    for (int i = 0; i < s->thread_count; i++) n += conn_table_refused(s->threads[i].conns);
+    for (int i = 0; i < s->thread_count; i++) n += http1_refused(s->threads[i].http1);
     return n;
 }
 
@@ -828,13 +687,13 @@ void http_server_stop(struct http_server *s)
     }
     for (int i = 0; s->threads && i < s->thread_count; i++) {
         struct io_thread *t = &s->threads[i];
-        if (t->http) evhttp_free(t->http);
-        conn_table_free(t->conns);
+        if (t->http1) http1_free(t->http1);
         if (t->wake) event_free(t->wake);
         /* Answers that arrived after the loop stopped: nobody to send them
          * to any more. */
         for (serve_request *req = t->done_head, *next; req; req = next) {
             next = req->next;
+            http1_answer_error(req->origin_request, 503, req->id, "server is shutting down", true);
             request_release(req);
             request_release(req);
         }

@@ -1,5 +1,6 @@
 /* http_server.h - the data plane: N I/O threads, each with its own libevent
- * base and evhttp, sharing one listening socket.
+ * base and HTTP/1.1 connection layer (http1_conn.h), sharing one listening
+ * socket.
  *
  * An I/O thread parses a request, routes it with its own routes snapshot,
  * queues it on the backend and goes on; the answer comes back through the
@@ -22,6 +23,7 @@ struct http_options {
     int idle_timeout_s;
     int read_timeout_s;
     size_t max_connections; /* 0: no limit */
+    size_t max_body_memory; /* every request body held at once; 0: no limit */
 };
 
 struct http_server;

@@ -32,6 +32,18 @@ void server_options_default(struct server_options *o)
     o->read_timeout_s = 30;
 }
 
+/* Request bodies in memory at once, by default: a sixteenth of the
+ * machine's memory, between 64 MiB and 1 GiB. */
+static size_t default_body_memory(void)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    size_t memory = pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0;
+    size_t budget = memory / 16;
+    if (budget < (64u << 20)) budget = 64u << 20;
+    if (budget > (1u << 30)) budget = 1u << 30;
+    return budget;
+}
+
 /* Open connections need a file each: take the hard limit, and leave room
  * below it for plugins, the state file, the log and the control socket, so
  * that the connection limit answers before accept() starts failing. */
@@ -206,7 +218,9 @@ int server_run(const struct server_options *o)
                                 .max_header = o->max_header,
                                 .idle_timeout_s = o->idle_timeout_s,
                                 .read_timeout_s = o->read_timeout_s,
-                                .max_connections = o->max_connections};
+                                .max_connections = o->max_connections,
+                                .max_body_memory = o->max_body_memory ? o->max_body_memory
+                                                                      : default_body_memory()};
     size_t capacity = connection_capacity();
     if (!http.max_connections) http.max_connections = capacity;
     else if (capacity && http.max_connections > capacity)
