@@ -80,9 +80,12 @@ class SmugglingThroughNginx(unittest.TestCase):
             self.skipTest("nginx not found (Debian package nginx): the smuggling test needs a "
                           "real proxy in front of serve")
         self.dir = tempfile.mkdtemp(prefix="serve-nginx-")
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.access_log = os.path.join(self.dir, "serve-access.log")
         self.nginx = None
         self.server = Server("--access-log", self.access_log, "--access-log-format", "json")
+        self.addCleanup(self.server.close)
+        self.addCleanup(self.stop_nginx)
         self.server.deploy("echo", "echo", "/echo")
         self.server.deploy("c", "echo", "/c")
         for attempt in range(3):  # the free port may be taken in between
@@ -117,7 +120,7 @@ class SmugglingThroughNginx(unittest.TestCase):
         except OSError:
             return "(no error log)"
 
-    def tearDown(self):
+    def stop_nginx(self):
         if self.nginx:
             self.nginx.terminate()
             try:
@@ -125,8 +128,7 @@ class SmugglingThroughNginx(unittest.TestCase):
             except subprocess.TimeoutExpired:
                 self.nginx.kill()
                 self.nginx.wait()
-        self.server.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            self.nginx = None
 
     # -- clients -------------------------------------------------------------
     def smuggler(self, results):
