@@ -16,6 +16,8 @@ def load(path):
     head, raw = open(path).read().split("---\n", 1)
     expect = re.search(r"^expect: (\S+)( close)?$", head, re.M)
     data = codecs.decode(raw.rstrip("\n").replace("\n", ""), "unicode_escape").encode("latin-1")
+    if expect.group(1) == "none":  # no answer, and the connection stays open
+        return data, [], None
     return data, expect.group(1).split(","), bool(expect.group(2))
 
 
@@ -62,6 +64,8 @@ class HttpCorpus(unittest.TestCase):
                 self.assertEqual(got, statuses)
                 if close:
                     self.assertTrue(closed, "the connection stayed open")
+                elif close is None:
+                    self.assertFalse(closed, "the connection was closed")
                 self.assertEqual(self.server.post("/echo", b"alive").body, b"alive")
         self.assertTrue(self.server.alive())
 
