@@ -58,6 +58,7 @@ struct http1_exchange {
     bool answered;
     bool close_after;
     bool split;        /* the target is split into path and query */
+    bool root_path;    /* an absolute-form target without a path */
     uint32_t path_off, query_off;
     /* The body, in a block that carries its budget reservation. */
     char *body;
@@ -79,6 +80,8 @@ struct conn {
     char *leftover;    /* read, not parsed: the parser was paused */
     size_t leftover_len;
     int timer;         /* enum timer_kind: the deadline armed */
+    unsigned long begun;     /* requests begun on this connection */
+    unsigned long timer_for; /* the one a read deadline is for */
     bool reading;      /* read_ev is added */
     bool writing;      /* write_ev is added */
     bool paused;       /* the parser is paused (depth or output) */
@@ -480,6 +483,7 @@ static int on_message_begin(llhttp_t *p)
         c->queue = ex;
     c->queue_tail = ex;
     c->pending++;
+    c->begun++;
     c->parsing = ex;
     return 0;
 }
@@ -845,8 +849,12 @@ static void conn_after_io(struct conn *c)
             event_del(&c->read_ev);
         c->reading = want_read;
     }
-    if (c->parsing || c->over_limit)
+    if (c->parsing || c->over_limit) {
+        /* Each request has its own deadline from its first byte. */
+        if (c->timer_for != c->begun) c->timer = TIMER_NONE;
+        c->timer_for = c->begun;
         conn_set_timer(c, TIMER_READ, h->read_timeout);
+    }
     else if (c->writing)
         conn_set_timer(c, TIMER_WRITE, h->idle_timeout);
     else if (!c->queue)
@@ -1062,21 +1070,18 @@ const char *http1_path(struct http1_exchange *ex, const char **query)
         ex->split = true;
         ex->path_off = 0;
         ex->query_off = 0;
-        /* Absolute form: the path is what follows the authority. */
+        /* Absolute form: the path is what follows the authority, and
+         * "/" when nothing does. */
         if (strncasecmp(target, "http://", 7) == 0 || strncasecmp(target, "https://", 8) == 0) {
-            char *slash = strchr(strstr(target, "://") + 3, '/');
-            if (slash) {
-                ex->path_off = (uint32_t)(slash - target);
+            char *after = strpbrk(strstr(target, "://") + 3, "/?");
+            if (after && *after == '/') {
+                ex->path_off = (uint32_t)(after - target);
             } else {
-                /* No path: "/" is the root. The authority's last byte
-                 * becomes it, as nothing else reads the authority. */
-                size_t len = strlen(target);
-                target[len - 1] = '/';
-                ex->path_off = (uint32_t)(len - 1);
-                if (strchr(target, '?')) target[len - 1] = '\0';
+                ex->root_path = true;
+                if (after) ex->query_off = (uint32_t)(after + 1 - target);
             }
         }
-        char *q = strchr(target + ex->path_off, '?');
+        char *q = ex->root_path ? NULL : strchr(target + ex->path_off, '?');
         if (q) {
             *q = '\0';
             ex->query_off = (uint32_t)(q + 1 - target);
@@ -1085,7 +1090,7 @@ const char *http1_path(struct http1_exchange *ex, const char **query)
         if (fragment) *fragment = '\0';
     }
     if (query) *query = ex->query_off ? target + ex->query_off : NULL;
-    return target + ex->path_off;
+    return ex->root_path ? "/" : target + ex->path_off;
 }
 
 size_t http1_header_count(const struct http1_exchange *ex) { return ex->field_count / 2; }
