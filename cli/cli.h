@@ -66,8 +66,9 @@ bool cli_send(const char *cmd, const char *state_dir, struct cli_request *r,
               msgpack_unpacked *reply, const msgpack_object **result);
 
 /* Sends one control request (the packed map in `request`) to the server of
- * state_dir and waits for its answer. On success *reply holds the unpacked
- * answer and *result points at its "result". On failure prints the error
+ * state_dir and waits for its answer. Refuses a state dir that is not
+ * private (state_dir.h). On success *reply holds the unpacked answer and
+ * *result points at its "result". On failure prints the error
  * as "serve: CMD: ..." and returns false. */
 bool cli_call(const char *cmd, const char *state_dir, const msgpack_sbuffer *request,
               msgpack_unpacked *reply, const msgpack_object **result);

@@ -11,6 +11,7 @@
 
 #include "../runtime/frame.h"
 #include "../runtime/mp.h"
+#include "../runtime/state_dir.h"
 #include "cli.h"
 
 int cli_fail(const char *cmd, const char *fmt, ...)
@@ -84,6 +85,13 @@ void cli_reply_free(msgpack_unpacked *reply)
 bool cli_call(const char *cmd, const char *state_dir, const msgpack_sbuffer *request,
               msgpack_unpacked *reply, const msgpack_object **result)
 {
+    /* Another user who can write the state dir could have put a server of
+     * their own there, to read what we send and answer what they like. */
+    char err[4200];
+    if (!state_dir_check(state_dir, err, sizeof err)) {
+        cli_fail(cmd, "%s", err);
+        return false;
+    }
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/control.sock", state_dir);
     if (n >= (int)sizeof addr.sun_path) {

@@ -185,6 +185,33 @@ static void *control_main(void *arg)
     return NULL;
 }
 
+/* A socket of ours left here belongs to a server that is gone (we hold the
+ * state dir's lock). Anything else was not left by serve: it stays, and the
+ * start fails. */
+static bool remove_stale_socket(const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno == ENOENT) return true;
+        snprintf(err, errlen, "control socket %s: %s", path, strerror(errno));
+        return false;
+    }
+    if (!S_ISSOCK(st.st_mode) || st.st_uid != geteuid()) {
+        snprintf(err, errlen, "control socket %s exists and is not a socket of yours (%s); remove it",
+                 path, S_ISLNK(st.st_mode)   ? "a symlink"
+                       : S_ISSOCK(st.st_mode) ? "another user's socket"
+                       : S_ISDIR(st.st_mode)  ? "a folder"
+                                              : "a file");
+        return false;
+    }
+    if (unlink(path) != 0) {
+        snprintf(err, errlen, "control socket %s: cannot remove the stale one: %s", path,
+                 strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 bool control_start(struct server *s, char *err, size_t errlen)
 {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
@@ -194,9 +221,7 @@ bool control_start(struct server *s, char *err, size_t errlen)
         return false;
     }
     strcpy(addr.sun_path, s->socket_path);
-    /* Only reached while holding the state dir's lock: a socket file left
-     * here belongs to a server that is gone. */
-    unlink(s->socket_path);
+    if (!remove_stale_socket(s->socket_path, err, errlen)) return false;
     s->control_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     mode_t old_mask = umask(0177); /* the socket is created 0600 */
     int rc = s->control_fd < 0 ? -1
