@@ -119,7 +119,7 @@ static void graceful_stop(struct server *s)
     double timeout_s = atomic_load(&s->stop_timeout_s);
     LOG_INFO("stopping: draining %zu outstanding request(s), at most %g s",
              outstanding(s), timeout_s);
-    control_stop(s);
+    control_close(s);
     http_server_drain(s->http);
     wait_outstanding(s, serve__now_ns() + (uint64_t)(timeout_s * 1e9));
     if (outstanding(s) > 0) {
@@ -155,7 +155,7 @@ static void cleanup(struct server *s)
 
 int server_run(const struct server_options *o)
 {
-    struct server server = {.options = *o, .control_fd = -1, .control_wake = {-1, -1}};
+    struct server server = {.options = *o};
     struct server *s = &server;
     atomic_init(&s->stop_timeout_s, 30.0);
     s->started_at = time(NULL);
