@@ -260,15 +260,21 @@ def connect_control(state_dir, timeout=30):
     return sock
 
 
-def read_frame(sock):
-    """One whole control frame's payload; None when the server closed first."""
+def _read_exactly(sock, n):
     data = b""
-    while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
-        chunk = sock.recv(1 << 20)
+    while len(data) < n:
+        chunk = sock.recv(min(n - len(data), 1 << 20))
         if not chunk:
             return None
         data += chunk
-    return data[4:]
+    return data
+
+
+def read_frame(sock):
+    """One whole control frame's payload (and not a byte of the next); None
+    when the server closed first."""
+    head = _read_exactly(sock, 4)
+    return head and _read_exactly(sock, struct.unpack(">I", head)[0])
 
 
 class FakeControlServer:

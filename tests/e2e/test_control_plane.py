@@ -10,6 +10,7 @@ runtime/control.c). Bounds are wide: sanitizer builds run 5-20x slower."""
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -122,6 +123,27 @@ class SlowClients(unittest.TestCase):
         answer = read_frame(sock)
         self.assertIsNotNone(answer, "the answer was dropped before its deadline")
         self.assertTrue(answer.endswith(body), "the answer is not the echoed body")
+
+    def test_pipelined_half_closed_and_oversized_frames(self):
+        status = control_frame(mp_map(("cmd", mp_str("status"))))
+        sock = connect_control(self.server.state_dir)
+        self.addCleanup(sock.close)
+        sock.sendall(status * 2)
+        sock.shutdown(socket.SHUT_WR)  # the answers still come
+        for _ in range(2):
+            answer = read_frame(sock)
+            self.assertIsNotNone(answer)
+            self.assertIn(b"uptime_s", answer)
+        self.assertIsNone(read_frame(sock), "the connection stayed open after EOF")
+
+        sock = connect_control(self.server.state_dir)
+        self.addCleanup(sock.close)
+        sock.sendall(struct.pack(">I", 16 * 1024 * 1024 + 1) + b"x" * 1000)
+        answer = read_frame(sock)
+        self.assertIsNotNone(answer)
+        self.assertIn(b"control frame too large", answer)
+        self.assertTrue(closed_within(sock, 10))
+        self.assertIn("serve at", self.server.cli("status").stdout)
 
     def test_serve_call_carries_a_15_mb_answer(self):
         self.server.deploy("echo", "echo")
