@@ -65,10 +65,15 @@ void cli_request_begin(struct cli_request *r, const char *cmd, size_t more_field
 bool cli_send(const char *cmd, const char *state_dir, struct cli_request *r,
               msgpack_unpacked *reply, const msgpack_object **result);
 
+/* How long cli_call waits for the server, from connect to the whole answer
+ * (--control-timeout); 0: without limit. */
+extern double cli_control_timeout_s;
+
 /* Sends one control request (the packed map in `request`) to the server of
- * state_dir and waits for its answer. On success *reply holds the unpacked
- * answer and *result points at its "result". On failure prints the error
- * as "serve: CMD: ..." and returns false. */
+ * state_dir and waits for its answer, at most cli_control_timeout_s. Refuses
+ * a state dir that is not private (state_dir.h). On success *reply holds the
+ * unpacked answer and *result points at its "result". On failure prints the
+ * error as "serve: CMD: ..." and returns false. */
 bool cli_call(const char *cmd, const char *state_dir, const msgpack_sbuffer *request,
               msgpack_unpacked *reply, const msgpack_object **result);
 

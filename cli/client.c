@@ -6,11 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "../runtime/clock.h"
 #include "../runtime/frame.h"
 #include "../runtime/mp.h"
+#include "../runtime/state_dir.h"
 #include "cli.h"
 
 int cli_fail(const char *cmd, const char *fmt, ...)
@@ -81,33 +84,71 @@ void cli_reply_free(msgpack_unpacked *reply)
     reply_data = NULL;
 }
 
+double cli_control_timeout_s = 30;
+
+/* Connects to the server's socket. A server whose listen queue is full
+ * would hold a blocking connect(2): SO_SNDTIMEO bounds it. */
+static int connect_control(const struct sockaddr_un *addr, uint64_t deadline_ns)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (deadline_ns) {
+        uint64_t now = serve__now_ns();
+        /* At least 1 us: a zero timeval would mean no limit. */
+        uint64_t left_us = deadline_ns > now + 1000 ? (deadline_ns - now) / 1000 : 1;
+        struct timeval tv = {(time_t)(left_us / 1000000), (suseconds_t)(left_us % 1000000)};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
+        int e = errno == EAGAIN || errno == EINPROGRESS ? ETIMEDOUT : errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
 bool cli_call(const char *cmd, const char *state_dir, const msgpack_sbuffer *request,
               msgpack_unpacked *reply, const msgpack_object **result)
 {
+    /* Another user who can write the state dir could have put a server of
+     * their own there, to read what we send and answer what they like. */
+    char err[4200];
+    if (!state_dir_check(state_dir, err, sizeof err)) {
+        cli_fail(cmd, "%s", err);
+        return false;
+    }
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     int n = snprintf(addr.sun_path, sizeof addr.sun_path, "%s/control.sock", state_dir);
     if (n >= (int)sizeof addr.sun_path) {
         cli_fail(cmd, "state dir %s is too deep for a Unix socket path", state_dir);
         return false;
     }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
-        int e = errno;
-        if (fd >= 0) close(fd);
-        if (e == ENOENT || e == ECONNREFUSED)
+    uint64_t deadline_ns = cli_control_timeout_s > 0
+                               ? serve__now_ns() + (uint64_t)(cli_control_timeout_s * 1e9)
+                               : 0;
+    int fd = connect_control(&addr, deadline_ns);
+    if (fd < 0) {
+        if (errno == ENOENT || errno == ECONNREFUSED)
             cli_fail(cmd, "no server is running on state dir %s (start one with `serve start`)",
                      state_dir);
+        else if (errno == ETIMEDOUT)
+            cli_fail(cmd, "no answer from the server in %g s", cli_control_timeout_s);
         else
-            cli_fail(cmd, "cannot reach the server at %s: %s", addr.sun_path, strerror(e));
+            cli_fail(cmd, "cannot reach the server at %s: %s", addr.sun_path, strerror(errno));
         return false;
     }
     char *data = NULL;
     size_t len = 0;
-    if (frame_write(fd, request->data, request->size) != 0 ||
-        frame_read(fd, &data, &len, FRAME_MAX) != 0) {
+    if (frame_write(fd, request->data, request->size, deadline_ns) != 0 ||
+        frame_read(fd, &data, &len, FRAME_MAX, deadline_ns) != 0) {
+        int e = errno;
         close(fd);
         free(data);
-        cli_fail(cmd, "the server closed the control connection without an answer");
+        if (e == ETIMEDOUT)
+            cli_fail(cmd, "no answer from the server in %g s", cli_control_timeout_s);
+        else
+            cli_fail(cmd, "the server closed the control connection without an answer");
         return false;
     }
     close(fd);

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +15,7 @@
 #include "../runtime/log.h"
 #include "../runtime/mp.h"
 #include "../runtime/server.h"
+#include "../runtime/state_dir.h"
 #include "cli.h"
 
 /* HOST:PORT, [V6]:PORT or :PORT into host (static storage) and port. */
@@ -189,21 +189,19 @@ static int run_start(int argc, char **argv, const char *state_dir)
         close(fds[0]);
         setsid();
         int devnull = open("/dev/null", O_RDWR);
-        /* The state dir (and its parents) must exist before the log can. */
-        char path[4200];
-        snprintf(path, sizeof path, "%s", state_dir);
-        for (char *p = path + 1; *p; p++)
-            if (*p == '/') {
-                *p = '\0';
-                mkdir(path, 0700);
-                *p = '/';
-            }
-        mkdir(path, 0700);
-        int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        char err[4300];
+        /* The state dir must be trusted before the log is opened in it. */
+        char why[4096];
+        int log = -1;
+        if (state_dir_prepare(state_dir, why, sizeof why)) {
+            log = state_dir_open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            if (log < 0)
+                snprintf(why, sizeof why, "cannot open log %s: %s", log_path,
+                         state_dir_strerror(errno));
+        }
         if (log < 0) {
-            snprintf(err, sizeof err, "!cannot open log %s: %s\n", log_path, strerror(errno));
-            ssize_t ignored = write(fds[1], err, strlen(err));
+            char line[4200];
+            int n = snprintf(line, sizeof line, "!%s\n", why);
+            ssize_t ignored = write(fds[1], line, n < (int)sizeof line ? (size_t)n : sizeof line - 1);
             (void)ignored;
             _exit(1);
         }
@@ -273,7 +271,7 @@ static bool server_gone(const char *state_dir)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/serve.pid", state_dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = state_dir_open(path, O_RDONLY, 0);
     if (fd < 0) return true;
     bool gone = flock(fd, LOCK_SH | LOCK_NB) == 0;
     close(fd);

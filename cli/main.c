@@ -20,7 +20,7 @@ static const struct cli_command *const commands[] = {
 static void print_usage(FILE *out)
 {
     fprintf(out,
-            "usage: serve [--state-dir DIR] COMMAND [ARGS]\n"
+            "usage: serve [--state-dir DIR] [--control-timeout S] COMMAND [ARGS]\n"
             "\n"
             "A model server: plugins (.so) as backends, batching, HTTP endpoints.\n"
             "\n"
@@ -31,7 +31,10 @@ static void print_usage(FILE *out)
             "\n"
             "Every command takes --state-dir DIR (env SERVE_STATE_DIR; default\n"
             "$XDG_STATE_HOME/serve, else ~/.local/state/serve): the folder with the\n"
-            "server's control socket, state file, pid file and log.\n"
+            "server's control socket, state file, pid file and log. It must be a\n"
+            "folder of yours that group and other cannot write, not a symlink.\n"
+            "Commands that talk to the server take --control-timeout S: give up when\n"
+            "the server has not answered in S seconds (default 30; 0: no limit).\n"
             "`serve COMMAND --help` describes one command, as does man serve-COMMAND;\n"
             "man serve(1) has the overview. `serve --version` prints the version.\n");
 }
@@ -39,8 +42,13 @@ static void print_usage(FILE *out)
 void cli_print_help(const struct cli_command *c)
 {
     printf("usage: serve %s\n\n%s\n\n%s", c->usage, c->summary, c->help);
-    printf("  --state-dir DIR   the server's state folder (env SERVE_STATE_DIR)\n"
-           "  -h, --help        show this help\n");
+    printf("  --state-dir DIR   the server's state folder (env SERVE_STATE_DIR)\n");
+    /* Every command but start talks to a running server. */
+    if (c != &cmd_start)
+        printf("  --control-timeout S\n"
+               "                    give up when the server has not answered in S seconds\n"
+               "                    (default 30; 0: no limit)\n");
+    printf("  -h, --help        show this help\n");
 }
 
 static char *default_state_dir(void)
@@ -70,10 +78,27 @@ static char *absolute(char *path)
     return strdup(buf);
 }
 
+/* --control-timeout SECONDS, wherever it appears (as --state-dir): 0 on
+ * success, else the exit status for a one-line error. */
+static int take_control_timeout(const char *value)
+{
+    if (!value) {
+        fprintf(stderr, "serve: --control-timeout needs a number of seconds\n");
+        return 2;
+    }
+    if (!cli_parse_double(value, 0, 86400, &cli_control_timeout_s)) {
+        fprintf(stderr, "serve: --control-timeout %s: expected seconds, 0 (no limit) to 86400\n",
+                value);
+        return 2;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char *state_dir = NULL;
-    /* Take --state-dir out wherever it appears, so every subcommand has it. */
+    /* Take the global options out wherever they appear, so every subcommand
+     * has them. */
     int kept = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--state-dir") == 0) {
@@ -86,6 +111,14 @@ int main(int argc, char **argv)
         } else if (strncmp(argv[i], "--state-dir=", 12) == 0) {
             free(state_dir);
             state_dir = strdup(argv[i] + 12);
+        } else if (strcmp(argv[i], "--control-timeout") == 0 ||
+                   strncmp(argv[i], "--control-timeout=", 18) == 0) {
+            const char *value = argv[i][17] == '=' ? argv[i] + 18 : i + 1 < argc ? argv[++i] : NULL;
+            int rc = take_control_timeout(value);
+            if (rc) {
+                free(state_dir);
+                return rc;
+            }
         } else {
             argv[kept++] = argv[i];
         }

@@ -12,6 +12,7 @@
 
 #include "mp.h"
 #include "mp_bounds.h"
+#include "state_dir.h"
 
 #define STATE_VERSION 1
 
@@ -178,31 +179,37 @@ long deployment_find_endpoint(const struct deployment *d, const char *name)
     return -1;
 }
 
+/* Writes `path` whole and fsyncs it. On failure errno says why, and a file
+ * this created is removed (one refused at open was not ours to remove). */
 static bool write_file_synced(const char *path, const void *data, size_t len)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = state_dir_open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0) return false;
     const char *p = data;
     size_t left = len;
-    while (left) {
+    bool ok = true;
+    while (ok && left) {
         ssize_t n = write(fd, p, left);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
-            int saved = errno ? errno : EIO;
-            close(fd);
-            errno = saved;
-            return false;
+            if (n == 0) errno = EIO;
+            ok = false;
+            break;
         }
         p += n;
         left -= (size_t)n;
     }
-    if (fsync(fd) != 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return false;
+    ok = ok && fsync(fd) == 0;
+    int saved = errno;
+    if (close(fd) != 0 && ok) {
+        ok = false;
+        saved = errno;
     }
-    return close(fd) == 0;
+    if (!ok) {
+        unlink(path);
+        errno = saved;
+    }
+    return ok;
 }
 
 bool deployment_save(const struct deployment *d, const char *path, char *err,
@@ -218,10 +225,15 @@ bool deployment_save(const struct deployment *d, const char *path, char *err,
 
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    bool ok = write_file_synced(tmp, sbuf.data, sbuf.size);
+    bool written = write_file_synced(tmp, sbuf.data, sbuf.size);
+    int saved = errno;
     msgpack_sbuffer_destroy(&sbuf);
-    if (ok && rename(tmp, path) != 0) ok = false;
-    if (!ok) {
+    if (!written) {
+        snprintf(err, errlen, "cannot write state file %s: %s: %s", path, tmp,
+                 state_dir_strerror(saved));
+        return false;
+    }
+    if (rename(tmp, path) != 0) {
         snprintf(err, errlen, "cannot write state file %s: %s", path, strerror(errno));
         unlink(tmp);
         return false;
@@ -241,10 +253,13 @@ bool deployment_load(struct deployment *d, const char *path, char *err,
                      size_t errlen)
 {
     memset(d, 0, sizeof *d);
-    FILE *f = fopen(path, "rb");
+    int fd = state_dir_open(path, O_RDONLY, 0);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
     if (!f) {
-        if (errno == ENOENT) return true;
-        snprintf(err, errlen, "state file %s: %s", path, strerror(errno));
+        int saved = errno;
+        if (fd >= 0) close(fd);
+        if (saved == ENOENT) return true;
+        snprintf(err, errlen, "state file %s: %s", path, state_dir_strerror(saved));
         return false;
     }
     char *data = NULL;

@@ -36,11 +36,13 @@ long deployment_find_backend(const struct deployment *d, const char *name);
 long deployment_find_endpoint(const struct deployment *d, const char *name);
 
 /* Writes the state file atomically: a temp file beside it, fsync, rename,
- * fsync of the folder. On failure the old file is untouched. */
+ * fsync of the folder. On failure the old file is untouched. Neither file
+ * is opened through a symlink (see state_dir.h). */
 bool deployment_save(const struct deployment *d, const char *path, char *err,
                      size_t errlen);
-/* Reads the state file. A missing file is an empty deployment; a file that
- * cannot be read or decoded is an error naming the file. */
+/* Reads the state file, never through a symlink. A missing file is an
+ * empty deployment; a file that cannot be read or decoded is an error
+ * naming the file. */
 bool deployment_load(struct deployment *d, const char *path, char *err,
                      size_t errlen);
 

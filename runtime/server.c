@@ -10,7 +10,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -20,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server_internal.h"
+#include "state_dir.h"
 
 void server_options_default(struct server_options *o)
 {
@@ -65,33 +65,13 @@ static void started(const struct server_options *o, const char *url, const char 
     if (o->on_started) o->on_started(url, msg, o->on_started_arg);
 }
 
-/* mkdir -p with mode 0700 for what it creates. */
-static bool make_dirs(const char *path, char *err, size_t errlen)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char saved = *p;
-            *p = '\0';
-            if (mkdir(buf, 0700) != 0 && errno != EEXIST) {
-                snprintf(err, errlen, "state dir %s: %s", buf, strerror(errno));
-                return false;
-            }
-            *p = saved;
-            if (!saved) break;
-        }
-    }
-    return true;
-}
-
 /* Holds the state dir's lock for the life of the process; a second server
  * on the same state dir is refused. The lock file holds our pid. */
 static int lock_state_dir(struct server *s, char *err, size_t errlen)
 {
-    int fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = state_dir_open(s->lock_path, O_RDWR | O_CREAT, 0600);
     if (fd < 0) {
-        snprintf(err, errlen, "lock file %s: %s", s->lock_path, strerror(errno));
+        snprintf(err, errlen, "lock file %s: %s", s->lock_path, state_dir_strerror(errno));
         return -1;
     }
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -151,7 +131,7 @@ static void graceful_stop(struct server *s)
     double timeout_s = atomic_load(&s->stop_timeout_s);
     LOG_INFO("stopping: draining %zu outstanding request(s), at most %g s",
              outstanding(s), timeout_s);
-    control_stop(s);
+    control_close(s);
     http_server_drain(s->http);
     wait_outstanding(s, serve__now_ns() + (uint64_t)(timeout_s * 1e9));
     if (outstanding(s) > 0) {
@@ -187,7 +167,7 @@ static void cleanup(struct server *s)
 
 int server_run(const struct server_options *o)
 {
-    struct server server = {.options = *o, .control_fd = -1, .control_wake = {-1, -1}};
+    struct server server = {.options = *o};
     struct server *s = &server;
     atomic_init(&s->stop_timeout_s, 30.0);
     s->started_at = time(NULL);
@@ -207,10 +187,9 @@ int server_run(const struct server_options *o)
     char err[4096];
     int lock_fd = -1;
     metrics_enabled = !o->no_metrics;
-    if (!make_dirs(o->state_dir, err, sizeof err)) goto fail;
+    if (!state_dir_prepare(o->state_dir, err, sizeof err)) goto fail;
     if (o->access_log && !access_log_open(o->access_log, o->access_log_format, err, sizeof err))
         goto fail;
-    chmod(o->state_dir, 0700);
     lock_fd = lock_state_dir(s, err, sizeof err);
     if (lock_fd < 0) goto fail;
     struct http_options http = {.host = o->http_host, .port = o->http_port,

@@ -5,7 +5,6 @@
 #define SERVE_RUNTIME_SERVER_INTERNAL_H
 
 #include <msgpack.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -29,15 +28,21 @@ struct server {
     struct backend **live;       /* live[i] runs declared.backends[i] */
     struct routes *routes;       /* the snapshot last published */
 
-    int control_fd;
-    int control_wake[2];
-    pthread_t control_thread;
-    bool control_started;
+    struct control *control;     /* control.c's */
     _Atomic double stop_timeout_s; /* set by the stop command */
 };
 
-/* control.c */
+/* control.c: binds the control socket (refusing to remove anything there
+ * but a stale socket of ours) and starts the control thread. */
 bool control_start(struct server *s, char *err, size_t errlen);
+/* Stops taking connections and commands (the socket file goes), and returns
+ * once no command runs. Replies being written and the answers of calls under
+ * way still go out until control_stop. */
+void control_close(struct server *s);
+/* Ends the control thread once every reply is out (each within its
+ * deadline) and frees it all; calls not answered by then get no reply.
+ * Call once the backends are stopped. A no-op when control_start was not
+ * called. */
 void control_stop(struct server *s);
 
 /* commands.c: run a decoded control request, writing the result (any

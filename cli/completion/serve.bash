@@ -404,8 +404,8 @@ _serve()
     # The subcommand: the first word that is no global option.
     for (( i = 1; i < cword; i++ )); do
         w=${words[i]}
-        if [[ $w == --state-dir ]]; then
-            (( i + 1 == cword )) && valopt=--state-dir
+        if [[ $w == --state-dir || $w == --control-timeout ]]; then
+            (( i + 1 == cword )) && valopt=$w
             (( i++ ))
         elif [[ $w != -* ]]; then
             cmd=$w
@@ -416,12 +416,14 @@ _serve()
 
     local keep=''
     if [[ -z $cmd ]]; then
-        if [[ -n $valopt ]]; then
+        if [[ $valopt == --state-dir ]]; then
             _serve_value --state-dir DIR "$cur"
+        elif [[ -n $valopt ]]; then
+            : # a number of seconds
         elif [[ $cur == --state-dir=* ]]; then
             _serve_value --state-dir DIR "${cur#*=}" --state-dir=
         elif [[ $cur == -* ]]; then
-            _serve_add --state-dir --help --version
+            _serve_add --state-dir --control-timeout --help --version
         else
             _serve_commands
             _serve_add "${cmds[@]}"

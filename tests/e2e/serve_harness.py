@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -228,6 +229,77 @@ class ServeTestCase(unittest.TestCase):
 
     def tearDown(self):
         self.server.close()
+
+
+# -- the control socket, byte for byte ------------------------------------
+# Enough msgpack to write the frames the tests send by hand: a map of short
+# string keys whose values are short strings or binary bodies.
+def mp_str(text):
+    data = text.encode()
+    assert len(data) < 32
+    return bytes([0xa0 | len(data)]) + data
+
+
+def mp_bin(data):
+    return b"\xc6" + struct.pack(">I", len(data)) + data
+
+
+def mp_map(*pairs):
+    assert len(pairs) < 16
+    return bytes([0x80 | len(pairs)]) + b"".join(mp_str(k) + v for k, v in pairs)
+
+
+def control_frame(payload):
+    return struct.pack(">I", len(payload)) + payload
+
+
+def connect_control(state_dir, timeout=30):
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(timeout)
+    sock.connect(os.path.join(state_dir, "control.sock"))
+    return sock
+
+
+def _read_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(min(n - len(data), 1 << 20))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def read_frame(sock):
+    """One whole control frame's payload (and not a byte of the next); None
+    when the server closed first."""
+    head = _read_exactly(sock, 4)
+    return head and _read_exactly(sock, struct.unpack(">I", head)[0])
+
+
+class FakeControlServer:
+    """Listens on STATE_DIR/control.sock as a server would, and never
+    answers: connections wait in the listen queue. `connections()` says how
+    many clients got that far."""
+
+    def __init__(self, state_dir):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(os.path.join(state_dir, "control.sock"))
+        self.sock.listen(16)
+        self.sock.setblocking(False)
+
+    def connections(self):
+        n = 0
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except BlockingIOError:
+                return n
+            conn.close()
+            n += 1
+
+    def close(self):
+        self.sock.close()
 
 
 def parse_statuses(raw):

@@ -121,7 +121,12 @@ class Static(CompletionCase):
                          ["list-backends", "list-endpoints"])
 
     def test_global_options(self):
-        self.assertEqual(set(self.complete("serve --")), {"--state-dir", "--help", "--version"})
+        self.assertEqual(set(self.complete("serve --")),
+                         {"--state-dir", "--control-timeout", "--help", "--version"})
+        # A global option's value is no subcommand.
+        self.assertEqual(self.complete("serve --control-timeout 5 li"),
+                         ["list-backends", "list-endpoints"])
+        self.assertEqual(self.complete("serve --control-timeout "), [])
 
     def test_the_binary_being_completed_is_used(self):
         # As for `./build/serve <TAB>`: no serve on PATH.

@@ -14,7 +14,7 @@ from serve_harness import SERVE_BIN
 MAN_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "man"))
 
 # Options every command takes; a page may leave them to serve(1).
-GLOBAL_OPTIONS = {"--state-dir", "--help", "-h"}
+GLOBAL_OPTIONS = {"--state-dir", "--control-timeout", "--help", "-h"}
 
 # mdoc macro names (callable macros on a macro line) and the delimiters that
 # may follow an argument; anything else after Fl is a flag.

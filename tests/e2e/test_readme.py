@@ -21,7 +21,8 @@ comments are prose and are not checked.
 What the test changes. It substitutes three things in the tested blocks, and
 checks that each occurs: `$PWD/build` becomes the folder of the binary under
 test ($SERVE_BIN, so the ASan and TSan builds run the tour too),
-`/tmp/serve-demo` becomes a fresh temporary state dir, and port 8000 becomes
+the tour's `$(mktemp -d)` becomes a fresh temporary state dir (known to the
+test, so that it can stop what the tour leaves running), and port 8000 becomes
 a free port. Whatever happens, every server started in that state dir is
 stopped at the end (SIGKILL if `serve stop` does not do it).
 """
@@ -245,7 +246,7 @@ class Readme(unittest.TestCase):
         port = free_port()
 
         substitutions = [(re.escape("$PWD/build"), bin_dir.replace("\\", r"\\")),
-                         (re.escape("/tmp/serve-demo"), state_dir),
+                         (re.escape("$(mktemp -d)"), state_dir),
                          (r"(?<=:)8000\b", str(port))]
         used = set()
         commands = []

@@ -4,7 +4,6 @@
  * back as a state file, through the loader serve runs at start. */
 #include <stdint.h>
 #include <stdio.h>
-#include <sys/mman.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,13 @@
 #include "mp.h"
 #include "mp_bounds.h"
 #include "spec.h"
+
+/* The state-file half needs a real file: the loader follows no symlink,
+ * /proc/self/fd's included. */
+static char state_path[] = "/tmp/fuzz_control_state.XXXXXX";
+static int state_fd = -1;
+
+static void remove_state_file(void) { unlink(state_path); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -47,13 +53,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     msgpack_unpacked_destroy(&msg);
 
-    static int state_fd = -1;
-    if (state_fd < 0) state_fd = memfd_create("state.msgpack", 0);
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", state_fd);
+    if (state_fd < 0 && (state_fd = mkstemp(state_path)) >= 0) atexit(remove_state_file);
     if (ftruncate(state_fd, 0) == 0 && pwrite(state_fd, data, size, 0) == (ssize_t)size) {
         struct deployment d;
-        if (deployment_load(&d, path, err, sizeof err)) deployment_free(&d);
+        if (deployment_load(&d, state_path, err, sizeof err)) deployment_free(&d);
     }
     return 0;
 }
