@@ -558,6 +558,10 @@ static const char *head_problem(const llhttp_t *p, const struct http1_exchange *
         const char *name, *value;
         http1_header(ex, i, &name, &value);
         if (!*name) return "empty header name";
+        /* Strict llhttp already refuses these; a value with a line end or
+         * a NUL must never reach a plugin, whatever a parser update does. */
+        for (const unsigned char *v = (const unsigned char *)value; *v; v++)
+            if ((*v < 0x20 && *v != '\t') || *v == 0x7f) return "control character in a header value";
         if (strcasecmp(name, "Host") == 0) {
             hosts++;
         } else if (strcasecmp(name, "Transfer-Encoding") == 0) {

@@ -5,7 +5,7 @@
  * raw on a new loopback connection, half-closed, and read back until the
  * server closes. Whatever the bytes, the server must stay up and every
  * answer must be HTTP. The input's first byte picks how it is sent: whole,
- * or split in two writes, to reach evhttp's partial-read paths. */
+ * or split in two writes, to reach the parser's partial-read paths. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdbool.h>
