@@ -1,7 +1,9 @@
-/* routes.c - endpoint snapshots, longest-prefix matching, traffic splits. */
+/* routes.c - endpoint snapshots, traffic splits; matching and finding go
+ * through the snapshot's index (route_index.c). */
 #include "routes.h"
 
 #include "metrics.h"
+#include "route_index.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -63,6 +65,14 @@ struct routes *routes_build(const struct endpoint_spec *endpoints, size_t count,
         }
     }
     qsort(r->entries, r->count, sizeof *r->entries, by_route_length);
+    /* After the sort: the index points at the entries where they now lie,
+     * and where two share a route or a name (deployments refuse both), the
+     * first in this order wins. */
+    r->index = route_index_build(r->entries, r->count);
+    if (!r->index) {
+        routes_release(r);
+        return NULL;
+    }
     return r;
 }
 
@@ -74,6 +84,7 @@ void routes_ref(struct routes *r)
 void routes_release(struct routes *r)
 {
     if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1) return;
+    route_index_free(r->index); /* it points into the entries */
     for (size_t i = 0; i < r->count; i++) {
         struct route_entry *e = &r->entries[i];
         free(e->endpoint);
@@ -89,22 +100,12 @@ void routes_release(struct routes *r)
 
 const struct route_entry *routes_match(const struct routes *r, const char *path)
 {
-    if (!r) return NULL;
-    for (size_t i = 0; i < r->count; i++) {
-        const struct route_entry *e = &r->entries[i];
-        if (!e->route) break; /* handle-only endpoints are sorted last */
-        if (strncmp(path, e->route, e->route_len) != 0) continue;
-        char next = path[e->route_len];
-        if (next == '\0' || next == '/' || e->route[e->route_len - 1] == '/') return e;
-    }
-    return NULL;
+    return r ? route_index_match(r->index, path) : NULL;
 }
 
 const struct route_entry *routes_find(const struct routes *r, const char *name)
 {
-    for (size_t i = 0; r && i < r->count; i++)
-        if (strcmp(r->entries[i].endpoint, name) == 0) return &r->entries[i];
-    return NULL;
+    return r ? route_index_find(r->index, name) : NULL;
 }
 
 /* xorshift64*, one state per thread, seeded from the kernel. */

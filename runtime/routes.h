@@ -32,10 +32,13 @@ struct route_entry {
     size_t shadow_count;
 };
 
+struct route_index;
+
 struct routes {
     atomic_int refs;
     size_t count;
     struct route_entry *entries; /* routed ones first, longest route first */
+    struct route_index *index;   /* private to routes.c: what matching and finding read */
 };
 
 /* Builds a snapshot of `count` endpoints; `lookup` gives the live backend
@@ -47,9 +50,14 @@ void routes_ref(struct routes *r);
 void routes_release(struct routes *r);
 
 /* The endpoint whose route is the longest prefix of `path` on a segment
- * boundary ("/a" matches "/a" and "/a/b", not "/ab"), or NULL. */
+ * boundary, or NULL: "/a" matches "/a", "/a/" and "/a/b", not "/ab"; a route
+ * ending in '/', such as "/a/", matches whatever starts with it; "/" matches
+ * every path that starts with '/'. Handle-only endpoints never match. `path`
+ * is any string (already percent-decoded). Never allocates; costs
+ * O(strlen(path)) whatever the number of endpoints. NULL r: NULL. */
 const struct route_entry *routes_match(const struct routes *r, const char *path);
-/* The endpoint named `name`, routed or not, or NULL. */
+/* The endpoint named `name`, routed or not, or NULL. O(strlen(name)).
+ * NULL r: NULL. */
 const struct route_entry *routes_find(const struct routes *r, const char *name);
 
 /* Picks the backend of one request by the traffic weights: by the shard key
