@@ -13,7 +13,10 @@
 #include "log.h"
 #include "metrics.h"
 #include "mp.h"
+#include "park.h"
 #include "replica_context.h"
+
+enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT };
 
 struct replica {
     struct backend *backend;
@@ -22,6 +25,13 @@ struct replica {
     pthread_t thread;
     bool thread_started;
     bool initialized;
+    /* Where the worker sleeps, and why (guarded by backend->mutex): with
+     * room for work (a new request wakes one such replica), or at its
+     * concurrency limit (woken when one of its deferred requests is
+     * answered, or a re-entrant call arrives). No wake-up is spent on a
+     * replica that cannot take the request, and none wakes them all. */
+    struct park park;
+    int parked; /* enum parked */
     /* Guarded by backend->mutex. */
     uint32_t in_flight;
     serve_request *deferred_head;
@@ -37,7 +47,6 @@ struct backend {
     uint64_t batch_wait_ns;
 
     pthread_mutex_t mutex;
-    pthread_cond_t work_ready; /* queue grew, capacity freed, or stopping */
     pthread_cond_t reconfigured;
     const serve_config *pending_config;
     serve_request *queue_head;
@@ -147,6 +156,43 @@ static serve_request *take_reentrant(struct backend *b)
     return NULL;
 }
 
+/* Under b->mutex; returns under it, after a wake-up, the deadline
+ * (CLOCK_MONOTONIC ns; 0: none), or a spurious return. */
+static void replica_park(struct backend *b, struct replica *r, int why, uint64_t deadline_ns)
+{
+    unsigned seq = park_prepare(&r->park);
+    r->parked = why;
+    pthread_mutex_unlock(&b->mutex);
+    park_wait(&r->park, seq, deadline_ns);
+    pthread_mutex_lock(&b->mutex);
+    r->parked = PARKED_NO;
+}
+
+/* Under b->mutex: takes one replica parked with room for work off its
+ * park, for the caller to wake (after unlocking); NULL when none is. */
+static struct replica *unpark_one_ready(struct backend *b)
+{
+    for (size_t i = 0; i < b->replica_count; i++)
+        if (b->replicas[i].parked == PARKED_READY) {
+            b->replicas[i].parked = PARKED_NO;
+            return &b->replicas[i];
+        }
+    return NULL;
+}
+
+/* Under b->mutex: wakes every replica parked for `why` (or any reason,
+ * for PARKED_NO). Rare events: stop, reconfigure, capacity freed. */
+static void wake_parked(struct backend *b, int why)
+{
+    for (size_t i = 0; i < b->replica_count; i++) {
+        struct replica *r = &b->replicas[i];
+        if (r->parked != PARKED_NO && (why == PARKED_NO || r->parked == why)) {
+            r->parked = PARKED_NO;
+            park_wake(&r->park);
+        }
+    }
+}
+
 static void *replica_main(void *arg)
 {
     struct replica *r = arg;
@@ -170,18 +216,14 @@ static void *replica_main(void *arg)
             pthread_cond_broadcast(&b->reconfigured);
             continue;
         }
-        if (b->queue_len == 0) {
-            if (b->stopping) break;
-            pthread_cond_wait(&b->work_ready, &b->mutex);
-            continue;
-        }
+        if (b->queue_len == 0 && b->stopping) break;
         bool rejecting = b->reject_queued;
         if (!rejecting && r->in_flight >= b->concurrency) {
             /* Full, but a call from this backend's own work may go ahead:
              * waiting for a slot its ancestor holds would wait for ever. */
-            serve_request *reentrant = take_reentrant(b);
+            serve_request *reentrant = b->queue_len ? take_reentrant(b) : NULL;
             if (!reentrant) {
-                pthread_cond_wait(&b->work_ready, &b->mutex);
+                replica_park(b, r, PARKED_AT_LIMIT, 0);
                 continue;
             }
             reentrant->replica = r;
@@ -192,11 +234,14 @@ static void *replica_main(void *arg)
             r->in_flight -= finished;
             continue;
         }
+        if (b->queue_len == 0) {
+            replica_park(b, r, PARKED_READY, 0);
+            continue;
+        }
         uint64_t deadline = b->queue_head->enqueued_ns + b->batch_wait_ns;
         if (!rejecting && !b->stopping && b->queue_len < max_batch &&
             serve__now_ns() < deadline) {
-            struct timespec ts = serve__ns_to_timespec(deadline);
-            pthread_cond_timedwait(&b->work_ready, &b->mutex, &ts);
+            replica_park(b, r, PARKED_READY, deadline);
             continue;
         }
         size_t limit = max_batch;
@@ -224,7 +269,10 @@ static void *replica_main(void *arg)
             continue;
         }
         r->in_flight += (uint32_t)n;
+        /* What this batch left is another replica's, if one is idle. */
+        struct replica *idle = b->queue_len ? unpark_one_ready(b) : NULL;
         pthread_mutex_unlock(&b->mutex);
+        if (idle) park_wake(&idle->park);
         uint32_t finished = run_batch(r, batch, n);
         pthread_mutex_lock(&b->mutex);
         r->in_flight -= finished;
@@ -261,12 +309,7 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
     b->m = metrics_backend(spec->name);
     b->batch_wait_ns = (uint64_t)(spec->options.batch_wait_timeout_ms * 1e6);
     pthread_mutex_init(&b->mutex, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&b->work_ready, &attr);
     pthread_cond_init(&b->reconfigured, NULL);
-    pthread_condattr_destroy(&attr);
     b->replica_count = spec->options.num_replicas;
     b->replicas = calloc(b->replica_count, sizeof *b->replicas);
     if (!b->spec.name || !b->spec.plugin || !b->spec.config || !b->replicas || !b->m) {
@@ -324,7 +367,6 @@ void backend_release(struct backend *b)
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
     plugin_unload(&b->lib);
     pthread_mutex_destroy(&b->mutex);
-    pthread_cond_destroy(&b->work_ready);
     pthread_cond_destroy(&b->reconfigured);
     free(b->replicas);
     backend_spec_free(&b->spec);
@@ -359,10 +401,13 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
         b->queue_head = req;
     b->queue_tail = req;
     b->queue_len++;
+    /* One replica with room is enough: it takes everything it may in one
+     * batch. Replicas at their limit are woken only for a re-entrant call,
+     * the one thing they may take. */
+    struct replica *idle = unpark_one_ready(b);
+    if (req->reentrant) wake_parked(b, PARKED_AT_LIMIT);
     pthread_mutex_unlock(&b->mutex);
-    /* Broadcast, not signal: a waiter may be a replica at its concurrency
-     * limit, which would swallow a single wake-up. */
-    pthread_cond_broadcast(&b->work_ready);
+    if (idle) park_wake(&idle->park);
     return ENQUEUE_OK;
 }
 
@@ -371,8 +416,8 @@ void backend_stop(struct backend *b)
     pthread_mutex_lock(&b->mutex);
     b->accepting = false;
     b->stopping = true;
+    wake_parked(b, PARKED_NO);
     pthread_mutex_unlock(&b->mutex);
-    pthread_cond_broadcast(&b->work_ready);
     for (size_t i = 0; i < b->replica_count; i++) {
         if (b->replicas[i].thread_started) pthread_join(b->replicas[i].thread, NULL);
         b->replicas[i].thread_started = false;
@@ -404,7 +449,7 @@ static long reconfigure_all(struct backend *b, const serve_config *config, bool 
     pthread_mutex_lock(&b->mutex);
     b->pending_config = config;
     for (size_t i = 0; i < b->replica_count; i++) b->replicas[i].reconfigure_pending = true;
-    pthread_cond_broadcast(&b->work_ready);
+    wake_parked(b, PARKED_NO);
     for (size_t i = 0; i < b->replica_count; i++)
         while (b->replicas[i].reconfigure_pending) pthread_cond_wait(&b->reconfigured, &b->mutex);
     long failed = -1;
@@ -448,8 +493,8 @@ void backend_reject_queued(struct backend *b)
 {
     pthread_mutex_lock(&b->mutex);
     b->reject_queued = true;
+    wake_parked(b, PARKED_NO);
     pthread_mutex_unlock(&b->mutex);
-    pthread_cond_broadcast(&b->work_ready);
 }
 
 void backend_defer(serve_request *req)
@@ -477,8 +522,10 @@ void backend_deferred_answered(serve_request *req, bool answer_won)
     if (req->deferred_next) req->deferred_next->deferred_prev = req->deferred_prev;
     req->deferred_prev = req->deferred_next = NULL;
     r->in_flight--;
+    bool wake = r->parked == PARKED_AT_LIMIT; /* a slot of its own is free again */
+    if (wake) r->parked = PARKED_NO;
     pthread_mutex_unlock(&b->mutex);
-    pthread_cond_broadcast(&b->work_ready);
+    if (wake) park_wake(&r->park);
     if (answer_won && req->status >= 500) backend_count_rejection(b, REJECT_PLUGIN_ERROR);
     if (answer_won)
         req->deliver(req);

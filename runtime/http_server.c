@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,7 +34,12 @@ struct io_thread {
     pthread_t thread;
     bool thread_started;
     struct event_base *base;
-    struct event *wake; /* completions, new routes, drain */
+    /* Wakes the loop for completions, new routes, drain and stop: an
+     * eventfd watched edge-triggered and never read, so a wake-up costs the
+     * waker one write and the loop nothing but its epoll_wait (event_active
+     * would take the base's lock and the loop would read the eventfd). */
+    int wake_fd;
+    struct event *wake;
     struct routes *routes;
     atomic_size_t outstanding;
 
@@ -99,6 +105,16 @@ static void send_answer(struct http1_exchange *ex, serve_request *req)
     metrics_count_response(req->endpoint_metrics, req->status, serve__now_ns() - req->received_ns);
 }
 
+/* Any thread. Every write is an edge for epoll, even while the counter
+ * is already non-zero; the counter itself is never read (it would take
+ * 2^64 wake-ups to fill). */
+static void io_thread_wake(struct io_thread *t)
+{
+    static const uint64_t one = 1;
+    ssize_t n = write(t->wake_fd, &one, sizeof one);
+    (void)n;
+}
+
 /* Called from any thread with a request whose answer is ready. */
 static void deliver_to_io_thread(serve_request *req)
 {
@@ -112,7 +128,7 @@ static void deliver_to_io_thread(serve_request *req)
         t->done_head = req;
     t->done_tail = req;
     pthread_mutex_unlock(&t->mutex);
-    if (was_empty) event_active(t->wake, EV_READ, 0);
+    if (was_empty) io_thread_wake(t);
 }
 
 static void finish(struct io_thread *t, serve_request *req)
@@ -540,8 +556,11 @@ static bool io_thread_init(struct io_thread *t, struct http_server *s,
     t->server = s;
     pthread_mutex_init(&t->mutex, NULL);
     t->base = event_base_new();
-    t->wake = t->base ? event_new(t->base, -1, 0, on_wake, t) : NULL;
-    if (!t->wake) return false;
+    t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    t->wake = t->base && t->wake_fd >= 0
+                  ? event_new(t->base, t->wake_fd, EV_READ | EV_PERSIST | EV_ET, on_wake, t)
+                  : NULL;
+    if (!t->wake || event_add(t->wake, NULL) != 0) return false;
     int fd = dup(s->listen_fd);
     if (fd < 0) return false;
     struct http1_limits limits = {.max_body = o->max_body, .max_header = o->max_header,
@@ -581,6 +600,7 @@ struct http_server *http_server_start(const struct http_options *o, char *err,
     }
     s->thread_count = o->threads > 0 ? o->threads : 1;
     s->threads = calloc((size_t)s->thread_count, sizeof *s->threads);
+    for (int i = 0; s->threads && i < s->thread_count; i++) s->threads[i].wake_fd = -1;
     for (int i = 0; s->threads && i < s->thread_count; i++) {
         struct io_thread *t = &s->threads[i];
         if (!io_thread_init(t, s, o) ||
@@ -615,7 +635,7 @@ void http_server_publish_routes(struct http_server *s, struct routes *routes)
         t->pending_generation = generation;
         pthread_mutex_unlock(&t->mutex);
         if (unused) routes_release(unused);
-        event_active(t->wake, EV_READ, 0);
+        io_thread_wake(t);
     }
     /* A thread stuck in a callback for this long is not worth a hang. */
     struct timespec deadline;
@@ -639,7 +659,7 @@ void http_server_drain(struct http_server *s)
         pthread_mutex_lock(&t->mutex);
         t->drain_pending = true;
         pthread_mutex_unlock(&t->mutex);
-        event_active(t->wake, EV_READ, 0);
+        io_thread_wake(t);
     }
 }
 
@@ -681,7 +701,7 @@ void http_server_stop(struct http_server *s)
             pthread_mutex_lock(&t->mutex);
             t->stop_pending = true;
             pthread_mutex_unlock(&t->mutex);
-            event_active(t->wake, EV_READ, 0);
+            io_thread_wake(t);
             pthread_join(t->thread, NULL);
         }
     }
@@ -689,6 +709,7 @@ void http_server_stop(struct http_server *s)
         struct io_thread *t = &s->threads[i];
         if (t->http1) http1_free(t->http1);
         if (t->wake) event_free(t->wake);
+        if (t->wake_fd >= 0) close(t->wake_fd);
         /* Answers that arrived after the loop stopped: nobody to send them
          * to any more. */
         for (serve_request *req = t->done_head, *next; req; req = next) {
