@@ -41,6 +41,15 @@ def _sanitized():
 SANITIZED = _sanitized()
 
 
+def rss_kb(pid):
+    """Resident memory of a process, in kB."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def test_plugin(name):
     return os.path.join(TEST_PLUGIN_DIR, name + ".so")
 

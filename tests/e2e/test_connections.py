@@ -7,7 +7,7 @@ import statistics
 import time
 import unittest
 
-from serve_harness import SANITIZED, Server, ServeTestCase
+from serve_harness import SANITIZED, Server, ServeTestCase, rss_kb
 
 
 def metric(server, name):
@@ -15,14 +15,6 @@ def metric(server, name):
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise KeyError(name)
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def open_many(server, n):

@@ -19,20 +19,12 @@ import tempfile
 import time
 import unittest
 
-from serve_harness import SANITIZED, Server
+from serve_harness import SANITIZED, Server, rss_kb
 
 MiB = 1024 * 1024
 # Sanitizer builds run 5-20x slower: waits for something that must happen
 # stretch by this much (waits that prove something does NOT happen do not).
 SLOW = 10 if SANITIZED else 1
-
-
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def cpu_seconds(pid):
