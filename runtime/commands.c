@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "handles.h"
+#include "dispatch.h"
 #include "live_stats.h"
 #include "log.h"
 #include "mp.h"
@@ -37,7 +37,7 @@ bool server_publish_routes(struct server *s)
         routes_build(s->declared.endpoints, s->declared.endpoint_count, live_lookup, &view);
     if (!routes) return false;
     http_server_publish_routes(s->http, routes);
-    handles_publish_routes(routes);
+    dispatch_publish_routes(routes);
     if (s->routes) routes_release(s->routes);
     s->routes = routes;
     return true;

@@ -2,8 +2,6 @@
  * an HTTP connection (see handles.h and the SDK header). */
 #include "handles.h"
 
-#include <event2/buffer.h>
-#include <event2/event.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +10,7 @@
 
 #include "clock.h"
 #include "access_log.h"
+#include "dispatch.h"
 #include "log.h"
 #include "metrics.h"
 #include "replica_context.h"
@@ -30,70 +29,6 @@ struct serve_result {
     const struct response_header *headers;
     size_t header_count;
 };
-
-/* The snapshot names resolve in. A mutex, not the HTTP threads' mailbox:
- * calls come from any thread, and a lookup is a few comparisons. */
-static pthread_mutex_t router_mutex = PTHREAD_MUTEX_INITIALIZER;
-static struct routes *router_routes;
-
-void handles_publish_routes(struct routes *routes)
-{
-    if (routes) routes_ref(routes);
-    pthread_mutex_lock(&router_mutex);
-    struct routes *old = router_routes;
-    router_routes = routes;
-    pthread_mutex_unlock(&router_mutex);
-    if (old) routes_release(old);
-}
-
-/* Call timeouts run on one libevent loop of their own, started on first use. */
-static pthread_mutex_t timer_mutex = PTHREAD_MUTEX_INITIALIZER;
-static struct event_base *timer_base;
-static struct event *timer_keepalive;
-static pthread_t timer_thread;
-
-static void *timer_main(void *arg)
-{
-    event_base_loop(arg, EVLOOP_NO_EXIT_ON_EMPTY);
-    return NULL;
-}
-
-static void stop_timer_loop(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd, (void)what;
-    event_base_loopbreak(arg);
-}
-
-static struct event_base *timers(void)
-{
-    pthread_mutex_lock(&timer_mutex);
-    if (!timer_base) {
-        timer_base = event_base_new();
-        if (timer_base && pthread_create(&timer_thread, NULL, timer_main, timer_base) != 0) {
-            event_base_free(timer_base);
-            timer_base = NULL;
-        }
-    }
-    struct event_base *base = timer_base;
-    pthread_mutex_unlock(&timer_mutex);
-    return base;
-}
-
-void handles_shutdown(void)
-{
-    handles_publish_routes(NULL);
-    pthread_mutex_lock(&timer_mutex);
-    struct event_base *base = timer_base;
-    timer_base = NULL;
-    pthread_mutex_unlock(&timer_mutex);
-    if (!base) return;
-    /* A loopbreak before the loop runs would be lost; an active event is not. */
-    timer_keepalive = event_new(base, -1, 0, stop_timer_loop, base);
-    event_active(timer_keepalive, EV_READ, 0);
-    pthread_join(timer_thread, NULL);
-    event_free(timer_keepalive);
-    event_base_free(base);
-}
 
 SERVE_EXPORT serve_handle *serve_replica_handle(serve_replica *replica, const char *endpoint)
 {
@@ -248,7 +183,7 @@ static void complete_with_error(serve_request *req, int status, const char *mess
 /* Any thread: the target answered and won the race with the timeout. */
 static void deliver_to_caller(serve_request *req)
 {
-    if (req->has_timeout) event_del(&req->timeout_event);
+    dispatch_disarm(req);
     if (access_log_on)
         access_log_request(req, "handle", NULL, req->target_endpoint, req->status, req->response_len);
     serve_result result = {.status = req->status, .content_type = req->content_type,
@@ -260,16 +195,15 @@ static void deliver_to_caller(serve_request *req)
     request_release(req); /* the caller's */
 }
 
-static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
+/* On dispatch's timer thread: the call timed out. */
+static void call_failed(serve_request *req, int status, const char *message)
 {
-    (void)fd, (void)what;
-    serve_request *req = arg;
-    if (!request_time_out(req)) return;
-    char msg[256];
-    backend_timed_out(req->backend, req, msg, sizeof msg);
-    complete_with_error(req, 504, msg);
-    request_release(req);
+    complete_with_error(req, status, message);
+    request_release(req); /* the caller's */
 }
+
+static const struct dispatch_origin call_origin = {.ready = deliver_to_caller,
+                                                   .failed = call_failed};
 
 SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void *arg)
 {
@@ -280,73 +214,10 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
     }
     req->call_done = done;
     req->call_arg = arg;
-    req->deliver = deliver_to_caller;
     req->received_ns = serve__now_ns();
-    if (req->too_deep) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "call to endpoint %s refused: over %d nested calls",
-                 req->target_endpoint, SERVE_MAX_CALL_DEPTH);
-        complete_with_error(req, 508, msg);
-        request_release(req);
-        return SERVE_OK;
-    }
-
-    /* A backend being replaced stops taking requests only after the new
-     * routes are published: a closed queue means "look again". */
-    const char *shard_key = serve_request_header(req, "X-Serve-Shard-Key");
-    enum enqueue_result queued = ENQUEUE_CLOSED;
-    for (int attempt = 0; attempt < 3 && queued == ENQUEUE_CLOSED; attempt++) {
-        struct backend *backend = NULL;
-        pthread_mutex_lock(&router_mutex);
-        const struct route_entry *e = routes_find(router_routes, req->target_endpoint);
-        if (e) {
-            backend = route_pick(e, shard_key);
-            backend_ref(backend);
-            if (e->route && !*req->path) {
-                req->owned_path = strdup(e->route);
-                if (req->owned_path) req->path = req->owned_path;
-            }
-            if (e->shadow_count && attempt == 0) handles_shadow(e, req);
-        }
-        pthread_mutex_unlock(&router_mutex);
-        if (!backend) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "no endpoint named %s", req->target_endpoint);
-            complete_with_error(req, 404, msg);
-            request_release(req);
-            return SERVE_OK;
-        }
-        if (req->backend) backend_release(req->backend);
-        req->backend = backend;
-        req->reentrant = false;
-        for (uint32_t i = 0; req->callers && i < req->call_depth; i++)
-            req->reentrant |= req->callers[i] == backend;
-        double timeout_ms = backend_get_spec(backend)->options.request_timeout_ms;
-        struct event_base *base = timeout_ms > 0 ? timers() : NULL;
-        if (base) {
-            event_assign(&req->timeout_event, base, -1, 0, on_call_timeout, req);
-            uint64_t us = (uint64_t)(timeout_ms * 1000.0);
-            struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
-            req->has_timeout = true;
-            event_add(&req->timeout_event, &tv);
-        }
-        queued = backend_enqueue(backend, req);
-        if (queued != ENQUEUE_OK && req->has_timeout) {
-            event_del(&req->timeout_event);
-            req->has_timeout = false;
-        }
-    }
-    if (queued != ENQUEUE_OK) {
-        char msg[256];
-        if (queued == ENQUEUE_OVERLOADED)
-            snprintf(msg, sizeof msg,
-                     "request dropped: backend %s is overloaded (%u requests queued)",
-                     backend_name(req->backend),
-                     backend_get_spec(req->backend)->options.max_queued_requests);
-        else
-            snprintf(msg, sizeof msg, "backend %s is not accepting requests",
-                     backend_name(req->backend));
-        complete_with_error(req, 503, msg);
+    struct dispatch_error err;
+    if (dispatch_call(req, &call_origin, &err) != DISPATCH_QUEUED) {
+        complete_with_error(req, err.status, err.message);
         request_release(req);
     }
     return SERVE_OK;
@@ -355,73 +226,6 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
 SERVE_EXPORT int serve_call_set_shard_key(serve_call *call, const char *key)
 {
     return serve_call_add_header(call, "X-Serve-Shard-Key", key);
-}
-
-static void discard_answer(serve_request *req)
-{
-    request_release(req); /* the execution reference */
-    request_release(req); /* the shadow's own */
-}
-
-static char *copy_bytes(const void *data, size_t len)
-{
-    char *copy = malloc(len + 1);
-    if (copy) {
-        if (len) memcpy(copy, data, len);
-        copy[len] = '\0';
-    }
-    return copy;
-}
-
-static serve_request *shadow_copy(const serve_request *primary, struct backend *backend)
-{
-    serve_request *req = request_new(0, NULL);
-    if (!req) return NULL;
-    req->method = primary->method; /* a static string */
-    req->owned_path = strdup(primary->path);
-    req->path = req->owned_path;
-    req->owned_id = strdup(primary->id);
-    req->id = req->owned_id;
-    req->owned_body = copy_bytes(primary->body ? primary->body : "", primary->body_len);
-    req->free_owned_body = free;
-    req->body = req->owned_body;
-    req->body_len = primary->body_len;
-    req->owns_headers = true;
-    bool ok = req->path && req->id && req->owned_body;
-    req->headers = calloc(2 * primary->header_count + 1, sizeof *req->headers);
-    ok = ok && req->headers;
-    for (size_t i = 0; ok && i < 2 * primary->header_count; i++) {
-        req->headers[i] = strdup(primary->headers[i]);
-        ok = req->headers[i] != NULL;
-        if (ok && i % 2) req->header_count++;
-    }
-    req->query = calloc(2 * primary->query_count + 1, sizeof *req->query);
-    ok = ok && req->query;
-    for (size_t i = 0; ok && i < 2 * primary->query_count; i++) {
-        req->query[i] = strdup(primary->query[i]);
-        ok = req->query[i] != NULL;
-        if (ok && i % 2) req->query_count++;
-    }
-    req->backend = backend;
-    backend_ref(backend);
-    req->deliver = discard_answer;
-    req->received_ns = serve__now_ns();
-    if (!ok) {
-        request_release(req);
-        return NULL;
-    }
-    return req;
-}
-
-void handles_shadow(const struct route_entry *route, const serve_request *primary)
-{
-    double u = route_random();
-    for (size_t i = 0; i < route->shadow_count; i++) {
-        if (u >= route->shadows[i].weight) continue;
-        serve_request *copy = shadow_copy(primary, route->shadows[i].backend);
-        /* On success the copy's own reference goes with its answer. */
-        if (copy && backend_enqueue(copy->backend, copy) != ENQUEUE_OK) request_release(copy);
-    }
 }
 
 struct serve_future {

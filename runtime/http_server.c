@@ -1,7 +1,8 @@
 /* http_server.c - the HTTP front end: turns each whole request that the
- * connection layer (http1_conn.c) reads into a serve request for a backend,
- * or answers it itself (built-in paths, routing and method errors), and
- * turns the backend's answer back into HTTP. */
+ * connection layer (http1_conn.c) reads into a serve request and hands it
+ * to dispatch (dispatch.h), or answers it itself (built-in paths, malformed
+ * paths, draining); answers in HTTP what dispatch refuses, and turns the
+ * backend's answer back into HTTP. */
 #include "http_server.h"
 
 #include <arpa/inet.h>
@@ -23,7 +24,7 @@
 
 #include "access_log.h"
 #include "clock.h"
-#include "handles.h"
+#include "dispatch.h"
 #include "http1_conn.h"
 #include "log.h"
 #include "metrics.h"
@@ -55,7 +56,6 @@ struct io_thread {
 };
 
 struct http_server {
-    struct endpoint_metrics *unrouted; /* 404s and other answers without an endpoint */
     time_t started_at;
     /* Publishing waits until every I/O thread runs the new routes, so that
      * a backend taken out of them can be stopped without losing a request. */
@@ -156,7 +156,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     while (done) {
         serve_request *req = done;
         done = req->next;
-        if (req->has_timeout) evtimer_del(&req->timeout_event);
+        dispatch_disarm(req);
         send_answer(req->origin_request, req);
         request_release(req); /* the execution reference, handed over */
         finish(t, req);       /* the origin's reference */
@@ -173,20 +173,34 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     if (stop) event_base_loopbreak(t->base);
 }
 
-static void on_timeout(evutil_socket_t fd, short what, void *arg)
+/* On this I/O thread, whose base holds the request's timer: it timed out. */
+static void http_failed(serve_request *req, int status, const char *message)
 {
-    (void)fd;
-    (void)what;
-    serve_request *req = arg;
-    if (!request_time_out(req)) return; /* the answer won; it is on its way */
-    char msg[256];
-    backend_timed_out(req->backend, req, msg, sizeof msg);
     struct http1_exchange *ex = req->origin_request;
     if (access_log_on)
-        access_log_request(req, "http", http1_peer(ex), req->endpoint_metrics->name, 504, 0);
-    http1_answer_error(ex, 504, req->id, msg, false);
-    metrics_count_response(req->endpoint_metrics, 504, serve__now_ns() - req->received_ns);
+        access_log_request(req, "http", http1_peer(ex), req->endpoint_metrics->name, status, 0);
+    http1_answer_error(ex, status, req->id, message, false);
     finish(req->origin, req);
+}
+
+static const struct dispatch_origin http_origin = {.ready = deliver_to_io_thread,
+                                                   .failed = http_failed,
+                                                   .count_endpoint = true};
+
+/* Answers what dispatch refused, with an Allow header for 405 and 501. */
+static void answer_refusal(struct http1_exchange *ex, const char *request_id,
+                           const struct dispatch_error *err, bool close)
+{
+    if (!err->allow[0]) {
+        http1_answer_error(ex, err->status, request_id, err->message, close);
+        return;
+    }
+    size_t len = 0;
+    char *body = json_error_body(err->message, &len);
+    struct http1_answer a = {.status = err->status, .content_type = "application/json",
+                             .request_id = request_id, .allow = err->allow, .body = body,
+                             .body_len = body ? len : 0, .free_body = free, .close = close};
+    http1_answer(ex, &a);
 }
 
 static void serve_routes_listing(struct io_thread *t, struct http1_exchange *ex,
@@ -392,33 +406,11 @@ static bool route_request(struct io_thread *t, struct http1_exchange *ex, struct
     }
     if (strcmp(r->path, "/metrics") == 0 || strncmp(r->path, "/-/", 3) == 0) return true;
     const char *method = http1_method(ex);
-    r->route = routes_match(t->routes, r->path);
+    struct dispatch_error err;
+    r->route = dispatch_route_path(t->routes, r->path, method, &err);
     if (!r->route) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "no endpoint serves %.300s; GET /-/routes lists the routes", r->path);
-        http1_answer_error(ex, 404, r->id, msg, close);
-        metrics_count_response(s->unrouted, 404, 0);
-        if (access_log_on) access_log_plain(http1_peer(ex), method, r->path, r->id, 404, 0);
-        return false;
-    }
-    unsigned bit = method_bit(method);
-    if (!(r->route->methods & bit)) {
-        char allowed[128], msg[256];
-        methods_format(r->route->methods, allowed, sizeof allowed);
-        int status = bit ? 405 : 501;
-        if (bit)
-            snprintf(msg, sizeof msg, "method %s not allowed on endpoint %s (allowed: %s)",
-                     method, r->route->endpoint, allowed);
-        else
-            snprintf(msg, sizeof msg, "method %s is not supported", method);
-        size_t len = 0;
-        char *body = json_error_body(msg, &len);
-        struct http1_answer a = {.status = status, .content_type = "application/json",
-                                 .request_id = r->id, .allow = allowed, .body = body,
-                                 .body_len = body ? len : 0, .free_body = free, .close = close};
-        http1_answer(ex, &a);
-        metrics_count_response(r->route->metrics, status, 0);
-        if (access_log_on) access_log_plain(http1_peer(ex), method, r->path, r->id, status, 0);
+        answer_refusal(ex, r->id, &err, close);
+        if (access_log_on) access_log_plain(http1_peer(ex), method, r->path, r->id, err.status, 0);
         return false;
     }
     return true;
@@ -471,39 +463,15 @@ static void on_request(void *ctx, struct http1_exchange *ex)
         req->body_len = body_len;
     }
     req->received_ns = serve__now_ns();
-    req->endpoint_metrics = route->metrics;
-    req->backend = route_pick(route, serve_request_header(req, "X-Serve-Shard-Key"));
-    backend_ref(req->backend);
-    req->deliver = deliver_to_io_thread;
     req->origin = t;
     req->origin_request = ex;
     atomic_fetch_add_explicit(&t->outstanding, 1, memory_order_relaxed);
-
-    double timeout_ms = backend_get_spec(req->backend)->options.request_timeout_ms;
-    if (timeout_ms > 0) {
-        evtimer_assign(&req->timeout_event, t->base, on_timeout, req);
-        uint64_t us = (uint64_t)(timeout_ms * 1000.0);
-        struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
-        evtimer_add(&req->timeout_event, &tv);
-        req->has_timeout = true;
-    }
-    enum enqueue_result queued = backend_enqueue(req->backend, req);
-    if (queued != ENQUEUE_OK) {
-        if (req->has_timeout) evtimer_del(&req->timeout_event);
-        char msg[256];
-        const char *name = backend_name(req->backend);
-        if (queued == ENQUEUE_OVERLOADED)
-            snprintf(msg, sizeof msg,
-                     "request dropped: backend %s is overloaded (%u requests queued)", name,
-                     backend_get_spec(req->backend)->options.max_queued_requests);
-        else
-            snprintf(msg, sizeof msg, "backend %s is not accepting requests", name);
-        if (access_log_on) access_log_request(req, "http", http1_peer(ex), route->endpoint, 503, 0);
-        http1_answer_error(ex, 503, req->id, msg, false);
-        metrics_count_response(req->endpoint_metrics, 503, serve__now_ns() - req->received_ns);
+    struct dispatch_error err;
+    if (dispatch_submit(req, route, &http_origin, t->base, &err) != DISPATCH_QUEUED) {
+        if (access_log_on)
+            access_log_request(req, "http", http1_peer(ex), route->endpoint, err.status, 0);
+        answer_refusal(ex, req->id, &err, false);
         finish(t, req);
-    } else if (route->shadow_count) {
-        handles_shadow(route, req);
     }
 done:
     free(r.decoded);
@@ -590,7 +558,9 @@ struct http_server *http_server_start(const struct http_options *o, char *err,
     }
     pthread_mutex_init(&s->ack_mutex, NULL);
     pthread_cond_init(&s->ack_cond, NULL);
-    s->unrouted = metrics_endpoint("");
+    /* The series of answers without an endpoint (dispatch counts its 404s
+     * there) is listed from the start, not from the first 404. */
+    metrics_endpoint("");
     http1_body_memory_set_limit(o->max_body_memory);
     s->started_at = time(NULL);
     s->listen_fd = open_listener(o, &s->port, err, errlen);

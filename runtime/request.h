@@ -25,6 +25,7 @@
 #include "serve/plugin.h"
 
 struct backend;
+struct dispatch_origin;
 struct replica;
 struct evbuffer;
 
@@ -43,7 +44,7 @@ struct serve_request {
     atomic_int refs;
 
     struct backend *backend;      /* referenced; set when routed */
-    struct endpoint_metrics *endpoint_metrics; /* HTTP requests: counted here */
+    struct endpoint_metrics *endpoint_metrics; /* HTTP requests: counted here (set by dispatch) */
     struct replica *replica;      /* set when dispatched */
     uint64_t received_ns;
     uint64_t enqueued_ns;
@@ -54,6 +55,7 @@ struct serve_request {
     /* Called once with the answer (status and body below) when the plugin
      * or the runtime answered and the origin must send it. Any thread. */
     void (*deliver)(serve_request *req);
+    const struct dispatch_origin *dispatch_origin; /* the front end (dispatch.h) */
     void *origin;                 /* the front end's own data */
     void *origin_request;         /* e.g. the evhttp request to answer */
 
@@ -75,7 +77,7 @@ struct serve_request {
     uint32_t call_depth;          /* 0 for HTTP requests */
     bool reentrant;
     bool too_deep;                /* refused at send: over SERVE_MAX_CALL_DEPTH */
-    struct event timeout_event;   /* origin-owned; used when timeout > 0 */
+    struct event timeout_event;   /* dispatch's (dispatch.c); used when timeout > 0 */
     bool has_timeout;
 
     /* What the plugin reads. Strings live in this allocation or in body_buf

@@ -14,7 +14,7 @@
 
 #include "clock.h"
 #include "deploy_file.h"
-#include "handles.h"
+#include "dispatch.h"
 #include "access_log.h"
 #include "log.h"
 #include "metrics.h"
@@ -157,7 +157,7 @@ static void cleanup(struct server *s)
             if (s->live[i]) backend_stop(s->live[i]);
         http_server_stop(s->http);
     }
-    handles_shutdown();
+    dispatch_shutdown();
     if (s->routes) routes_release(s->routes);
     for (size_t i = 0; s->live && i < s->declared.backend_count; i++)
         if (s->live[i]) backend_release(s->live[i]);
