@@ -7,6 +7,7 @@
  * answer must be HTTP. The input's first byte picks how it is sent: whole,
  * or split in two writes, to reach the parser's partial-read paths. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -87,10 +88,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t mode = data[0];
     data++;
     size--;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    int fd;
+    for (;;) {
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) break;
+        /* Hundreds of thousands of connections a run reuse client ports
+         * while the server's side of an old one is in TIME_WAIT: such a
+         * connect waits for a SYN retry, and libFuzzer's timer signal can
+         * interrupt it. That is not the server gone; a refusal is. */
+        if (fd >= 0 && errno == EINTR) {
+            close(fd);
+            continue;
+        }
         perror("fuzz_http: connect");
         abort(); /* the server is gone: that is the finding */
     }
