@@ -2,6 +2,7 @@
  * answer_queue.h). */
 #include "answer_queue.h"
 
+#include <sched.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 bool answer_queue_init(struct answer_queue *q)
 {
     atomic_init(&q->newest, NULL);
+    atomic_init(&q->pushing, 0);
     q->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     return q->wake_fd >= 0;
 }
@@ -18,6 +20,10 @@ bool answer_queue_init(struct answer_queue *q)
 void answer_queue_destroy(struct answer_queue *q)
 {
     if (!q) return;
+    /* A push whose request was taken has incremented `pushing` before
+     * the take saw it (the CAS comes after), so the wait covers it; the
+     * decrement's release orders its write before the close. */
+    while (atomic_load_explicit(&q->pushing, memory_order_acquire)) sched_yield();
     if (q->wake_fd >= 0) close(q->wake_fd);
     q->wake_fd = -1;
 }
@@ -37,6 +43,7 @@ void answer_queue_wake(struct answer_queue *q)
  * nothing is popped one by one). */
 static void push_newest_first(struct answer_queue *q, serve_request *newest, serve_request *oldest)
 {
+    atomic_fetch_add_explicit(&q->pushing, 1, memory_order_relaxed);
     serve_request *queued = atomic_load_explicit(&q->newest, memory_order_relaxed);
     do
         oldest->next = queued;
@@ -45,6 +52,7 @@ static void push_newest_first(struct answer_queue *q, serve_request *newest, ser
     /* Only the push onto an empty queue announces it: the consumer takes
      * everything after the edge this write makes. */
     if (!queued) answer_queue_wake(q);
+    atomic_fetch_sub_explicit(&q->pushing, 1, memory_order_release);
 }
 
 void answer_queue_push(struct answer_queue *q, serve_request *req)

@@ -37,6 +37,11 @@
 
 struct answer_queue {
     _Atomic(serve_request *) newest; /* the requests pushed, newest first */
+    /* Pushes under way. A push's request can be taken (and the consumer
+     * stopped) before that push has written the eventfd; destroy waits
+     * for this to reach zero, so that no write meets a closed (or reused)
+     * fd number. */
+    atomic_uint pushing;
     int wake_fd;                     /* eventfd; -1 before init */
 };
 
@@ -44,8 +49,9 @@ struct answer_queue {
  * errno set when it cannot. Call answer_queue_destroy even then. */
 bool answer_queue_init(struct answer_queue *q);
 
-/* Closes the eventfd. Requests still queued are the caller's: take them
- * first. NULL is a harmless no-op. */
+/* Closes the eventfd, after waiting for pushes under way to finish
+ * their write. Requests still queued are the caller's: take them first.
+ * No push may start after this is called. NULL is a harmless no-op. */
 void answer_queue_destroy(struct answer_queue *q);
 
 /* The eventfd to watch edge-triggered for reading; never read it. */
