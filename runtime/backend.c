@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "answer_queue.h"
 #include "clock.h"
 #include "loader.h"
 #include "log.h"
@@ -70,8 +71,32 @@ static void deliver_or_drop(serve_request *req)
         request_release(req);
 }
 
+/* Hands the answered requests left in batch[] (the others are NULL) to
+ * their answer queues: those for the same queue as one chain, in batch
+ * order, so that each queue is pushed once and its consumer woken at most
+ * once per batch. Each request carries its execution reference, handed
+ * over; the batch references were dropped. A batch reaches few queues
+ * (one per I/O thread at most), hence the quadratic scan. */
+static void push_answers(serve_request **batch, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!batch[i]) continue;
+        struct answer_queue *q = batch[i]->answers;
+        serve_request *first = batch[i], *last = first;
+        batch[i] = NULL;
+        for (size_t k = i + 1; k < n; k++)
+            if (batch[k] && batch[k]->answers == q) {
+                last->next = batch[k];
+                last = batch[k];
+                batch[k] = NULL;
+            }
+        answer_queue_push_chain(q, first, last);
+    }
+}
+
 /* Runs one batch on the replica's worker thread, outside the mutex.
- * Returns how many requests left the replica's in-flight count. */
+ * Returns how many requests left the replica's in-flight count. Uses
+ * batch[] as scratch: its entries are gone (NULL) on return. */
 static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
 {
     struct backend *b = r->backend;
@@ -104,6 +129,7 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
         serve_request *req = batch[i];
         req->in_batch = false;
         if (req->deferred) {
+            batch[i] = NULL;
             request_release(req);
             continue;
         }
@@ -123,9 +149,17 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
         if (req->status >= 500 && atomic_load(&req->state) == REQ_ANSWERED)
             backend_count_rejection(b, REJECT_PLUGIN_ERROR);
         finished++;
+        if (req->answers && atomic_load(&req->state) == REQ_ANSWERED) {
+            /* Pushed with the others for its queue below. The execution
+             * reference, which goes with it, keeps it alive meanwhile. */
+            request_release(req);
+            continue;
+        }
+        batch[i] = NULL;
         deliver_or_drop(req);
         request_release(req);
     }
+    push_answers(batch, n);
     return finished;
 }
 

@@ -18,11 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "access_log.h"
+#include "answer_queue.h"
 #include "clock.h"
 #include "dispatch.h"
 #include "http1_conn.h"
@@ -35,18 +35,21 @@ struct io_thread {
     pthread_t thread;
     bool thread_started;
     struct event_base *base;
-    /* Wakes the loop for completions, new routes, drain and stop: an
-     * eventfd watched edge-triggered and never read, so a wake-up costs the
-     * waker one write and the loop nothing but its epoll_wait (event_active
-     * would take the base's lock and the loop would read the eventfd). */
-    int wake_fd;
+    /* Answered requests, pushed by any thread (a replica pushes a batch's
+     * answers as one chain). Its eventfd also wakes the loop for new
+     * routes, drain and stop: watched edge-triggered and never read, so a
+     * wake-up costs the waker one write and the loop nothing but its
+     * epoll_wait (event_active would take the base's lock and the loop
+     * would read the eventfd). */
+    struct answer_queue answers;
     struct event *wake;
     struct routes *routes;
     atomic_size_t outstanding;
+    /* Set after the fields under `mutex` changed, before the wake-up: the
+     * loop takes the mutex only when there is news (answers need none). */
+    atomic_bool control_pending;
 
     pthread_mutex_t mutex; /* guards the fields below */
-    serve_request *done_head;
-    serve_request *done_tail;
     struct routes *pending_routes;
     uint64_t pending_generation;
     bool drain_pending;
@@ -105,30 +108,18 @@ static void send_answer(struct http1_exchange *ex, serve_request *req)
     metrics_count_response(req->endpoint_metrics, req->status, serve__now_ns() - req->received_ns);
 }
 
-/* Any thread. Every write is an edge for epoll, even while the counter
- * is already non-zero; the counter itself is never read (it would take
- * 2^64 wake-ups to fill). */
+/* Any thread, after changing what t->mutex guards: tells the loop to look. */
 static void io_thread_wake(struct io_thread *t)
 {
-    static const uint64_t one = 1;
-    ssize_t n = write(t->wake_fd, &one, sizeof one);
-    (void)n;
+    atomic_store_explicit(&t->control_pending, true, memory_order_release);
+    answer_queue_wake(&t->answers);
 }
 
-/* Called from any thread with a request whose answer is ready. */
+/* Called from any thread with a request whose answer is ready (one at a
+ * time; a replica pushes its batch's answers to req->answers itself). */
 static void deliver_to_io_thread(serve_request *req)
 {
-    struct io_thread *t = req->origin;
-    pthread_mutex_lock(&t->mutex);
-    bool was_empty = t->done_head == NULL;
-    req->next = NULL;
-    if (t->done_tail)
-        t->done_tail->next = req;
-    else
-        t->done_head = req;
-    t->done_tail = req;
-    pthread_mutex_unlock(&t->mutex);
-    if (was_empty) io_thread_wake(t);
+    answer_queue_push(req->answers, req);
 }
 
 static void finish(struct io_thread *t, serve_request *req)
@@ -142,16 +133,20 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct io_thread *t = arg;
-    pthread_mutex_lock(&t->mutex);
-    serve_request *done = t->done_head;
-    t->done_head = t->done_tail = NULL;
-    struct routes *routes = t->pending_routes;
-    uint64_t generation = t->pending_generation;
-    t->pending_routes = NULL;
-    bool drain = t->drain_pending;
-    t->drain_pending = false;
-    bool stop = t->stop_pending;
-    pthread_mutex_unlock(&t->mutex);
+    serve_request *done = answer_queue_take(&t->answers);
+    struct routes *routes = NULL;
+    uint64_t generation = 0;
+    bool drain = false, stop = false;
+    if (atomic_exchange_explicit(&t->control_pending, false, memory_order_acquire)) {
+        pthread_mutex_lock(&t->mutex);
+        routes = t->pending_routes;
+        generation = t->pending_generation;
+        t->pending_routes = NULL;
+        drain = t->drain_pending;
+        t->drain_pending = false;
+        stop = t->stop_pending;
+        pthread_mutex_unlock(&t->mutex);
+    }
 
     while (done) {
         serve_request *req = done;
@@ -463,6 +458,7 @@ static void on_request(void *ctx, struct http1_exchange *ex)
         req->body_len = body_len;
     }
     req->received_ns = serve__now_ns();
+    req->answers = &t->answers; /* a replica hands back a batch's answers at once */
     req->origin = t;
     req->origin_request = ex;
     atomic_fetch_add_explicit(&t->outstanding, 1, memory_order_relaxed);
@@ -524,10 +520,10 @@ static bool io_thread_init(struct io_thread *t, struct http_server *s,
     t->server = s;
     pthread_mutex_init(&t->mutex, NULL);
     t->base = event_base_new();
-    t->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    t->wake = t->base && t->wake_fd >= 0
-                  ? event_new(t->base, t->wake_fd, EV_READ | EV_PERSIST | EV_ET, on_wake, t)
-                  : NULL;
+    bool queue_ok = answer_queue_init(&t->answers);
+    t->wake = t->base && queue_ok ? event_new(t->base, answer_queue_fd(&t->answers),
+                                              EV_READ | EV_PERSIST | EV_ET, on_wake, t)
+                                  : NULL;
     if (!t->wake || event_add(t->wake, NULL) != 0) return false;
     int fd = dup(s->listen_fd);
     if (fd < 0) return false;
@@ -570,7 +566,7 @@ struct http_server *http_server_start(const struct http_options *o, char *err,
     }
     s->thread_count = o->threads > 0 ? o->threads : 1;
     s->threads = calloc((size_t)s->thread_count, sizeof *s->threads);
-    for (int i = 0; s->threads && i < s->thread_count; i++) s->threads[i].wake_fd = -1;
+    for (int i = 0; s->threads && i < s->thread_count; i++) s->threads[i].answers.wake_fd = -1;
     for (int i = 0; s->threads && i < s->thread_count; i++) {
         struct io_thread *t = &s->threads[i];
         if (!io_thread_init(t, s, o) ||
@@ -679,10 +675,9 @@ void http_server_stop(struct http_server *s)
         struct io_thread *t = &s->threads[i];
         if (t->http1) http1_free(t->http1);
         if (t->wake) event_free(t->wake);
-        if (t->wake_fd >= 0) close(t->wake_fd);
         /* Answers that arrived after the loop stopped: nobody to send them
          * to any more. */
-        for (serve_request *req = t->done_head, *next; req; req = next) {
+        for (serve_request *req = answer_queue_take(&t->answers), *next; req; req = next) {
             next = req->next;
             http1_answer_error(req->origin_request, 503, req->id, "server is shutting down", true);
             request_release(req);
@@ -691,6 +686,7 @@ void http_server_stop(struct http_server *s)
         if (t->routes) routes_release(t->routes);
         if (t->pending_routes) routes_release(t->pending_routes);
         if (t->base) event_base_free(t->base);
+        answer_queue_destroy(&t->answers);
         pthread_mutex_destroy(&t->mutex);
     }
     if (s->listen_fd >= 0) close(s->listen_fd);

@@ -24,6 +24,7 @@
 
 #include "serve/plugin.h"
 
+struct answer_queue;
 struct backend;
 struct dispatch_origin;
 struct replica;
@@ -37,7 +38,7 @@ struct response_header {
 };
 
 struct serve_request {
-    serve_request *next;          /* backend queue, then completion queue */
+    serve_request *next;          /* backend queue, then answer queue */
     serve_request *deferred_prev; /* replica's list of deferred requests */
     serve_request *deferred_next;
     atomic_int state;             /* enum request_state */
@@ -56,6 +57,12 @@ struct serve_request {
      * or the runtime answered and the origin must send it. Any thread. */
     void (*deliver)(serve_request *req);
     const struct dispatch_origin *dispatch_origin; /* the front end (dispatch.h) */
+    /* Where `deliver` puts the answer, when it only pushes the request on
+     * an answer queue (HTTP requests: their I/O thread's): a replica then
+     * pushes the answers of one batch that go to the same queue as one
+     * chain, with one wake-up, instead of calling `deliver` for each.
+     * NULL: `deliver` does more (handle calls, shadows). */
+    struct answer_queue *answers;
     void *origin;                 /* the front end's own data */
     void *origin_request;         /* e.g. the evhttp request to answer */
 
