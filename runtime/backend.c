@@ -1,4 +1,6 @@
-/* backend.c - replicas, the batching queue and the worker threads. */
+/* backend.c - the batching queue, the replicas' worker threads and the
+ * rules they follow (batching, concurrency, reconfigure, stop), the same
+ * for every replica kind (replica_kind.h). */
 #include "backend.h"
 
 #include <errno.h>
@@ -10,22 +12,20 @@
 
 #include "answer_queue.h"
 #include "clock.h"
-#include "loader.h"
 #include "log.h"
 #include "metrics.h"
 #include "mp.h"
 #include "park.h"
-#include "replica_context.h"
+#include "replica_kind.h"
 
 enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT };
 
 struct replica {
+    struct replica_base base; /* what the kind sees */
     struct backend *backend;
-    serve_replica context;
-    void *state;
     pthread_t thread;
     bool thread_started;
-    bool initialized;
+    bool started; /* the kind's start succeeded; stop not called yet */
     /* Where the worker sleeps, and why (guarded by backend->mutex): with
      * room for work (a new request wakes one such replica), or at its
      * concurrency limit (woken when one of its deferred requests is
@@ -43,7 +43,9 @@ struct replica {
 struct backend {
     atomic_int refs;
     struct backend_spec spec;
-    struct plugin_lib lib;
+    const struct replica_kind *kind;
+    struct replica_group group;
+    bool group_open;
     uint32_t concurrency;
     uint64_t batch_wait_ns;
 
@@ -115,15 +117,15 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
      * agree in any scrape. */
     atomic_fetch_add_explicit(&m->batches_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->requests_total, n, memory_order_relaxed);
-    LOG_DEBUG("backend=%s replica=%d: batch of %zu", b->spec.name, r->context.index, n);
-    int rc = b->lib.plugin->handle_batch(r->state, batch, n);
+    LOG_DEBUG("backend=%s replica=%d: batch of %zu", b->spec.name, r->base.index, n);
+    int rc = b->kind->run_batch(&r->base, batch, n);
     uint64_t took = serve__now_ns() - started;
     histogram_observe(&m->exec_seconds, took);
     double timeout_ms = b->spec.options.request_timeout_ms;
     if (timeout_ms > 0 && took / 1e6 > timeout_ms)
         LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past the %g ms request "
                  "timeout (its clients got 504; the replica took no other work meanwhile)",
-                 b->spec.name, r->context.index, n, took / 1e9, timeout_ms);
+                 b->spec.name, r->base.index, n, took / 1e9, timeout_ms);
     uint32_t finished = 0;
     for (size_t i = 0; i < n; i++) {
         serve_request *req = batch[i];
@@ -234,7 +236,7 @@ static void *replica_main(void *arg)
     const size_t max_batch = b->spec.options.max_batch_size;
     serve_request **batch = malloc(max_batch * sizeof *batch);
     if (!batch) {
-        LOG_ERROR("backend=%s replica=%d: out of memory", b->spec.name, r->context.index);
+        LOG_ERROR("backend=%s replica=%d: out of memory", b->spec.name, r->base.index);
         return NULL;
     }
     pthread_mutex_lock(&b->mutex);
@@ -243,7 +245,7 @@ static void *replica_main(void *arg)
             /* Between batches: no handle_batch of this replica runs now. */
             const serve_config *config = b->pending_config;
             pthread_mutex_unlock(&b->mutex);
-            int rc = b->lib.plugin->reconfigure(r->state, config);
+            int rc = b->kind->reconfigure(&r->base, config);
             pthread_mutex_lock(&b->mutex);
             r->reconfigure_rc = rc;
             r->reconfigure_pending = false;
@@ -320,14 +322,20 @@ static void destroy_replicas(struct backend *b)
 {
     for (size_t i = 0; i < b->replica_count; i++) {
         struct replica *r = &b->replicas[i];
-        if (r->initialized && b->lib.plugin->destroy) b->lib.plugin->destroy(r->state);
-        r->initialized = false;
-        replica_free_handles(&r->context);
+        if (r->started) b->kind->stop(&r->base);
+        r->started = false;
     }
 }
 
 struct backend *backend_create(const struct backend_spec *spec, char *err,
                                size_t errlen)
+{
+    return backend_create_with_kind(spec, &replica_kind_thread, err, errlen);
+}
+
+struct backend *backend_create_with_kind(const struct backend_spec *spec,
+                                         const struct replica_kind *kind, char *err,
+                                         size_t errlen)
 {
     struct backend *b = calloc(1, sizeof *b);
     if (!b) {
@@ -339,6 +347,7 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
     b->spec.plugin = strdup(spec->plugin);
     b->spec.options = spec->options;
     b->spec.config = config_copy(spec->config);
+    b->kind = kind;
     b->concurrency = backend_options_concurrency(&spec->options);
     b->m = metrics_backend(spec->name);
     b->batch_wait_ns = (uint64_t)(spec->options.batch_wait_timeout_ms * 1e6);
@@ -350,26 +359,18 @@ struct backend *backend_create(const struct backend_spec *spec, char *err,
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (!plugin_load(spec->plugin, &b->lib, err, errlen)) goto fail;
+    if (!kind->open(&b->spec, &b->group, err, errlen)) goto fail;
+    b->group_open = true;
 
     for (size_t i = 0; i < b->replica_count; i++) {
         struct replica *r = &b->replicas[i];
         r->backend = b;
-        r->context.backend_name = b->spec.name;
-        r->context.metrics = b->m;
-        r->context.index = (int)i;
-        if (b->lib.plugin->init &&
-            b->lib.plugin->init(&r->context, b->spec.config, &r->state) != 0) {
-            const char *why = r->context.failure[0] ? r->context.failure : "no reason given";
-            LOG_ERROR("backend=%s replica=%zu: init failed: %s", b->spec.name, i, why);
-            if (b->replica_count > 1)
-                snprintf(err, errlen, "plugin %s: init failed in replica %zu of %zu: %s",
-                         spec->plugin, i, b->replica_count, why);
-            else
-                snprintf(err, errlen, "plugin %s: init failed: %s", spec->plugin, why);
-            goto fail;
-        }
-        r->initialized = true;
+        r->base.spec = &b->spec;
+        r->base.group = &b->group;
+        r->base.metrics = b->m;
+        r->base.index = (int)i;
+        if (!kind->start(&r->base, err, errlen)) goto fail;
+        r->started = true;
     }
     b->accepting = true;
     for (size_t i = 0; i < b->replica_count; i++) {
@@ -399,7 +400,7 @@ void backend_ref(struct backend *b)
 void backend_release(struct backend *b)
 {
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
-    plugin_unload(&b->lib);
+    if (b->group_open) b->kind->close(&b->group);
     pthread_mutex_destroy(&b->mutex);
     pthread_cond_destroy(&b->reconfigured);
     free(b->replicas);
@@ -473,7 +474,7 @@ void backend_stop(struct backend *b)
 
 bool backend_can_reconfigure(const struct backend *b)
 {
-    return b->lib.plugin->reconfigure != NULL;
+    return b->group.can_reconfigure;
 }
 
 /* Runs reconfigure(config) on every replica; returns the index of the first
@@ -573,7 +574,7 @@ void backend_timed_out(struct backend *b, const serve_request *req, char *msg, s
     snprintf(msg, len, "request timed out after %g ms in backend %s", timeout_ms, b->spec.name);
     backend_count_rejection(b, REJECT_TIMEOUT);
     pthread_mutex_lock(&b->mutex);
-    int replica = req->replica ? req->replica->context.index : -1;
+    int replica = req->replica ? req->replica->base.index : -1;
     pthread_mutex_unlock(&b->mutex);
     char where[32] = "queued";
     if (replica >= 0) snprintf(where, sizeof where, "replica=%d", replica);
@@ -585,7 +586,7 @@ void backend_report_plugin_bug(const serve_request *req, const char *what)
 {
     const struct replica *r = req->replica;
     LOG_ERROR("backend=%s replica=%d request=%s: plugin bug: %s",
-              r ? r->backend->spec.name : "?", r ? r->context.index : -1,
+              r ? r->backend->spec.name : "?", r ? r->base.index : -1,
               req->id ? req->id : "-", what);
 }
 
@@ -608,7 +609,7 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     mp_pack_key(pk, "spec");
     backend_spec_pack(pk, &b->spec);
     mp_pack_key(pk, "plugin_name");
-    mp_pack_str(pk, b->lib.plugin ? b->lib.plugin->name : "?");
+    mp_pack_str(pk, b->group_open ? b->group.label : "?");
     mp_pack_key(pk, "queued");
     msgpack_pack_uint64(pk, queued);
     mp_pack_key(pk, "in_flight");
@@ -705,23 +706,4 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
             }
         }
     }
-}
-
-SERVE_EXPORT const char *serve_replica_backend(const serve_replica *replica)
-{
-    return replica ? replica->backend_name : NULL;
-}
-
-SERVE_EXPORT int serve_replica_index(const serve_replica *replica)
-{
-    return replica ? replica->index : -1;
-}
-
-SERVE_EXPORT void serve_replica_fail(serve_replica *replica, const char *fmt, ...)
-{
-    if (!replica || !fmt) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(replica->failure, sizeof replica->failure, fmt, ap);
-    va_end(ap);
 }

@@ -1,9 +1,9 @@
-/* backend.h - a backend: one loaded plugin, its replicas, and the queue they
- * take batches from.
+/* backend.h - a backend: its replicas, of one kind (replica_kind.h: threads
+ * running a loaded plugin), and the queue they take batches from.
  *
  * Threads: backend_create and backend_stop run on the control thread. Front
  * ends call backend_enqueue from any thread. Each replica has one worker
- * thread that forms batches and calls handle_batch.
+ * thread that forms batches and hands each to its kind's run_batch.
  *
  * The batching rule: a replica dispatches as soon as max_batch_size requests
  * wait, or batch_wait_timeout after the first waiting request arrived,
@@ -22,11 +22,20 @@
 #include "spec.h"
 
 struct backend;
+struct replica_kind;
 
-/* Loads the plugin, runs init for every replica and starts the workers.
- * The spec is copied. On failure returns NULL with one line in err. */
+/* Loads the plugin, runs init for every replica and starts the workers:
+ * backend_create_with_kind with the thread kind. The spec is copied. On
+ * failure returns NULL with one line in err. */
 struct backend *backend_create(const struct backend_spec *spec, char *err,
                                size_t errlen);
+
+/* Opens the kind's group for spec, starts every replica (in index order)
+ * and their workers. kind has static storage. On failure returns NULL with
+ * one line in err, the replicas started so far stopped. */
+struct backend *backend_create_with_kind(const struct backend_spec *spec,
+                                         const struct replica_kind *kind, char *err,
+                                         size_t errlen);
 
 void backend_ref(struct backend *b);
 void backend_release(struct backend *b); /* frees on the last reference */
@@ -41,10 +50,12 @@ enum enqueue_result { ENQUEUE_OK, ENQUEUE_OVERLOADED, ENQUEUE_CLOSED };
 enum enqueue_result backend_enqueue(struct backend *b, serve_request *req);
 
 /* Stops taking requests, lets the replicas finish what is queued, joins
- * them, calls destroy and answers still-deferred requests with 503. */
+ * them, stops them (the kind's stop: the plugin's destroy) and answers
+ * still-deferred requests with 503. */
 void backend_stop(struct backend *b);
 
-/* True when the plugin has a reconfigure callback. */
+/* True when the replicas can take a new config (the thread kind: the
+ * plugin has a reconfigure callback). */
 bool backend_can_reconfigure(const struct backend *b);
 
 /* Hands a new user config to every replica through the plugin's

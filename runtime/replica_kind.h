@@ -1,0 +1,83 @@
+/* replica_kind.h - what runs a backend's batches: a replica kind.
+ *
+ * A backend (backend.c) owns the queue, the batching rule, the concurrency
+ * limit of each replica, backpressure, reconfigure sequencing and stop, the
+ * same for every kind. A kind only runs what it is given: threads in this
+ * process (replica_thread.c, plugins opened with dlopen), later processes
+ * and remote connections.
+ *
+ * Each replica has one worker thread in backend.c that forms batches and
+ * calls run_batch, reconfigure and stop on it, never two at once. A kind
+ * that hands a batch to something else (a child process, a connection)
+ * defers every request (serve_request_defer) and answers it later from any
+ * thread (serve_respond and friends), as a plugin answers a deferred request.
+ *
+ * The table is a const object with static storage; the backend keeps a
+ * pointer to it. */
+#ifndef SERVE_RUNTIME_REPLICA_KIND_H
+#define SERVE_RUNTIME_REPLICA_KIND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "request.h"
+#include "spec.h"
+
+struct backend;
+struct backend_metrics;
+
+/* What a kind shares between the replicas of one backend (the thread kind:
+ * the opened plugin). Filled by open. */
+struct replica_group {
+    void *data;              /* the kind's */
+    const char *label;       /* what status calls plugin_name; never NULL */
+    bool can_reconfigure;    /* reconfigure may be called */
+};
+
+/* One replica as a kind sees it. The backend sets these fields before
+ * start and does not change them afterwards, except `data`, which is the
+ * kind's. The rest of the replica is the backend's (backend.c). */
+struct replica_base {
+    const struct backend_spec *spec;     /* the backend's; config as at start */
+    const struct replica_group *group;
+    struct backend_metrics *metrics;     /* the backend's, never NULL */
+    int index;                           /* 0 .. num_replicas-1 */
+    void *data;                          /* the kind's, set by start */
+};
+
+struct replica_kind {
+    const char *name; /* "thread" */
+
+    /* Control thread, once per backend, before any start. Fills *group.
+     * On failure returns false with one line in err; close is not called. */
+    bool (*open)(const struct backend_spec *spec, struct replica_group *group, char *err,
+                 size_t errlen);
+
+    /* When the backend's last reference goes: no request of the backend is
+     * alive any more (answers may hold code of the group, e.g. free_body). */
+    void (*close)(struct replica_group *group);
+
+    /* Control thread, replica by replica, in index order. On failure returns
+     * false with one line in err, having undone its own work; stop is then
+     * not called for this replica. */
+    bool (*start)(struct replica_base *r, char *err, size_t errlen);
+
+    /* The replica's worker thread, outside the backend's lock. Each request
+     * is answered or deferred by the time it returns; the backend answers
+     * any other with 500 (naming rc when it is not 0). */
+    int (*run_batch)(struct replica_base *r, serve_request **reqs, size_t n);
+
+    /* The replica's worker thread, between two batches; only when the
+     * group's can_reconfigure. 0 when the replica took the config. */
+    int (*reconfigure)(struct replica_base *r, const serve_config *config);
+
+    /* Control thread, after the worker has ended. Requests still deferred
+     * are answered 503 by the backend afterwards. */
+    void (*stop)(struct replica_base *r);
+};
+
+/* Replicas as threads of this process, running a dlopen'ed plugin
+ * (replica_thread.c). */
+extern const struct replica_kind replica_kind_thread;
+
+#endif

@@ -1,0 +1,123 @@
+/* replica_thread.c - the thread replica kind: a plugin opened with dlopen,
+ * one plugin instance (init .. destroy) per replica, its handle_batch
+ * called directly on the replica's worker thread. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "loader.h"
+#include "log.h"
+#include "replica_context.h"
+#include "replica_kind.h"
+
+struct thread_replica {
+    const serve_plugin *plugin;
+    void *state;
+    serve_replica context;
+};
+
+static bool thread_open(const struct backend_spec *spec, struct replica_group *group, char *err,
+                        size_t errlen)
+{
+    struct plugin_lib *lib = calloc(1, sizeof *lib);
+    if (!lib) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    if (!plugin_load(spec->plugin, lib, err, errlen)) {
+        free(lib);
+        return false;
+    }
+    group->data = lib;
+    group->label = lib->plugin->name ? lib->plugin->name : "?";
+    group->can_reconfigure = lib->plugin->reconfigure != NULL;
+    return true;
+}
+
+static void thread_close(struct replica_group *group)
+{
+    struct plugin_lib *lib = group->data;
+    plugin_unload(lib);
+    free(lib);
+    group->data = NULL;
+}
+
+static bool thread_start(struct replica_base *r, char *err, size_t errlen)
+{
+    const struct backend_spec *spec = r->spec;
+    struct thread_replica *t = calloc(1, sizeof *t);
+    if (!t) {
+        snprintf(err, errlen, "out of memory");
+        return false;
+    }
+    t->context.backend_name = spec->name;
+    t->context.metrics = r->metrics;
+    t->context.index = r->index;
+    const serve_plugin *plugin = ((const struct plugin_lib *)r->group->data)->plugin;
+    t->plugin = plugin;
+    if (plugin->init && plugin->init(&t->context, spec->config, &t->state) != 0) {
+        const char *why = t->context.failure[0] ? t->context.failure : "no reason given";
+        size_t count = spec->options.num_replicas;
+        LOG_ERROR("backend=%s replica=%d: init failed: %s", spec->name, r->index, why);
+        if (count > 1)
+            snprintf(err, errlen, "plugin %s: init failed in replica %d of %zu: %s",
+                     spec->plugin, r->index, count, why);
+        else
+            snprintf(err, errlen, "plugin %s: init failed: %s", spec->plugin, why);
+        replica_free_handles(&t->context);
+        free(t);
+        return false;
+    }
+    r->data = t;
+    return true;
+}
+
+static int thread_run_batch(struct replica_base *r, serve_request **reqs, size_t n)
+{
+    struct thread_replica *t = r->data;
+    return t->plugin->handle_batch(t->state, reqs, n);
+}
+
+static int thread_reconfigure(struct replica_base *r, const serve_config *config)
+{
+    struct thread_replica *t = r->data;
+    return t->plugin->reconfigure(t->state, config);
+}
+
+static void thread_stop(struct replica_base *r)
+{
+    struct thread_replica *t = r->data;
+    if (t->plugin->destroy) t->plugin->destroy(t->state);
+    replica_free_handles(&t->context);
+    free(t);
+    r->data = NULL;
+}
+
+const struct replica_kind replica_kind_thread = {
+    .name = "thread",
+    .open = thread_open,
+    .close = thread_close,
+    .start = thread_start,
+    .run_batch = thread_run_batch,
+    .reconfigure = thread_reconfigure,
+    .stop = thread_stop,
+};
+
+SERVE_EXPORT const char *serve_replica_backend(const serve_replica *replica)
+{
+    return replica ? replica->backend_name : NULL;
+}
+
+SERVE_EXPORT int serve_replica_index(const serve_replica *replica)
+{
+    return replica ? replica->index : -1;
+}
+
+SERVE_EXPORT void serve_replica_fail(serve_replica *replica, const char *fmt, ...)
+{
+    if (!replica || !fmt) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(replica->failure, sizeof replica->failure, fmt, ap);
+    va_end(ap);
+}
