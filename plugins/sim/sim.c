@@ -5,6 +5,7 @@
 #include <serve/plugin.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 struct sim {
@@ -46,9 +47,19 @@ static int sim_init(serve_replica *replica, const serve_config *config, void **s
     return 0;
 }
 
+/* The simulated cost is slept to the microsecond: without this, the
+ * kernel's default timer slack (50 us) lengthens every batch, and a
+ * benchmark against the ceiling base_us + per_item_us x n would count the
+ * kernel's rounding as the server's overhead. Set once per thread. */
+static _Thread_local int precise_sleep;
+
 static void sleep_us(long us)
 {
     if (us <= 0) return;
+    if (!precise_sleep) {
+        prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+        precise_sleep = 1;
+    }
     struct timespec deadline;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += us / 1000000;

@@ -7,6 +7,8 @@ source "$(dirname "$0")/lib.sh"
 OUT=${OUT:-/tmp/serve-bench}
 mkdir -p "$OUT"
 need_tools wrk nginx
+# pyserve_uv (H1): Debian's uvicorn with uvloop and httptools
+dpkg-query -W python3-uvloop >/dev/null 2>&1 || apt-get install -y -qq python3-uvicorn python3-starlette python3-uvloop python3-httptools >/dev/null
 build_bench
 
 ulimit -n "$(ulimit -Hn)"  # 10000 connections for M1
@@ -28,8 +30,8 @@ IDLE_RSS=$(rss_kb)
 "$SERVE" create-endpoint sim --backend sim --route /sim >/dev/null
 echo "serve at $URL (pid $PID), idle RSS ${IDLE_RSS} kB"
 
-echo "== H1/H3: echo, max batch 1, vs nginx and evhttp"
-DURATION=$DURATION REPS=$REPS CONNS="1 16 64 256" PEERS="nginx evhttp" \
+echo "== H1/H3: echo, max batch 1, vs nginx, evhttp and pyserve_uv"
+DURATION=$DURATION REPS=$REPS CONNS="1 16 64 256" PEERS="nginx evhttp pyserve_uv" \
   bash "$PEERS_DIR/compare_http.sh" "$URL/echo" | tee "$OUT/h1.txt"
 echo "== H2: echo, max batch 32, wait 0, vs nginx"
 DURATION=$DURATION REPS=$REPS CONNS="64" PEERS="nginx" \
