@@ -11,15 +11,22 @@
  *   waker, under the lock: see the sleeper marked parked, unmark it;
  *           then (under the lock or after it) park_wake(p).
  * A wake between prepare and wait is never lost: it changes the word, and
- * the wait then returns at once. */
+ * the wait then returns at once. The word is all there is: a park works
+ * between processes too, in shared memory (see `shared`). */
 #ifndef SERVE_RUNTIME_PARK_H
 #define SERVE_RUNTIME_PARK_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 struct park {
     atomic_uint seq;
+    /* Set once, before first use, for a park in memory shared between
+     * processes (a process replica's, in a MAP_SHARED region): its
+     * futex operations are then the shared ones, which the kernel keys by
+     * the page rather than by this process's address space. */
+    bool shared;
 };
 
 static inline unsigned park_prepare(struct park *p)

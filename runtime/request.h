@@ -114,6 +114,7 @@ struct serve_request {
     bool in_batch;
     bool deferred;
     bool answered;
+    bool pooled;                  /* a block of the per-thread cache (request.c) */
     char id_buf[32];
 };
 

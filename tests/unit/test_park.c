@@ -4,6 +4,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "park.h"
@@ -69,7 +72,7 @@ TEST_IMPL(park_ping_pong)
 
 TEST_IMPL(park_wake_before_wait)
 {
-    struct park p;
+    struct park p = {.shared = false};
     atomic_init(&p.seq, 0);
     unsigned seq = park_prepare(&p);
     park_wake(&p); /* nobody parked yet: the next wait must not sleep */
@@ -81,7 +84,7 @@ TEST_IMPL(park_wake_before_wait)
 
 TEST_IMPL(park_deadline)
 {
-    struct park p;
+    struct park p = {.shared = false};
     atomic_init(&p.seq, 0);
     uint64_t started = serve__now_ns(), deadline = started + 50 * 1000000u;
     int waits = 0;
@@ -94,5 +97,35 @@ TEST_IMPL(park_deadline)
     ASSERT(took >= 50 * 1000000u);
     ASSERT(took < 5000 * 1000000ull);
     ASSERT(waits < 1000);
+    return 0;
+}
+
+/* The same game between two processes, on parks in a shared mapping: what
+ * a process replica and the server will do. */
+TEST_IMPL(park_ping_pong_processes)
+{
+    struct test_park_pair *pair = mmap(NULL, sizeof *pair, PROT_READ | PROT_WRITE,
+                                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ASSERT(pair != MAP_FAILED);
+    pair->lost = -1;
+    atomic_init(&pair->turn, 0);
+    for (int i = 0; i < 2; i++) {
+        atomic_init(&pair->parks[i].seq, 0);
+        pair->parks[i].shared = true;
+    }
+    pid_t child = fork();
+    ASSERT(child >= 0);
+    if (child == 0) {
+        struct test_park_player other = {pair, 1};
+        test_park_play(&other);
+        _exit(pair->lost >= 0 ? 1 : 0);
+    }
+    struct test_park_player me = {pair, 0};
+    test_park_play(&me);
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    if (pair->lost >= 0) UNIT_FAIL("player %d lost a wake-up across processes", pair->lost);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    munmap(pair, sizeof *pair);
     return 0;
 }
