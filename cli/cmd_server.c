@@ -136,8 +136,8 @@ static int run_start(int argc, char **argv, const char *state_dir)
             break;
         case 'B':
             if (!parse_size(optarg, &o.max_body_memory) || o.max_body_memory < (1u << 20))
-                return cli_fail("start", "--max-body-memory %s: expected a size of at least 1M "
-                                "(bytes, or with K, M or G)", optarg);
+                return cli_fail("start", "--max-body-memory %s: expected a size from 1M, in bytes "
+                                "or with K, M or G (512M, 2G)", optarg);
             break;
         case 'm':
             if (!cli_parse_u32(optarg, 256, 16u << 20, &u))
@@ -250,7 +250,7 @@ const struct cli_command cmd_start = {
             "  --max-header BYTES  largest request head; larger gets 431 and a close\n"
             "                      (default 65536)\n"
             "  --max-body-memory SIZE  request bodies held in memory at once, over all\n"
-            "                      connections (512M, 2G); past it 503 and a close\n"
+            "                      connections (at least 1M: 512M, 2G); past it 503 and a close\n"
             "                      (default: 1/16 of the machine's memory, 64M..1G)\n"
             "  --idle-timeout S    close idle keep-alive connections after S seconds (default 60)\n"
             "  --read-timeout S    close a connection whose request (head and body) has not\n"

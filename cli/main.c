@@ -70,7 +70,11 @@ static char *default_state_dir(void)
  * server may run from different folders: always hand over an absolute path. */
 static char *absolute(char *path)
 {
-    if (!path || path[0] == '/') return path;
+    if (!path) return path;
+    /* "dir/" names dir: the trailing slashes go (the state dir's checks
+     * refuse a path that ends in one, as it would follow a symlink). */
+    for (size_t len = strlen(path); len > 1 && path[len - 1] == '/'; len--) path[len - 1] = '\0';
+    if (path[0] == '/') return path;
     char cwd[PATH_MAX], buf[PATH_MAX * 2];
     if (!getcwd(cwd, sizeof cwd)) return path;
     snprintf(buf, sizeof buf, "%s/%s", cwd, path);

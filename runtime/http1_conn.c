@@ -124,6 +124,7 @@ static atomic_size_t body_memory_used;
 static size_t body_memory_limit = SIZE_MAX;
 
 void http1_body_memory_set_limit(size_t bytes) { body_memory_limit = bytes ? bytes : SIZE_MAX; }
+size_t http1_body_memory_limit(void) { return body_memory_limit == SIZE_MAX ? 0 : body_memory_limit; }
 size_t http1_body_memory_in_use(void) { return atomic_load(&body_memory_used); }
 
 static bool budget_take(size_t n)
@@ -135,6 +136,9 @@ static bool budget_take(size_t n)
 }
 
 static void budget_give(size_t n) { atomic_fetch_sub_explicit(&body_memory_used, n, memory_order_relaxed); }
+
+/* A body the whole budget could never hold: waiting would not help. */
+#define TOO_LARGE_FOR_BUDGET "request body larger than all of --max-body-memory"
 
 /* A body lives in a block whose header records what it took of the budget. */
 struct body_block {
@@ -605,6 +609,8 @@ static int on_headers_complete(llhttp_t *p)
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > 0) {
         if (p->content_length > h->limits.max_body)
             return refuse(c, 413, "request body larger than --max-body");
+        if (p->content_length > body_memory_limit)
+            return refuse(c, 413, TOO_LARGE_FOR_BUDGET);
         if (!body_reserve(ex, (size_t)p->content_length))
             return refuse(c, 503, "request dropped: request bodies held in memory are at "
                                   "--max-body-memory; try again");
@@ -630,11 +636,13 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     struct http1_exchange *ex = c->parsing;
     size_t max = c->h->limits.max_body;
     if (len > max - ex->body_len) return refuse(c, 413, "request body larger than --max-body");
+    if (ex->body_len + len > body_memory_limit) return refuse(c, 413, TOO_LARGE_FOR_BUDGET);
     if (ex->body_len + len > ex->body_cap) {
         /* Chunked: grows by doubling, within the limit and the budget. */
         size_t cap = ex->body_cap ? ex->body_cap * 2 : 4096;
         if (cap < ex->body_len + len) cap = ex->body_len + len;
         if (cap > max) cap = max;
+        if (cap > body_memory_limit) cap = body_memory_limit;
         if (!body_reserve(ex, cap))
             return refuse(c, 503, "request dropped: request bodies held in memory are at "
                                   "--max-body-memory; try again");

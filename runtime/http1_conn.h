@@ -86,6 +86,7 @@ size_t http1_refused(const struct http1 *h);
  * freed. Set before the first connection. */
 void http1_body_memory_set_limit(size_t bytes);
 size_t http1_body_memory_in_use(void);
+size_t http1_body_memory_limit(void); /* 0: none */
 
 /* ---- The request, for the front end ---- */
 

@@ -280,12 +280,16 @@ static void serve_metrics(struct io_thread *t, struct http1_exchange *ex, const 
                         "# HELP serve_http_body_memory_bytes Request bodies held in memory.\n"
                         "# TYPE serve_http_body_memory_bytes gauge\n"
                         "serve_http_body_memory_bytes %zu\n"
+                        "# HELP serve_http_body_memory_limit_bytes --max-body-memory.\n"
+                        "# TYPE serve_http_body_memory_limit_bytes gauge\n"
+                        "serve_http_body_memory_limit_bytes %zu\n"
                         "# HELP serve_http_connections_closed_total Connections closed by serve, by reason.\n"
                         "# TYPE serve_http_connections_closed_total counter\n"
                         "serve_http_connections_closed_total{reason=\"read_timeout\"} %zu\n"
                         "serve_http_connections_closed_total{reason=\"connection_limit\"} %zu\n",
                         (long)t->server->started_at, resident_bytes(),
                         http_server_open_connections(t->server), http1_body_memory_in_use(),
+                        http1_body_memory_limit(),
                         http_server_read_timeouts(t->server), http_server_refused(t->server));
     reply_buffer(ex, request_id, "text/plain; version=0.0.4; charset=utf-8", buf);
 }

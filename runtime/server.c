@@ -200,6 +200,9 @@ int server_run(const struct server_options *o)
                                 .max_connections = o->max_connections,
                                 .max_body_memory = o->max_body_memory ? o->max_body_memory
                                                                       : default_body_memory()};
+    if (http.max_body_memory < http.max_body)
+        LOG_WARN("--max-body-memory %zu is less than --max-body %zu: a body over %zu bytes gets 413",
+                 http.max_body_memory, http.max_body, http.max_body_memory);
     size_t capacity = connection_capacity();
     if (!http.max_connections) http.max_connections = capacity;
     else if (capacity && http.max_connections > capacity)

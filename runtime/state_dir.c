@@ -54,8 +54,25 @@ static bool trusted(const char *path, const struct stat *st, char *err, size_t e
     return true;
 }
 
+/* lstat(2) of "link/" or "link/." follows the link, so the rules would
+ * judge its target. A state dir path must name the folder itself: it may
+ * not end in a slash, ".", or "..". */
+static bool plain_path(const char *path, char *err, size_t errlen)
+{
+    size_t len = strlen(path);
+    const char *last = strrchr(path, '/');
+    last = last ? last + 1 : path;
+    if ((len > 1 && path[len - 1] == '/') || strcmp(last, ".") == 0 || strcmp(last, "..") == 0) {
+        snprintf(err, errlen, "state dir %s: name the folder itself, without a trailing /, . or ..",
+                 path);
+        return false;
+    }
+    return true;
+}
+
 bool state_dir_check(const char *path, char *err, size_t errlen)
 {
+    if (!plain_path(path, err, errlen)) return false;
     struct stat st;
     if (lstat(path, &st) != 0) return true; /* nothing there to trust or fear */
     return trusted(path, &st, err, errlen);
@@ -63,7 +80,7 @@ bool state_dir_check(const char *path, char *err, size_t errlen)
 
 bool state_dir_prepare(const char *path, char *err, size_t errlen)
 {
-    if (!make_dirs(path, err, errlen)) return false;
+    if (!plain_path(path, err, errlen) || !make_dirs(path, err, errlen)) return false;
     struct stat st;
     if (lstat(path, &st) != 0) {
         snprintf(err, errlen, "state dir %s: %s", path, strerror(errno));

@@ -608,3 +608,43 @@ class BodyMemoryBudget(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BodyLargerThanTheBudget(unittest.TestCase):
+    """A budget below --max-body: a body the whole budget could never hold
+    gets 413 (retrying would not help), by its Content-Length before it is
+    read, or as a chunked body grows past it; smaller bodies are served, and
+    /metrics shows the budget."""
+
+    def setUp(self):
+        state_dir = tempfile.mkdtemp(prefix="serve-test-")
+        self.addCleanup(shutil.rmtree, state_dir, ignore_errors=True)
+        self.server = Server("--max-body-memory", "1M", state_dir=state_dir)
+        self.addCleanup(self.server.close)
+        self.server.deploy("echo", "echo", "/echo")
+
+    def test_a_body_over_the_whole_budget_gets_413(self):
+        c = Conn(self.server)
+        self.addCleanup(c.close)
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (2 * MiB))
+        a = c.read_answer()
+        self.assertEqual(a.status, 413, a)
+        self.assertIn("larger than all of --max-body-memory", a.json()["error"])
+        self.assertEqual(a.headers.get("connection"), "close")
+
+        c = Conn(self.server)
+        self.addCleanup(c.close)
+        chunk = b"x" * (256 * 1024)
+        c.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(8):  # 2 MiB in all; the answer comes after 1 MiB
+                c.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        a = c.read_answer()
+        self.assertEqual(a.status, 413, a)
+        self.assertIn("larger than all of --max-body-memory", a.json()["error"])
+
+        self.assertEqual(self.server.post("/echo", b"y" * 1000).status, 200)
+        metrics = self.server.get("/metrics").body.decode()
+        self.assertIn("serve_http_body_memory_limit_bytes %d\n" % MiB, metrics)

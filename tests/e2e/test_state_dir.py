@@ -95,6 +95,17 @@ class UntrustedStateDirs(StateDirCase):
         self.assertEqual(stat.S_IMODE(os.stat(target).st_mode), 0o755)
         self.assertEqual(os.listdir(target), [])
 
+    def test_a_symlinked_state_dir_named_with_a_trailing_slash_or_dot_is_refused(self):
+        # lstat("link/") and lstat("link/.") follow the link: both once
+        # started a server in the link's target.
+        target = self.private_dir("target")
+        link = os.path.join(self.tmp, "link")
+        os.symlink(target, link)
+        self.assert_refused(self.start(link + "/"), "state dir %s is a symlink" % link)
+        self.assert_refused(self.start(link + "//"), "state dir %s is a symlink" % link)
+        self.assert_refused(self.start(link + "/."), "without a trailing /, . or ..")
+        self.assertEqual(os.listdir(target), [])
+
     def test_an_own_readable_dir_is_made_private_and_a_missing_one_created_private(self):
         own = self.private_dir()
         os.chmod(own, 0o755)
