@@ -415,6 +415,30 @@ const struct backend_spec *backend_get_spec(const struct backend *b)
     return &b->spec;
 }
 
+/* Wake-ups held back by this thread until the end of its loop's pass
+ * (backend_hold_wakeups). A replica is unparked once and its park stays
+ * valid: the request that woke it is queued, so its backend is alive. */
+#define HELD_WAKEUPS_MAX 32
+static _Thread_local bool holding_wakeups;
+static _Thread_local struct park *held_wakeups[HELD_WAKEUPS_MAX];
+static _Thread_local int held_count;
+
+void backend_hold_wakeups(bool hold) { holding_wakeups = hold; }
+
+void backend_flush_wakeups(void)
+{
+    for (int i = 0; i < held_count; i++) park_wake(held_wakeups[i]);
+    held_count = 0;
+}
+
+static void wake_replica(struct replica *r)
+{
+    if (holding_wakeups && held_count < HELD_WAKEUPS_MAX)
+        held_wakeups[held_count++] = &r->park;
+    else
+        park_wake(&r->park);
+}
+
 enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
 {
     req->enqueued_ns = serve__now_ns();
@@ -442,7 +466,7 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
     struct replica *idle = unpark_one_ready(b);
     if (req->reentrant) wake_parked(b, PARKED_AT_LIMIT);
     pthread_mutex_unlock(&b->mutex);
-    if (idle) park_wake(&idle->park);
+    if (idle) wake_replica(idle);
     return ENQUEUE_OK;
 }
 

@@ -49,6 +49,16 @@ enum enqueue_result { ENQUEUE_OK, ENQUEUE_OVERLOADED, ENQUEUE_CLOSED };
  * req->backend's timing fields. Any thread. */
 enum enqueue_result backend_enqueue(struct backend *b, serve_request *req);
 
+/* A thread that takes in many requests per pass of its event loop (an
+ * HTTP I/O thread) may hold back the wake-ups its enqueues owe replicas
+ * until the pass ends: backend_hold_wakeups(true) once, then
+ * backend_flush_wakeups() after every pass. A replica woken once per pass
+ * takes the pass's requests as one batch, instead of being woken for the
+ * first and finding the rest a batch later. Until the flush, the woken
+ * replica counts as awake (no other enqueue wakes it). This thread only. */
+void backend_hold_wakeups(bool hold);
+void backend_flush_wakeups(void);
+
 /* Stops taking requests, lets the replicas finish what is queued, joins
  * them, stops them (the kind's stop: the plugin's destroy) and answers
  * still-deferred requests with 503. */

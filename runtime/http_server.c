@@ -479,10 +479,17 @@ done:
 
 static const struct http1_handler front_end = {.check_expect = check_expect, .on_request = on_request};
 
+/* One pass of the loop at a time: the replicas the pass's requests woke
+ * are woken once it ends, so that each takes what the pass read as one
+ * batch (backend_hold_wakeups). */
 static void *io_thread_main(void *arg)
 {
     struct io_thread *t = arg;
-    event_base_loop(t->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    backend_hold_wakeups(true);
+    while (!event_base_got_break(t->base)) {
+        event_base_loop(t->base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY);
+        backend_flush_wakeups();
+    }
     return NULL;
 }
 

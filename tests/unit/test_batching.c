@@ -419,3 +419,25 @@ TEST_IMPL(batching_stop_with_queued_work)
     for (size_t i = 0; i < tb.nreqs; i++) request_release(tb.reqs[i]);
     return 0;
 }
+
+TEST_IMPL(batching_held_wakeups)
+{
+    /* An I/O thread holds the wake-ups of one pass: an idle replica (wait
+     * 0, max batch 8) is not woken by the pass's enqueues, then takes them
+     * all as one batch once the pass ends. Without the hold, the first
+     * request would leave alone. */
+    struct backend *b = tb_backend("tb-held", 1, 8, 0, 0, 100);
+    tb_sleep_ms(100); /* the replica is parked */
+    backend_hold_wakeups(true);
+    tb_enqueue(b, 5);
+    tb_sleep_ms(300);
+    ASSERT_EQ(tb_locked(&tb.nbatches), 0);
+    backend_flush_wakeups();
+    backend_hold_wakeups(false);
+    tb_wait_for(&tb.ndelivered, 5);
+    ASSERT_EQ(tb.nbatches, 1);
+    ASSERT_EQ(tb.batches[0].n, 5);
+    tb_assert_arrival_order(5);
+    tb_finish(b);
+    return 0;
+}
