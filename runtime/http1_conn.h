@@ -91,8 +91,9 @@ size_t http1_body_memory_limit(void); /* 0: none */
 /* ---- The request, for the front end ---- */
 
 const char *http1_method(const struct http1_exchange *ex);       /* "GET", ... */
-/* The path and the query of the target (origin or absolute form); NULL
- * when the target has no path ("*", or an authority). */
+/* The path of the target (origin form, or absolute form: what follows the
+ * authority, "/" when nothing does) and its query (NULL: none). Any other
+ * target llhttp takes ("*") is returned as it is, and routes nowhere. */
 const char *http1_path(struct http1_exchange *ex, const char **query);
 size_t http1_header_count(const struct http1_exchange *ex);
 /* The i-th header as sent (names keep their case). */
@@ -132,8 +133,5 @@ void http1_answer(struct http1_exchange *ex, const struct http1_answer *answer);
 /* Answers {"error": message} as JSON. */
 void http1_answer_error(struct http1_exchange *ex, int status, const char *request_id,
                         const char *message, bool close);
-
-/* The reason phrase of a status. */
-const char *http1_reason(int status);
 
 #endif

@@ -380,10 +380,6 @@ static bool route_request(struct io_thread *t, struct http1_exchange *ex, struct
     r->id = http1_request_id(ex, r->generated_id);
     r->client_id = r->id == found ? found : NULL;
     const char *raw_path = http1_path(ex, &r->query);
-    if (!raw_path || !*raw_path) {
-        http1_answer_error(ex, 400, r->id, "malformed request target", close);
-        return false;
-    }
     r->path = raw_path;
     if (strchr(raw_path, '%')) {
         size_t decoded_len = 0;
