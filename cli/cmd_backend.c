@@ -17,6 +17,9 @@ const struct option backend_long_options[] = {
     {"max-concurrent-queries", required_argument, NULL, 'c'},
     {"max-queued-requests", required_argument, NULL, 'q'},
     {"request-timeout-ms", required_argument, NULL, 't'},
+    {"isolation", required_argument, NULL, 'I'},
+    {"hang-timeout-ms", required_argument, NULL, 'h'},
+    {"max-memory", required_argument, NULL, 'M'},
     {"config", required_argument, NULL, 'C'},
     {0, 0, 0, 0}};
 
@@ -43,6 +46,23 @@ int parse_backend_option(int c, struct backend_spec *spec)
     case 't':
         name = "--request-timeout-ms";
         ok = cli_parse_double(optarg, 0, 86400000, &o->request_timeout_ms);
+        break;
+    case 'I':
+        name = "--isolation";
+        o->isolation = isolation_from_name(optarg);
+        if (o->isolation >= ISOLATION_KINDS)
+            return cli_fail("create-backend", "--isolation %s: expected process or thread", optarg);
+        break;
+    case 'h':
+        name = "--hang-timeout-ms";
+        ok = cli_parse_double(optarg, 0, 86400000, &o->hang_timeout_ms);
+        break;
+    case 'M':
+        name = "--max-memory";
+        ok = size_parse(optarg, &o->max_memory);
+        if (!ok)
+            return cli_fail("create-backend", "--max-memory %s: expected a size in bytes or with "
+                            "K, M or G (512M, 4G)", optarg);
         break;
     case 'C': {
         const char *eq = strchr(optarg, '=');

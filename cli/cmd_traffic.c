@@ -48,7 +48,9 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     struct backend_options *o = &spec.options;
     o->num_replicas = o->max_batch_size = o->max_concurrent_queries = o->max_queued_requests =
         UINT32_MAX;
-    o->batch_wait_timeout_ms = o->request_timeout_ms = -1;
+    o->batch_wait_timeout_ms = o->request_timeout_ms = o->hang_timeout_ms = -1;
+    o->isolation = UINT32_MAX;
+    o->max_memory = UINT64_MAX;
     const char *plugin = NULL, *unset[64];
     size_t unset_count = 0;
     int c, rc = 1;
@@ -91,6 +93,8 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     size_t fields = 2;
     for (size_t i = 0; i < 4; i++) fields += counts[i].value != UINT32_MAX;
     fields += (o->batch_wait_timeout_ms >= 0) + (o->request_timeout_ms >= 0) + (plugin != NULL);
+    fields += (o->hang_timeout_ms >= 0) + (o->isolation != UINT32_MAX) +
+              (o->max_memory != UINT64_MAX);
     msgpack_pack_map(pk, fields);
     for (size_t i = 0; i < 4; i++)
         if (counts[i].value != UINT32_MAX) {
@@ -104,6 +108,18 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     if (o->request_timeout_ms >= 0) {
         mp_pack_key(pk, "request_timeout_ms");
         msgpack_pack_double(pk, o->request_timeout_ms);
+    }
+    if (o->hang_timeout_ms >= 0) {
+        mp_pack_key(pk, "hang_timeout_ms");
+        msgpack_pack_double(pk, o->hang_timeout_ms);
+    }
+    if (o->isolation != UINT32_MAX) {
+        mp_pack_key(pk, "isolation");
+        mp_pack_str(pk, isolation_name(o->isolation));
+    }
+    if (o->max_memory != UINT64_MAX) {
+        mp_pack_key(pk, "max_memory");
+        msgpack_pack_uint64(pk, o->max_memory);
     }
     if (plugin) {
         mp_pack_key(pk, "plugin");

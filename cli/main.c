@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../runtime/replica_host.h"
 #include "cli.h"
 
 static const struct cli_command *const commands[] = {
@@ -100,6 +101,8 @@ static int take_control_timeout(const char *value)
 
 int main(int argc, char **argv)
 {
+    /* A process replica, spawned by a server (not a user command). */
+    if (argc > 1 && strcmp(argv[1], "__replica-host") == 0) return replica_host_main(argc, argv);
     char *state_dir = NULL;
     /* Take the global options out wherever they appear, so every subcommand
      * has them. */

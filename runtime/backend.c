@@ -18,7 +18,11 @@
 #include "park.h"
 #include "replica_kind.h"
 
-enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT };
+enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT, PARKED_DOWN };
+
+/* After a batch came back unrun (REPLICA_DOWN) before the kind said the
+ * replica is down, the worker waits this long before trying again. */
+#define DOWN_RETRY_NS (10ull * 1000 * 1000)
 
 struct replica {
     struct replica_base base; /* what the kind sees */
@@ -38,6 +42,8 @@ struct replica {
     serve_request *deferred_head;
     bool reconfigure_pending;
     int reconfigure_rc;
+    bool down;      /* the kind said it cannot take work (backend_replica_down) */
+    bool requeued;  /* its last batch came back unrun */
 };
 
 struct backend {
@@ -63,6 +69,11 @@ struct backend {
     size_t replica_count;
 
     struct backend_metrics *m; /* shared with the objects that carried the name before */
+
+    /* Guarded by mutex. */
+    char unavailable[1200]; /* why requests get 503 while no replica is up; "" */
+    uint64_t crashes;
+    char last_crash[300];
 };
 
 static void deliver_or_drop(serve_request *req)
@@ -96,6 +107,35 @@ static void push_answers(serve_request **batch, size_t n)
     }
 }
 
+static struct replica *unpark_one_ready(struct backend *b);
+
+/* The kind could not run the batch (its replica is down) and touched none
+ * of it: back to the front of the queue, in order, for another replica or
+ * this one once it is up. */
+static void requeue_batch(struct replica *r, serve_request **batch, size_t n)
+{
+    struct backend *b = r->backend;
+    atomic_fetch_sub_explicit(&b->m->batches_total, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&b->m->requests_total, n, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++) {
+        batch[i]->in_batch = false;
+        batch[i]->replica = NULL;
+        request_release(batch[i]); /* the batch reference; the queue keeps the execution one */
+    }
+    pthread_mutex_lock(&b->mutex);
+    for (size_t i = n; i-- > 0;) {
+        batch[i]->next = b->queue_head;
+        b->queue_head = batch[i];
+        if (!b->queue_tail) b->queue_tail = batch[i];
+        b->queue_len++;
+        batch[i] = NULL;
+    }
+    r->requeued = true;
+    struct replica *idle = unpark_one_ready(b);
+    pthread_mutex_unlock(&b->mutex);
+    if (idle) park_wake(&idle->park);
+}
+
 /* Runs one batch on the replica's worker thread, outside the mutex.
  * Returns how many requests left the replica's in-flight count. Uses
  * batch[] as scratch: its entries are gone (NULL) on return. */
@@ -119,9 +159,18 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
     atomic_fetch_add_explicit(&m->requests_total, n, memory_order_relaxed);
     LOG_DEBUG("backend=%s replica=%d: batch of %zu", b->spec.name, r->base.index, n);
     int rc = b->kind->run_batch(&r->base, batch, n);
+    if (rc == REPLICA_DOWN) {
+        requeue_batch(r, batch, n);
+        return (uint32_t)n;
+    }
     uint64_t took = serve__now_ns() - started;
     histogram_observe(&m->exec_seconds, took);
     double timeout_ms = b->spec.options.request_timeout_ms;
+    double hang_ms = b->spec.options.hang_timeout_ms;
+    if (hang_ms > 0 && took / 1e6 > hang_ms && b->kind == &replica_kind_thread)
+        LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past --hang-timeout-ms "
+                 "%g (a thread replica cannot be stopped; --isolation process kills and restarts "
+                 "a hung replica)", b->spec.name, r->base.index, n, took / 1e9, hang_ms);
     if (timeout_ms > 0 && took / 1e6 > timeout_ms)
         LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past the %g ms request "
                  "timeout (its clients got 504; the replica took no other work meanwhile)",
@@ -252,6 +301,15 @@ static void *replica_main(void *arg)
             pthread_cond_broadcast(&b->reconfigured);
             continue;
         }
+        if (r->down || r->requeued) {
+            /* Its queue is for the replicas that are up, or for this one
+             * once the kind says it is up again. */
+            if (b->stopping) break;
+            bool down = r->down;
+            r->requeued = false;
+            replica_park(b, r, PARKED_DOWN, down ? 0 : serve__now_ns() + DOWN_RETRY_NS);
+            continue;
+        }
         if (b->queue_len == 0 && b->stopping) break;
         bool rejecting = b->reject_queued;
         if (!rejecting && r->in_flight >= b->concurrency) {
@@ -330,7 +388,10 @@ static void destroy_replicas(struct backend *b)
 struct backend *backend_create(const struct backend_spec *spec, char *err,
                                size_t errlen)
 {
-    return backend_create_with_kind(spec, &replica_kind_thread, err, errlen);
+    const struct replica_kind *kind = spec->options.isolation == ISOLATION_THREAD
+                                          ? &replica_kind_thread
+                                          : &replica_kind_process;
+    return backend_create_with_kind(spec, kind, err, errlen);
 }
 
 struct backend *backend_create_with_kind(const struct backend_spec *spec,
@@ -447,6 +508,10 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
         pthread_mutex_unlock(&b->mutex);
         return ENQUEUE_CLOSED;
     }
+    if (b->unavailable[0]) {
+        pthread_mutex_unlock(&b->mutex);
+        return ENQUEUE_UNAVAILABLE;
+    }
     if (b->queue_len >= b->spec.options.max_queued_requests) {
         pthread_mutex_unlock(&b->mutex);
         backend_count_rejection(b, REJECT_BACKPRESSURE);
@@ -470,6 +535,27 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
     return ENQUEUE_OK;
 }
 
+/* Answers everything queued with 503 and msg. */
+static void reject_queue(struct backend *b, const char *msg)
+{
+    pthread_mutex_lock(&b->mutex);
+    serve_request *req = b->queue_head;
+    b->queue_head = b->queue_tail = NULL;
+    b->queue_len = 0;
+    pthread_mutex_unlock(&b->mutex);
+    while (req) {
+        serve_request *next = req->next;
+        req->next = NULL;
+        if (atomic_load(&req->state) == REQ_TIMED_OUT) {
+            request_release(req);
+        } else {
+            request_answer_runtime(req, 503, msg);
+            deliver_or_drop(req);
+        }
+        req = next;
+    }
+}
+
 void backend_stop(struct backend *b)
 {
     pthread_mutex_lock(&b->mutex);
@@ -484,6 +570,8 @@ void backend_stop(struct backend *b)
     destroy_replicas(b);
     char msg[256];
     snprintf(msg, sizeof msg, "backend %s stopped before its plugin answered", b->spec.name);
+    /* Left only when no replica was up to take it (all down at the stop). */
+    reject_queue(b, msg);
     for (size_t i = 0; i < b->replica_count; i++) {
         struct replica *r = &b->replicas[i];
         for (;;) {
@@ -494,6 +582,59 @@ void backend_stop(struct backend *b)
             backend_deferred_answered(req, request_answer_runtime(req, 503, msg));
         }
     }
+}
+
+/* Under b->mutex. */
+static bool any_replica_up(const struct backend *b)
+{
+    for (size_t i = 0; i < b->replica_count; i++)
+        if (!b->replicas[i].down) return true;
+    return false;
+}
+
+void backend_replica_down(struct replica_base *base, const char *unavailable)
+{
+    struct replica *r = (struct replica *)base;
+    struct backend *b = r->backend;
+    pthread_mutex_lock(&b->mutex);
+    r->down = true;
+    bool reject = unavailable && !any_replica_up(b);
+    if (reject) snprintf(b->unavailable, sizeof b->unavailable, "%s", unavailable);
+    struct replica *idle = b->queue_len ? unpark_one_ready(b) : NULL;
+    pthread_mutex_unlock(&b->mutex);
+    if (idle) park_wake(&idle->park);
+    if (reject) reject_queue(b, unavailable);
+}
+
+void backend_replica_up(struct replica_base *base)
+{
+    struct replica *r = (struct replica *)base;
+    struct backend *b = r->backend;
+    pthread_mutex_lock(&b->mutex);
+    r->down = false;
+    b->unavailable[0] = '\0';
+    bool wake = r->parked == PARKED_DOWN;
+    if (wake) r->parked = PARKED_NO;
+    pthread_mutex_unlock(&b->mutex);
+    if (wake) park_wake(&r->park);
+}
+
+void backend_replica_crashed(struct replica_base *base, enum crash_reason reason, const char *text)
+{
+    struct replica *r = (struct replica *)base;
+    struct backend *b = r->backend;
+    atomic_fetch_add_explicit(&b->m->crashes[reason], 1, memory_order_relaxed);
+    pthread_mutex_lock(&b->mutex);
+    b->crashes++;
+    snprintf(b->last_crash, sizeof b->last_crash, "%s", text);
+    pthread_mutex_unlock(&b->mutex);
+}
+
+void backend_unavailable_reason(struct backend *b, char *out, size_t len)
+{
+    pthread_mutex_lock(&b->mutex);
+    snprintf(out, len, "%s", b->unavailable[0] ? b->unavailable : "backend unavailable");
+    pthread_mutex_unlock(&b->mutex);
 }
 
 bool backend_can_reconfigure(const struct backend *b)
@@ -625,7 +766,22 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     pthread_mutex_lock(&b->mutex);
     for (size_t i = 0; i < b->replica_count; i++) busy += b->replicas[i].in_flight > 0;
     pthread_mutex_unlock(&b->mutex);
-    msgpack_pack_map(pk, 8);
+    pthread_mutex_lock(&b->mutex);
+    uint64_t crashes = b->crashes;
+    char last_crash[sizeof b->last_crash];
+    memcpy(last_crash, b->last_crash, sizeof last_crash);
+    char unavailable[sizeof b->unavailable];
+    memcpy(unavailable, b->unavailable, sizeof unavailable);
+    pthread_mutex_unlock(&b->mutex);
+    msgpack_pack_map(pk, 12);
+    mp_pack_key(pk, "isolation");
+    mp_pack_str(pk, b->kind->name);
+    mp_pack_key(pk, "crashes");
+    msgpack_pack_uint64(pk, crashes);
+    mp_pack_key(pk, "last_crash");
+    mp_pack_str(pk, last_crash);
+    mp_pack_key(pk, "unavailable");
+    mp_pack_str(pk, unavailable);
     mp_pack_key(pk, "busy_replicas");
     msgpack_pack_uint64(pk, busy);
     mp_pack_key(pk, "concurrency"); /* max_concurrent_queries in force */
@@ -678,7 +834,9 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
         {"serve_replica_in_flight", "gauge", "Requests a replica holds: executing or deferred."},
         {"serve_handle_calls_total", "counter", "Handle calls sent by a backend's replicas, by target endpoint."},
         {"serve_backend_replica_restarts_total", "counter", "Replicas started again because an update replaced them."},
+        {"serve_backend_replica_crashes_total", "counter", "Process replicas that died, by reason: signal, exit, hang (past --hang-timeout-ms) or memory (past --max-memory); each is restarted."},
     };
+    static const char *const crash_reasons[CRASH_REASONS] = {"signal", "exit", "hang", "memory"};
     static const char *const reasons[REJECT_REASONS] = {"backpressure", "timeout", "plugin_error"};
     for (size_t k = 0; k < sizeof series / sizeof *series; k++) {
         evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", series[k].name, series[k].help,
@@ -723,9 +881,14 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                     evbuffer_add_printf(out, "%s{%s,target=\"%s\"} %lu\n", series[k].name, labels,
                                         c->target, atomic_load(&c->count));
                 break;
-            default:
+            case 11:
                 evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
                                     atomic_load(&m->replica_restarts));
+                break;
+            default:
+                for (int c = 0; c < CRASH_REASONS; c++)
+                    evbuffer_add_printf(out, "%s{%s,reason=\"%s\"} %lu\n", series[k].name,
+                                        labels, crash_reasons[c], atomic_load(&m->crashes[c]));
                 break;
             }
         }

@@ -43,7 +43,10 @@ void backend_release(struct backend *b); /* frees on the last reference */
 const char *backend_name(const struct backend *b);
 const struct backend_spec *backend_get_spec(const struct backend *b);
 
-enum enqueue_result { ENQUEUE_OK, ENQUEUE_OVERLOADED, ENQUEUE_CLOSED };
+enum enqueue_result { ENQUEUE_OK, ENQUEUE_OVERLOADED, ENQUEUE_CLOSED, ENQUEUE_UNAVAILABLE };
+
+/* ENQUEUE_UNAVAILABLE: why (no replica is up and they cannot restart now). */
+void backend_unavailable_reason(struct backend *b, char *out, size_t len);
 
 /* Queues a request (taking the execution reference on success). Sets
  * req->backend's timing fields. Any thread. */

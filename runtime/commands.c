@@ -59,7 +59,7 @@ bool server_add_live_backend(struct server *s, const struct backend_spec *spec,
 static bool config_only_change(const struct backend_spec *a, const struct backend_spec *b)
 {
     return strcmp(a->plugin, b->plugin) == 0 &&
-           memcmp(&a->options, &b->options, sizeof a->options) == 0;
+           backend_options_equal(&a->options, &b->options);
 }
 
 enum plan { PLAN_KEEP, PLAN_RECONFIGURE, PLAN_NEW };
@@ -209,6 +209,12 @@ static bool update_backend(struct server *s, const msgpack_object *req,
             o->max_queued_requests = (uint32_t)u;
         if (mp_as_double(mp_get(changes, "batch_wait_timeout_ms"), &v)) o->batch_wait_timeout_ms = v;
         if (mp_as_double(mp_get(changes, "request_timeout_ms"), &v)) o->request_timeout_ms = v;
+        if (mp_as_double(mp_get(changes, "hang_timeout_ms"), &v)) o->hang_timeout_ms = v;
+        if (mp_as_uint(mp_get(changes, "max_memory"), &u)) o->max_memory = u;
+        char *isolation = NULL;
+        if (mp_as_str(mp_get(changes, "isolation"), &isolation))
+            o->isolation = isolation_from_name(isolation);
+        free(isolation);
         if (mp_as_str(mp_get(changes, "plugin"), &plugin)) {
             free(spec->plugin);
             spec->plugin = plugin;

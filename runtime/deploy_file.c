@@ -162,6 +162,14 @@ static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_
             ok = read_double(r, v, key, &o->batch_wait_timeout_ms);
         } else if (strcmp(key, "request_timeout_ms") == 0) {
             ok = read_double(r, v, key, &o->request_timeout_ms);
+        } else if (strcmp(key, "hang_timeout_ms") == 0) {
+            ok = read_double(r, v, key, &o->hang_timeout_ms);
+        } else if (strcmp(key, "isolation") == 0) {
+            o->isolation = isolation_from_name(scalar(v));
+            if (o->isolation >= ISOLATION_KINDS) ok = fail(r, v, "isolation must be process or thread");
+        } else if (strcmp(key, "max_memory") == 0) {
+            if (!size_parse(scalar(v), &o->max_memory))
+                ok = fail(r, v, "max_memory must be a size in bytes or with K, M or G (512M, 4G)");
         } else if (strcmp(key, "config") == 0) {
             if (v->type != YAML_MAPPING_NODE) return fail(r, v, "config must be a mapping of strings");
             if (!keys_unique(r, v)) return false;

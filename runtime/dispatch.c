@@ -161,6 +161,8 @@ static void refused_by_backend(serve_request *req, enum enqueue_result queued,
         snprintf(err->message, sizeof err->message,
                  "request dropped: backend %s is overloaded (%u requests queued)", name,
                  backend_get_spec(req->backend)->options.max_queued_requests);
+    else if (queued == ENQUEUE_UNAVAILABLE)
+        backend_unavailable_reason(req->backend, err->message, sizeof err->message);
     else
         snprintf(err->message, sizeof err->message, "backend %s is not accepting requests", name);
     metrics_count_response(req->endpoint_metrics, 503, serve__now_ns() - req->received_ns);

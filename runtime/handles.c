@@ -21,14 +21,6 @@ struct serve_handle {
     char endpoint[];
 };
 
-struct serve_result {
-    int status;
-    const char *content_type;
-    const void *body;
-    size_t len;
-    const struct response_header *headers;
-    size_t header_count;
-};
 
 SERVE_EXPORT serve_handle *serve_replica_handle(serve_replica *replica, const char *endpoint)
 {
@@ -76,12 +68,17 @@ serve_call *handles_call_new(const char *endpoint, const serve_request *parent)
         request_id_generate(req->id_buf);
         req->id = req->id_buf;
     }
+    req->parent_slot = parent ? parent->slot : UINT32_MAX;
     if (parent) {
         req->call_depth = parent->call_depth + 1;
         req->callers = malloc(req->call_depth * sizeof *req->callers);
         if (req->callers) {
-            if (parent->call_depth) memcpy(req->callers, parent->callers,
-                                           parent->call_depth * sizeof *req->callers);
+            /* A process replica's requests know their depth, not the
+             * server's backends above them: its server fills those in. */
+            if (parent->call_depth && parent->callers)
+                memcpy(req->callers, parent->callers, parent->call_depth * sizeof *req->callers);
+            else
+                memset(req->callers, 0, parent->call_depth * sizeof *req->callers);
             req->callers[parent->call_depth] = parent->backend;
         }
         if (req->call_depth > SERVE_MAX_CALL_DEPTH) {
@@ -90,7 +87,7 @@ serve_call *handles_call_new(const char *endpoint, const serve_request *parent)
             snprintf(what, sizeof what, "call to endpoint %s refused: over %d nested calls "
                      "(does a plugin call its own endpoint without end?)", endpoint,
                      SERVE_MAX_CALL_DEPTH);
-            backend_report_plugin_bug(parent, what);
+            request_report_bug(parent, what);
         }
     }
     /* Without a parent (`serve call`, a plugin's own thread) the call is a
@@ -205,6 +202,22 @@ static void call_failed(serve_request *req, int status, const char *message)
 static const struct dispatch_origin call_origin = {.ready = deliver_to_caller,
                                                    .failed = call_failed};
 
+static int (*forwarder)(serve_request *call);
+
+void handles_set_forwarder(int (*forward)(serve_request *call)) { forwarder = forward; }
+
+void handles_complete_forwarded(serve_request *req, const serve_result *result)
+{
+    req->call_done(result, req->call_arg);
+    request_release(req); /* the caller's */
+}
+
+void handles_fail_forwarded(serve_request *req, int status, const char *message)
+{
+    complete_with_error(req, status, message);
+    request_release(req);
+}
+
 SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void *arg)
 {
     serve_request *req = (serve_request *)call;
@@ -215,6 +228,7 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
     req->call_done = done;
     req->call_arg = arg;
     req->received_ns = serve__now_ns();
+    if (forwarder) return forwarder(req);
     struct dispatch_error err;
     if (dispatch_call(req, &call_origin, &err) != DISPATCH_QUEUED) {
         complete_with_error(req, err.status, err.message);

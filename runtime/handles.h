@@ -6,7 +6,25 @@
 
 #include "request.h"
 
+/* What a call's callback reads (serve_result_* in the SDK). */
+struct serve_result {
+    int status;
+    const char *content_type;
+    const void *body;
+    size_t len;
+    const struct response_header *headers;
+    size_t header_count;
+};
+
 /* A call to `endpoint` without a handle (the control plane's `serve call`). */
 serve_call *handles_call_new(const char *endpoint, const serve_request *parent);
+
+/* In a process replica: calls go to its server, not to dispatch. From
+ * then on serve_call_send hands each call (owning the caller's reference
+ * and the callback) to `forward`, which returns serve_call_send's code and
+ * later completes the call with one of the two below. */
+void handles_set_forwarder(int (*forward)(serve_request *call));
+void handles_complete_forwarded(serve_request *call, const serve_result *result);
+void handles_fail_forwarded(serve_request *call, int status, const char *message);
 
 #endif

@@ -39,7 +39,7 @@ struct replica_group {
  * kind's. The rest of the replica is the backend's (backend.c). */
 struct replica_base {
     const struct backend_spec *spec;     /* the backend's; config as at start */
-    const struct replica_group *group;
+    struct replica_group *group;         /* a kind may fill label at first start */
     struct backend_metrics *metrics;     /* the backend's, never NULL */
     int index;                           /* 0 .. num_replicas-1 */
     void *data;                          /* the kind's, set by start */
@@ -64,7 +64,9 @@ struct replica_kind {
 
     /* The replica's worker thread, outside the backend's lock. Each request
      * is answered or deferred by the time it returns; the backend answers
-     * any other with 500 (naming rc when it is not 0). */
+     * any other with 500 (naming rc when it is not 0). REPLICA_DOWN: the
+     * replica could not take the batch (its process is gone) and touched
+     * none of it; the backend queues the requests again, in front. */
     int (*run_batch)(struct replica_base *r, serve_request **reqs, size_t n);
 
     /* The replica's worker thread, between two batches; only when the
@@ -75,6 +77,28 @@ struct replica_kind {
      * are answered 503 by the backend afterwards. */
     void (*stop)(struct replica_base *r);
 };
+
+#define REPLICA_DOWN (-0x7fff)
+
+/* Replicas as processes (replica_process.c): a child process per replica,
+ * spawned from this binary, restarted when it dies. */
+extern const struct replica_kind replica_kind_process;
+
+/* What a kind tells the backend about a replica, from any thread. */
+enum crash_reason { CRASH_SIGNAL, CRASH_EXIT, CRASH_HANG, CRASH_MEMORY, CRASH_REASONS };
+/* The replica cannot take work until backend_replica_up: its worker takes
+ * none meanwhile, and the queue waits for another replica or for this one.
+ * `unavailable`: not NULL when it cannot come back for now (its init
+ * fails): while no replica of the backend is up, requests are answered 503
+ * with that reason instead of waiting. */
+void backend_replica_down(struct replica_base *r, const char *unavailable);
+void backend_replica_up(struct replica_base *r);
+/* Counts a crash (metrics, status) with its one-line description. */
+void backend_replica_crashed(struct replica_base *r, enum crash_reason reason, const char *text);
+
+/* The one line for an init that failed (both kinds). */
+void replica_init_error(char *err, size_t errlen, const char *plugin, int index, size_t count,
+                        const char *why);
 
 /* Replicas as threads of this process, running a dlopen'ed plugin
  * (replica_thread.c). */

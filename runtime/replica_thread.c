@@ -57,13 +57,8 @@ static bool thread_start(struct replica_base *r, char *err, size_t errlen)
     t->plugin = plugin;
     if (plugin->init && plugin->init(&t->context, spec->config, &t->state) != 0) {
         const char *why = t->context.failure[0] ? t->context.failure : "no reason given";
-        size_t count = spec->options.num_replicas;
         LOG_ERROR("backend=%s replica=%d: init failed: %s", spec->name, r->index, why);
-        if (count > 1)
-            snprintf(err, errlen, "plugin %s: init failed in replica %d of %zu: %s",
-                     spec->plugin, r->index, count, why);
-        else
-            snprintf(err, errlen, "plugin %s: init failed: %s", spec->plugin, why);
+        replica_init_error(err, errlen, spec->plugin, r->index, spec->options.num_replicas, why);
         replica_free_handles(&t->context);
         free(t);
         return false;
@@ -91,6 +86,16 @@ static void thread_stop(struct replica_base *r)
     replica_free_handles(&t->context);
     free(t);
     r->data = NULL;
+}
+
+void replica_init_error(char *err, size_t errlen, const char *plugin, int index, size_t count,
+                        const char *why)
+{
+    if (count > 1)
+        snprintf(err, errlen, "plugin %s: init failed in replica %d of %zu: %s", plugin, index,
+                 count, why);
+    else
+        snprintf(err, errlen, "plugin %s: init failed: %s", plugin, why);
 }
 
 const struct replica_kind replica_kind_thread = {

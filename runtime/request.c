@@ -218,6 +218,18 @@ bool request_answer_runtime(serve_request *req, int status, const char *message)
     return store_answer(req, status, "application/json", body, len, free) == SERVE_OK;
 }
 
+static const struct request_host *host;
+
+void request_set_host(const struct request_host *h) { host = h; }
+
+void request_report_bug(const serve_request *req, const char *what)
+{
+    if (host)
+        host->report_bug(req, what);
+    else
+        backend_report_plugin_bug(req, what);
+}
+
 static int respond(serve_request *req, int status, const char *content_type,
                    void *body, size_t len, void (*free_body)(void *))
 {
@@ -226,7 +238,7 @@ static int respond(serve_request *req, int status, const char *content_type,
         return SERVE_EINVAL;
     }
     if (req->answered) {
-        backend_report_plugin_bug(req, "answered the same request twice");
+        request_report_bug(req, "answered the same request twice");
         if (free_body && body) free_body(body);
         return SERVE_EALREADY;
     }
@@ -234,7 +246,12 @@ static int respond(serve_request *req, int status, const char *content_type,
     int rc = store_answer(req, status, content_type, body, len, free_body);
     /* A request answered during handle_batch is delivered by the worker
      * once handle_batch returns; a deferred one is delivered now. */
-    if (req->deferred) backend_deferred_answered(req, rc == SERVE_OK);
+    if (req->deferred) {
+        if (host)
+            host->deferred_answered(req, rc == SERVE_OK);
+        else
+            backend_deferred_answered(req, rc == SERVE_OK);
+    }
     return rc;
 }
 
@@ -272,7 +289,10 @@ SERVE_EXPORT int serve_request_defer(serve_request *req)
     if (!req) return SERVE_EINVAL;
     if (!req->in_batch || req->answered) return SERVE_ESTATE;
     if (req->deferred) return SERVE_OK;
-    backend_defer(req);
+    if (host)
+        req->deferred = true; /* the host keeps no list: its server does */
+    else
+        backend_defer(req);
     return SERVE_OK;
 }
 

@@ -115,6 +115,10 @@ struct serve_request {
     bool deferred;
     bool answered;
     bool pooled;                  /* a block of the per-thread cache (request.c) */
+    /* Process replicas: the request's slot in its replica's table (both
+     * sides of the channel), and a handle call's parent's slot. */
+    uint32_t slot;
+    uint32_t parent_slot;
     char id_buf[32];
 };
 
@@ -137,6 +141,19 @@ bool request_time_out(serve_request *req);
 
 /* Builds {"error": "<message>"} in a malloc'd buffer. */
 char *json_error_body(const char *message, size_t *len);
+
+/* Where the SDK's deferred answers and plugin-bug reports go. In the
+ * server, the backend (backend_deferred_answered, backend_report_plugin_bug);
+ * in a process replica, the replica host, which sends answers to the
+ * server. Set once, before any request exists. */
+struct request_host {
+    void (*deferred_answered)(serve_request *req, bool answer_won);
+    void (*report_bug)(const serve_request *req, const char *what);
+};
+void request_set_host(const struct request_host *host);
+
+/* A plugin bug about req, reported where request_set_host says. */
+void request_report_bug(const serve_request *req, const char *what);
 
 /* Drops the answer's body (calling its free function) and headers. */
 void request_clear_response(serve_request *req);

@@ -2,6 +2,8 @@
  * serve_config accessors. */
 #include "spec.h"
 
+#include <errno.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +108,51 @@ void backend_options_default(struct backend_options *o)
     o->max_queued_requests = 1024;
     o->batch_wait_timeout_ms = 0;
     o->request_timeout_ms = 0;
+    o->isolation = ISOLATION_PROCESS;
+    o->hang_timeout_ms = 0;
+    o->max_memory = 0;
+}
+
+static const char *const isolation_names[ISOLATION_KINDS] = {"process", "thread"};
+
+uint32_t isolation_from_name(const char *name)
+{
+    for (uint32_t i = 0; i < ISOLATION_KINDS; i++)
+        if (name && strcmp(name, isolation_names[i]) == 0) return i;
+    return ISOLATION_KINDS;
+}
+
+const char *isolation_name(uint32_t isolation)
+{
+    return isolation < ISOLATION_KINDS ? isolation_names[isolation] : "?";
+}
+
+bool size_parse(const char *s, uint64_t *out)
+{
+    if (!s || *s < '0' || *s > '9') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned shift = 0;
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    default: break;
+    }
+    if (errno || *end || v > (UINT64_MAX >> shift)) return false;
+    *out = (uint64_t)v << shift;
+    return true;
+}
+
+bool backend_options_equal(const struct backend_options *a, const struct backend_options *b)
+{
+    return a->num_replicas == b->num_replicas && a->max_batch_size == b->max_batch_size &&
+           a->max_concurrent_queries == b->max_concurrent_queries &&
+           a->max_queued_requests == b->max_queued_requests &&
+           a->batch_wait_timeout_ms == b->batch_wait_timeout_ms &&
+           a->request_timeout_ms == b->request_timeout_ms && a->isolation == b->isolation &&
+           a->hang_timeout_ms == b->hang_timeout_ms && a->max_memory == b->max_memory;
 }
 
 uint32_t backend_options_concurrency(const struct backend_options *o)
@@ -133,6 +180,14 @@ bool backend_options_valid(const struct backend_options *o, char *err,
         why = "--batch-wait-timeout-ms must be between 0 and 3600000";
     else if (!(o->request_timeout_ms >= 0 && o->request_timeout_ms <= 86400000))
         why = "--request-timeout-ms must be between 0 and 86400000";
+    else if (o->isolation >= ISOLATION_KINDS)
+        why = "--isolation must be process or thread";
+    else if (!(o->hang_timeout_ms >= 0 && o->hang_timeout_ms <= 86400000))
+        why = "--hang-timeout-ms must be between 0 and 86400000";
+    else if (o->max_memory && o->isolation == ISOLATION_THREAD)
+        why = "--max-memory needs --isolation process (a thread replica's memory is the server's)";
+    else if (o->max_memory && o->max_memory < (16u << 20))
+        why = "--max-memory must be at least 16M";
     if (why) snprintf(err, len, "%s", why);
     return why == NULL;
 }
@@ -312,7 +367,7 @@ bool backend_spec_copy(struct backend_spec *dst, const struct backend_spec *src)
 bool backend_spec_equal(const struct backend_spec *a, const struct backend_spec *b)
 {
     return strcmp(a->name, b->name) == 0 && strcmp(a->plugin, b->plugin) == 0 &&
-           memcmp(&a->options, &b->options, sizeof a->options) == 0 &&
+           backend_options_equal(&a->options, &b->options) &&
            config_equal(a->config, b->config);
 }
 
@@ -371,7 +426,13 @@ bool route_valid(const char *route, char *err, size_t len)
 void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
 {
     const struct backend_options *o = &b->options;
-    msgpack_pack_map(pk, 9);
+    msgpack_pack_map(pk, 12);
+    mp_pack_key(pk, "isolation");
+    mp_pack_str(pk, isolation_name(o->isolation));
+    mp_pack_key(pk, "hang_timeout_ms");
+    msgpack_pack_double(pk, o->hang_timeout_ms);
+    mp_pack_key(pk, "max_memory");
+    msgpack_pack_uint64(pk, o->max_memory);
     mp_pack_key(pk, "name");
     mp_pack_str(pk, b->name);
     mp_pack_key(pk, "plugin");
@@ -442,8 +503,28 @@ bool backend_spec_unpack(const msgpack_object *o, struct backend_spec *b,
         !unpack_u32(o, "max_concurrent_queries", &opt->max_concurrent_queries, err, len) ||
         !unpack_u32(o, "max_queued_requests", &opt->max_queued_requests, err, len) ||
         !unpack_ms(o, "batch_wait_timeout_ms", &opt->batch_wait_timeout_ms, err, len) ||
-        !unpack_ms(o, "request_timeout_ms", &opt->request_timeout_ms, err, len))
+        !unpack_ms(o, "request_timeout_ms", &opt->request_timeout_ms, err, len) ||
+        !unpack_ms(o, "hang_timeout_ms", &opt->hang_timeout_ms, err, len))
         goto fail;
+    const msgpack_object *isolation = mp_get(o, "isolation");
+    if (isolation) {
+        char *name = NULL;
+        opt->isolation = mp_as_str(isolation, &name) ? isolation_from_name(name) : ISOLATION_KINDS;
+        free(name);
+        if (opt->isolation >= ISOLATION_KINDS) {
+            snprintf(err, len, "backend %s: isolation must be process or thread", b->name);
+            goto fail;
+        }
+    }
+    const msgpack_object *max_memory = mp_get(o, "max_memory");
+    uint64_t bytes;
+    if (max_memory) {
+        if (!mp_as_uint(max_memory, &bytes)) {
+            snprintf(err, len, "backend %s: max_memory must be a number of bytes", b->name);
+            goto fail;
+        }
+        opt->max_memory = bytes;
+    }
     b->config = config_new();
     if (!b->config) goto fail;
     const msgpack_object *cfg = mp_get(o, "config");

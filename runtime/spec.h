@@ -34,7 +34,20 @@ struct backend_options {
     uint32_t max_queued_requests;
     double batch_wait_timeout_ms;
     double request_timeout_ms;       /* 0 means no timeout */
+    uint32_t isolation;              /* enum isolation */
+    double hang_timeout_ms;          /* 0 means none */
+    uint64_t max_memory;             /* bytes; 0 means none (process replicas) */
 };
+
+enum isolation { ISOLATION_PROCESS, ISOLATION_THREAD, ISOLATION_KINDS };
+
+/* "process" or "thread"; ISOLATION_KINDS for anything else. */
+uint32_t isolation_from_name(const char *name);
+const char *isolation_name(uint32_t isolation);
+
+/* "512M", "2G", "65536": bytes, with an optional binary suffix (K, M, G). */
+bool size_parse(const char *s, uint64_t *out);
+bool backend_options_equal(const struct backend_options *a, const struct backend_options *b);
 
 void backend_options_default(struct backend_options *o);
 uint32_t backend_options_concurrency(const struct backend_options *o);

@@ -8,13 +8,24 @@
  *   defer:MS    defer, answer 200 from another thread after MS ms
  *   never       defer and never answer
  *   crashbatch  return non-zero from handle_batch without answering
- *   timing      answer {"received": NS, "queued": NS, "dispatched": NS} */
+ *   timing      answer {"received": NS, "queued": NS, "dispatched": NS}
+ *   segv        dereference NULL in handle_batch (the replica's thread)
+ *   thread-segv defer, then dereference NULL in a thread of the plugin's own,
+ *               which runs no replica (the crash report names the .so)
+ *   abort       abort()
+ *   exit        exit(3)
+ *   loop        spin for ever in handle_batch
+ *   grow        allocate and touch memory without end
+ * Config:
+ *   crash_init_if=PATH  init dereferences NULL while PATH exists (a
+ *                       replica whose restart keeps failing) */
 #include <pthread.h>
 #include <serve/plugin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static void sleep_ms(long ms)
 {
@@ -33,6 +44,23 @@ static void *answer_later(void *arg)
     sleep_ms(l->ms);
     serve_respond(l->req, 200, "text/plain", "deferred", 8);
     free(l);
+    return NULL;
+}
+
+static void *volatile grown;
+
+/* Volatile: the compiler may not drop or move the faulting store. */
+static void crash(void)
+{
+    volatile int *nowhere = NULL;
+    *nowhere = 1;
+}
+
+static void *crash_later(void *arg)
+{
+    (void)arg;
+    sleep_ms(50);
+    crash();
     return NULL;
 }
 
@@ -76,6 +104,28 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
                              (unsigned long long)serve_request_time_ns(req, SERVE_STAGE_QUEUED),
                              (unsigned long long)serve_request_time_ns(req, SERVE_STAGE_DISPATCHED));
             serve_respond(req, 200, "application/json", out, (size_t)n);
+        } else if (strcmp(what, "segv") == 0) {
+            crash();
+        } else if (strcmp(what, "thread-segv") == 0) {
+            serve_request_defer(req);
+            pthread_t t;
+            pthread_create(&t, NULL, crash_later, NULL);
+            pthread_detach(t);
+        } else if (strcmp(what, "abort") == 0) {
+            abort();
+        } else if (strcmp(what, "exit") == 0) {
+            exit(3);
+        } else if (strcmp(what, "loop") == 0) {
+            for (volatile unsigned long spin = 0;; spin++) {
+            }
+        } else if (strcmp(what, "grow") == 0) {
+            for (;;) {
+                char *block = malloc(1 << 20);
+                if (!block) continue;
+                memset(block, 1, 1 << 20);
+                *(void **)block = grown; /* kept, so the compiler keeps them */
+                grown = block;
+            }
         } else if (strcmp(what, "crashbatch") == 0) {
             rc = -1;
         } else {
@@ -85,9 +135,19 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
     return rc;
 }
 
+static int faulty_init(serve_replica *replica, const serve_config *config, void **state)
+{
+    (void)replica;
+    *state = NULL;
+    const char *path = serve_config_get(config, "crash_init_if");
+    if (path && access(path, F_OK) == 0) crash();
+    return 0;
+}
+
 static const serve_plugin plugin = {
     .abi_version = SERVE_ABI_VERSION,
     .name = "faulty",
+    .init = faulty_init,
     .handle_batch = faulty_batch,
 };
 

@@ -1,0 +1,408 @@
+/* replica_host.c - the replica's side of a process replica.
+ *
+ * The server spawns its own binary as `serve __replica-host MEMFD WAKEFD
+ * PARENT` (replica_process.c). This process maps the channel, loads the
+ * plugin, runs init, then serves: requests arrive on the work ring and run
+ * as batches on this process's main thread, exactly as a thread replica's
+ * worker runs them; answers, whether given during handle_batch or later
+ * from any plugin thread, go back on the answers ring; handle calls go to
+ * the server, which routes them, and their results come back on the
+ * results ring to a thread of their own. The plugin sees the same SDK as
+ * in a thread replica: these are the same request objects and functions,
+ * with request_set_host and handles_set_forwarder pointing their ends
+ * here instead of at a backend.
+ *
+ * Nothing here outlives the server: the process asks the kernel for
+ * SIGKILL when the server thread that spawned it ends. */
+#include "replica_host.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "handles.h"
+#include "loader.h"
+#include "log.h"
+#include "metrics.h"
+#include "replica_channel.h"
+#include "replica_context.h"
+#include "replica_kind.h"
+#include "spec.h"
+
+struct pending_call {
+    struct pending_call *next;
+    uint64_t id;
+    serve_request *call;
+};
+
+static struct {
+    struct replica_channel ch;
+    struct shm_ring_end work, results, answers;
+    struct wire_out out;         /* answers' heads; under the answers ring's lock */
+    struct plugin_lib lib;
+    bool loaded;
+    void *state;
+    serve_replica context;
+    char *backend;
+    int index;
+    pthread_mutex_t calls_lock;
+    struct pending_call *calls;  /* handle calls waiting for their result */
+    uint64_t next_call_id;
+} host = {.ch = {.memfd = -1}, .calls_lock = PTHREAD_MUTEX_INITIALIZER};
+
+/* Under the answers lock: one answer, from the request's stored fields. */
+static bool put_answer(serve_request *req)
+{
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_u32(w, req->slot);
+    wire_u32(w, (uint32_t)req->status);
+    wire_str(w, req->content_type);
+    for (size_t i = 0; i < req->response_header_count; i++) {
+        wire_str(w, req->response_headers[i].name);
+        wire_str(w, req->response_headers[i].value);
+    }
+    return channel_put(&host.answers, MSG_ANSWER, w, (uint32_t)req->response_header_count,
+                       req->response_body, req->response_len);
+}
+
+/* Any thread: a deferred request was answered. */
+static void deferred_answered(serve_request *req, bool answer_won)
+{
+    (void)answer_won; /* no timeouts here: the server keeps them */
+    shm_ring_lock(&host.answers);
+    put_answer(req);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+    request_release(req); /* the host's */
+}
+
+static void report_bug(const serve_request *req, const char *what)
+{
+    LOG_ERROR("backend=%s replica=%d request=%s: plugin bug: %s", host.backend, host.index,
+              req && req->id ? req->id : "-", what);
+}
+
+static const struct request_host request_host = {.deferred_answered = deferred_answered,
+                                                 .report_bug = report_bug};
+
+/* Any thread: a handle call goes to the server. */
+static int forward_call(serve_request *call)
+{
+    struct pending_call *p = malloc(sizeof *p);
+    if (!p) {
+        handles_fail_forwarded(call, 503, "out of memory in the replica process");
+        return SERVE_OK;
+    }
+    pthread_mutex_lock(&host.calls_lock);
+    p->id = ++host.next_call_id;
+    p->call = call;
+    p->next = host.calls;
+    host.calls = p;
+    pthread_mutex_unlock(&host.calls_lock);
+
+    shm_ring_lock(&host.answers);
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_u64(w, p->id);
+    wire_u32(w, call->parent_slot);
+    wire_str(w, call->target_endpoint);
+    for (size_t i = 0; i < call->header_count; i++) {
+        wire_str(w, call->headers[2 * i]);
+        wire_str(w, call->headers[2 * i + 1]);
+    }
+    wire_u32(w, (uint32_t)call->query_count);
+    for (size_t i = 0; i < 2 * call->query_count; i++) wire_str(w, call->query[i]);
+    channel_put(&host.answers, MSG_CALL, w, (uint32_t)call->header_count, call->body,
+                call->body_len);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+    return SERVE_OK;
+}
+
+static serve_request *take_call(uint64_t id)
+{
+    pthread_mutex_lock(&host.calls_lock);
+    serve_request *call = NULL;
+    for (struct pending_call **link = &host.calls; *link; link = &(*link)->next) {
+        if ((*link)->id != id) continue;
+        struct pending_call *p = *link;
+        *link = p->next;
+        call = p->call;
+        free(p);
+        break;
+    }
+    pthread_mutex_unlock(&host.calls_lock);
+    return call;
+}
+
+/* The results thread: completes handle calls as their results arrive. */
+static void *results_main(void *unused)
+{
+    (void)unused;
+    struct wire_out head = {0};
+    struct response_header *headers = NULL;
+    for (;;) {
+        uint32_t type;
+        struct wire_prefix prefix;
+        if (!channel_get(&host.results, shm_ring_wait_futex, NULL, &type, &prefix, &head)) break;
+        void *body = malloc(prefix.body_len ? prefix.body_len : 1);
+        if (!body) abort(); /* the stream cannot be resynchronised */
+        shm_ring_read(&host.results, body, prefix.body_len, shm_ring_wait_futex, NULL);
+        struct wire_in r = {head.buf, head.buf + head.len, false};
+        uint64_t id = wire_get_u64(&r);
+        int status = (int)wire_get_u32(&r);
+        const char *ctype = wire_get_str(&r);
+        struct response_header *grown = realloc(headers, (prefix.count + 1) * sizeof *grown);
+        if (!grown) abort();
+        headers = grown;
+        for (uint32_t i = 0; i < prefix.count; i++) {
+            headers[i].name = (char *)wire_get_str(&r);
+            headers[i].value = (char *)wire_get_str(&r);
+        }
+        serve_request *call = type == MSG_CALL_RESULT && !r.bad ? take_call(id) : NULL;
+        if (call) {
+            serve_result result = {.status = status, .content_type = ctype, .body = body,
+                                   .len = prefix.body_len, .headers = headers,
+                                   .header_count = prefix.count};
+            handles_complete_forwarded(call, &result);
+        }
+        free(body);
+    }
+    wire_free(&head);
+    free(headers);
+    return NULL;
+}
+
+/* A request from a MSG_REQUEST whose head is in `head`; its body is read
+ * from the ring straight into the request's own allocation. */
+static serve_request *read_request(const struct wire_out *head, const struct wire_prefix *p)
+{
+    size_t pointers = 2 * (size_t)p->count * sizeof(char *);
+    char *extra;
+    serve_request *req = request_new(pointers + head->len + p->body_len + 1, &extra);
+    if (!req) abort();
+    const char **headers = (const char **)extra;
+    char *strings = extra + pointers;
+    memcpy(strings, head->buf, head->len);
+    char *body = strings + head->len;
+    shm_ring_read(&host.work, body, p->body_len, shm_ring_wait_futex, NULL);
+    body[p->body_len] = '\0';
+    struct wire_in r = {strings, strings + head->len, false};
+    req->slot = wire_get_u32(&r);
+    req->call_depth = wire_get_u32(&r);
+    req->received_ns = wire_get_u64(&r);
+    req->enqueued_ns = wire_get_u64(&r);
+    req->dispatched_ns = wire_get_u64(&r);
+    req->batch_size = wire_get_u32(&r);
+    req->method = wire_get_str(&r);
+    req->path = wire_get_str(&r);
+    req->id = wire_get_str(&r);
+    for (uint32_t i = 0; i < 2 * p->count; i++) headers[i] = wire_get_str(&r);
+    req->headers = headers;
+    req->header_count = p->count;
+    uint32_t queries = wire_get_u32(&r);
+    if (queries && !r.bad) {
+        req->query = calloc(2 * (size_t)queries, sizeof *req->query);
+        if (!req->query) abort();
+        for (uint32_t i = 0; i < 2 * queries; i++) req->query[i] = strdup(wire_get_str(&r));
+        req->query_count = queries;
+    }
+    req->body = body;
+    req->body_len = p->body_len;
+    return req;
+}
+
+static void run_batch(serve_request **batch, size_t n)
+{
+    atomic_store(&host.ch.shared->batch_started_ns, serve__now_ns());
+    for (size_t i = 0; i < n; i++) {
+        request_ref(batch[i]); /* the batch's, as a thread replica's worker holds */
+        batch[i]->in_batch = true;
+    }
+    int rc = host.lib.plugin->handle_batch(host.state, batch, n);
+    atomic_store(&host.ch.shared->batch_started_ns, 0);
+
+    /* The answers given during the batch, and its end, as one write. */
+    shm_ring_lock(&host.answers);
+    for (size_t i = 0; i < n; i++) {
+        serve_request *req = batch[i];
+        req->in_batch = false;
+        if (req->deferred) continue;
+        if (!req->answered) {
+            req->answered = true;
+            char msg[256];
+            if (rc != 0) {
+                snprintf(msg, sizeof msg, "backend %s: plugin failed on this batch (code %d)",
+                         host.backend, rc);
+            } else {
+                report_bug(req, "returned without answering a request");
+                snprintf(msg, sizeof msg, "backend %s: plugin returned without answering",
+                         host.backend);
+            }
+            request_answer_runtime(req, 500, msg);
+        }
+        put_answer(req);
+    }
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_u32(w, (uint32_t)rc);
+    channel_put(&host.answers, MSG_BATCH_DONE, w, 0, NULL, 0);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+    for (size_t i = 0; i < n; i++) {
+        if (!batch[i]->deferred) request_release(batch[i]); /* the host's */
+        request_release(batch[i]);                          /* the batch's */
+    }
+}
+
+static serve_config *read_config(struct wire_in *r, uint32_t pairs)
+{
+    serve_config *c = config_new();
+    if (!c) abort();
+    for (uint32_t i = 0; i < pairs; i++) {
+        const char *k = wire_get_str(r);
+        const char *v = wire_get_str(r);
+        config_set(c, k, v);
+    }
+    return c;
+}
+
+static void send_reply(uint32_t type, const char *text, uint32_t value)
+{
+    shm_ring_lock(&host.answers);
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_str(w, text);
+    wire_u32(w, value);
+    channel_put(&host.answers, type, w, 0, NULL, 0);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+}
+
+/* MSG_INIT: load the plugin and run its init. */
+static bool start(const struct wire_out *head, uint32_t pairs)
+{
+    struct wire_in r = {head->buf, head->buf + head->len, false};
+    host.backend = strdup(wire_get_str(&r));
+    const char *plugin = wire_get_str(&r);
+    host.index = (int)wire_get_u32(&r);
+    uint32_t replicas = wire_get_u32(&r);
+    serve_config *config = read_config(&r, pairs);
+    char err[1024];
+    if (r.bad) {
+        send_reply(MSG_INIT_FAILED, "malformed start message", 0);
+        config_free(config);
+        return false;
+    }
+    if (!plugin_load(plugin, &host.lib, err, sizeof err)) {
+        send_reply(MSG_INIT_FAILED, err, 0);
+        config_free(config);
+        return false;
+    }
+    host.loaded = true;
+    host.context.backend_name = host.backend;
+    host.context.index = host.index;
+    host.context.metrics = metrics_backend(host.backend);
+    const serve_plugin *p = host.lib.plugin;
+    if (p->init && p->init(&host.context, config, &host.state) != 0) {
+        const char *why = host.context.failure[0] ? host.context.failure : "no reason given";
+        LOG_ERROR("backend=%s replica=%d: init failed: %s", host.backend, host.index, why);
+        replica_init_error(err, sizeof err, plugin, host.index, replicas, why);
+        send_reply(MSG_INIT_FAILED, err, 0);
+        config_free(config);
+        return false;
+    }
+    config_free(config);
+    send_reply(MSG_READY, p->name ? p->name : "?", p->reconfigure != NULL);
+    return true;
+}
+
+static void serve_work(void)
+{
+    struct wire_out head = {0};
+    size_t cap = 0, n = 0;
+    serve_request **batch = NULL;
+    for (;;) {
+        uint32_t type;
+        struct wire_prefix prefix;
+        if (!channel_get(&host.work, shm_ring_wait_futex, NULL, &type, &prefix, &head)) break;
+        if (type == MSG_REQUEST) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 64;
+                serve_request **grown = realloc(batch, cap * sizeof *grown);
+                if (!grown) abort();
+                batch = grown;
+            }
+            batch[n++] = read_request(&head, &prefix);
+            continue;
+        }
+        channel_skip(&host.work, prefix.body_len, shm_ring_wait_futex, NULL);
+        if (type == MSG_RUN_BATCH) {
+            if (n) run_batch(batch, n);
+            n = 0;
+        } else if (type == MSG_RECONFIGURE) {
+            struct wire_in r = {head.buf, head.buf + head.len, false};
+            serve_config *config = read_config(&r, prefix.count);
+            int rc = host.lib.plugin->reconfigure ? host.lib.plugin->reconfigure(host.state, config)
+                                                  : -1;
+            config_free(config);
+            send_reply(MSG_RECONFIGURED, "", (uint32_t)rc);
+        } else if (type == MSG_STOP) {
+            break;
+        }
+    }
+    free(batch);
+    wire_free(&head);
+}
+
+int replica_host_main(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "serve: __replica-host is started by the server, not by hand\n");
+        return 2;
+    }
+    pid_t parent = (pid_t)strtol(argv[4], NULL, 10);
+    /* Dies with the server thread that spawned it; if that already
+     * happened, the parent is someone else now. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) return 1;
+    signal(SIGPIPE, SIG_IGN);
+    int memfd = (int)strtol(argv[2], NULL, 10);
+    int wake_fd = (int)strtol(argv[3], NULL, 10);
+    if (!replica_channel_attach(&host.ch, memfd)) {
+        fprintf(stderr, "serve: replica host: cannot map its channel: %s\n", strerror(errno));
+        return 1;
+    }
+    shm_ring_end_init(&host.work, host.ch.work, -1, NULL, NULL);
+    shm_ring_end_init(&host.results, host.ch.results, -1, NULL, NULL);
+    shm_ring_end_init(&host.answers, host.ch.answers, wake_fd, NULL, NULL);
+    request_set_host(&request_host);
+    handles_set_forwarder(forward_call);
+
+    struct wire_out head = {0};
+    uint32_t type;
+    struct wire_prefix prefix;
+    bool ok = channel_get(&host.work, shm_ring_wait_futex, NULL, &type, &prefix, &head) &&
+              type == MSG_INIT && start(&head, prefix.count);
+    wire_free(&head);
+    if (ok) {
+        pthread_t results;
+        if (pthread_create(&results, NULL, results_main, NULL) != 0) abort();
+        pthread_detach(results);
+        serve_work();
+        if (host.lib.plugin->destroy) host.lib.plugin->destroy(host.state);
+        replica_free_handles(&host.context);
+    }
+    /* The plugin stays loaded: a thread it started may still run its code
+     * until exit. */
+    wire_free(&host.out);
+    free(host.backend);
+    return ok ? 0 : 1;
+}
