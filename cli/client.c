@@ -301,6 +301,19 @@ void cli_print_backends_live(const msgpack_object *backends, const msgpack_objec
         }
         printf("\n");
     }
+    /* Replica crashes (process isolation), under the table: rare, long. */
+    for (uint32_t i = 0; backends && backends->type == MSGPACK_OBJECT_ARRAY &&
+                         i < backends->via.array.size; i++) {
+        const msgpack_object *b = &backends->via.array.ptr[i];
+        char name[128], last[320], unavailable[1300];
+        cli_str(mp_get(b, "spec"), "name", name, sizeof name);
+        uint64_t crashes = cli_uint(b, "crashes");
+        if (crashes)
+            printf("backend %s: %llu replica crashes (restarted); last: %s\n", name,
+                   (unsigned long long)crashes, cli_str(b, "last_crash", last, sizeof last));
+        if (*cli_str(b, "unavailable", unavailable, sizeof unavailable))
+            printf("backend %s: unavailable: %s\n", name, unavailable);
+    }
 }
 
 /* "a=0.9,b=0.1", or "a" alone for a single backend with weight 1. */

@@ -13,6 +13,10 @@
  *     (--max-memory), and on a death fails what the child held, reports
  *     it, waits out the backoff and spawns the next incarnation.
  *
+ * The child is this very binary (/proc/self/exe), so every program that
+ * creates backends hands `__replica-host` to replica_host_main first thing
+ * (the serve command, the unit test runner).
+ *
  * An incarnation is one child and its channel. Whoever writes to it holds
  * a reference, so a restart never pulls a ring from under a writer. */
 #include <errno.h>

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "replica_host.h"
 #include "unit.h"
 
 /* Generous for sanitizer builds on a loaded machine; a test that takes
@@ -123,6 +124,9 @@ static bool runner_named(int argc, char **argv, const char *name)
 
 int main(int argc, char **argv)
 {
+    /* Backends made by the tests run process replicas, spawned from the
+     * binary that made them: this one. */
+    if (argc > 1 && strcmp(argv[1], "__replica-host") == 0) return replica_host_main(argc, argv);
     if (argc == 2 && strcmp(argv[1], "--list") == 0) {
         for (size_t i = 0; i < UNIT_TEST_COUNT; i++) puts(unit_tests[i].name);
         return 0;
