@@ -774,14 +774,6 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     memcpy(unavailable, b->unavailable, sizeof unavailable);
     pthread_mutex_unlock(&b->mutex);
     msgpack_pack_map(pk, 12);
-    mp_pack_key(pk, "isolation");
-    mp_pack_str(pk, b->kind->name);
-    mp_pack_key(pk, "crashes");
-    msgpack_pack_uint64(pk, crashes);
-    mp_pack_key(pk, "last_crash");
-    mp_pack_str(pk, last_crash);
-    mp_pack_key(pk, "unavailable");
-    mp_pack_str(pk, unavailable);
     mp_pack_key(pk, "busy_replicas");
     msgpack_pack_uint64(pk, busy);
     mp_pack_key(pk, "concurrency"); /* max_concurrent_queries in force */
@@ -798,6 +790,14 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     msgpack_pack_uint64(pk, atomic_load(&b->m->requests_total));
     mp_pack_key(pk, "batches");
     msgpack_pack_uint64(pk, atomic_load(&b->m->batches_total));
+    mp_pack_key(pk, "isolation");
+    mp_pack_str(pk, b->kind->name);
+    mp_pack_key(pk, "crashes");
+    msgpack_pack_uint64(pk, crashes);
+    mp_pack_key(pk, "last_crash");
+    mp_pack_str(pk, last_crash);
+    mp_pack_key(pk, "unavailable");
+    mp_pack_str(pk, unavailable);
 }
 
 void backend_totals(struct backend *b, uint64_t *requests, uint64_t *batches, uint64_t *batch_sum)

@@ -427,12 +427,6 @@ void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
 {
     const struct backend_options *o = &b->options;
     msgpack_pack_map(pk, 12);
-    mp_pack_key(pk, "isolation");
-    mp_pack_str(pk, isolation_name(o->isolation));
-    mp_pack_key(pk, "hang_timeout_ms");
-    msgpack_pack_double(pk, o->hang_timeout_ms);
-    mp_pack_key(pk, "max_memory");
-    msgpack_pack_uint64(pk, o->max_memory);
     mp_pack_key(pk, "name");
     mp_pack_str(pk, b->name);
     mp_pack_key(pk, "plugin");
@@ -449,6 +443,12 @@ void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
     msgpack_pack_double(pk, o->batch_wait_timeout_ms);
     mp_pack_key(pk, "request_timeout_ms");
     msgpack_pack_double(pk, o->request_timeout_ms);
+    mp_pack_key(pk, "isolation");
+    mp_pack_str(pk, isolation_name(o->isolation));
+    mp_pack_key(pk, "hang_timeout_ms");
+    msgpack_pack_double(pk, o->hang_timeout_ms);
+    mp_pack_key(pk, "max_memory");
+    msgpack_pack_uint64(pk, o->max_memory);
     mp_pack_key(pk, "config");
     size_t n = b->config ? b->config->count : 0;
     msgpack_pack_map(pk, n);
