@@ -103,6 +103,7 @@ int main(int argc, char **argv)
 {
     /* A process replica, spawned by a server (not a user command). */
     if (argc > 1 && strcmp(argv[1], "__replica-host") == 0) return replica_host_main(argc, argv);
+    replica_process_note_argv0(argv[0]);
     char *state_dir = NULL;
     /* Take the global options out wherever they appear, so every subcommand
      * has them. */

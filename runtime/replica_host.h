@@ -5,4 +5,9 @@
 
 int replica_host_main(int argc, char **argv);
 
+/* The server's main passes its argv[0]: process replicas are spawned from
+ * the same binary, found through it when /proc/self/exe is not that
+ * binary (under valgrind). */
+void replica_process_note_argv0(const char *argv0);
+
 #endif

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,6 +41,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "replica_channel.h"
+#include "replica_host.h"
 #include "replica_kind.h"
 
 #define BACKOFF_FIRST_MS 100
@@ -62,7 +64,10 @@ struct incarnation {
     struct shm_ring_end work, results, answers;
     int wake_fd; /* the child writes it when the answers ring has news */
     pid_t pid;
-    int pidfd;
+    /* Readable once the child is gone: its pidfd, or (where pidfd_open is
+     * missing, as under valgrind) the read end of a pipe whose only write
+     * end the child holds. */
+    int death_fd;
     atomic_bool gone;
 
     pthread_mutex_t slots_lock;
@@ -104,7 +109,7 @@ static void inc_release(struct incarnation *inc)
     shm_ring_end_destroy(&inc->answers);
     replica_channel_unmap(&inc->ch);
     if (inc->wake_fd >= 0) close(inc->wake_fd);
-    if (inc->pidfd >= 0) close(inc->pidfd);
+    if (inc->death_fd >= 0) close(inc->death_fd);
     pthread_mutex_destroy(&inc->slots_lock);
     free(inc->slots);
     free(inc->free_slots);
@@ -131,7 +136,7 @@ static bool wait_child(struct shm_ring_end *end, void *arg)
     struct incarnation *inc = arg;
     if (!shm_ring_reader_sleep(end)) return true;
     struct pollfd fds[2] = {{.fd = inc->wake_fd, .events = POLLIN},
-                            {.fd = inc->pidfd, .events = POLLIN}};
+                            {.fd = inc->death_fd, .events = POLLIN}};
     int n = poll(fds, 2, -1);
     shm_ring_reader_awake(end);
     if (n > 0 && (fds[0].revents & POLLIN)) {
@@ -139,7 +144,7 @@ static bool wait_child(struct shm_ring_end *end, void *arg)
         ssize_t ignored = read(inc->wake_fd, &count, sizeof count);
         (void)ignored;
     }
-    if (n > 0 && (fds[1].revents & POLLIN) && shm_ring_readable(end) == 0) {
+    if (n > 0 && (fds[1].revents & (POLLIN | POLLHUP)) && shm_ring_readable(end) == 0) {
         atomic_store(&inc->gone, true);
         return false;
     }
@@ -195,6 +200,22 @@ static bool fd_above(int *fd, int floor)
     return true;
 }
 
+/* What the child runs: this very binary, /proc/self/exe (the file this
+ * process started from, even if a newer build has replaced it on disk
+ * since), unless this process runs under an interpreter such as valgrind,
+ * whose /proc/self/exe is the interpreter: then the path it was given. */
+static char executable[PATH_MAX] = "/proc/self/exe";
+
+void replica_process_note_argv0(const char *argv0)
+{
+    struct stat self, given;
+    char resolved[PATH_MAX];
+    if (!argv0 || !strchr(argv0, '/') || !realpath(argv0, resolved)) return;
+    if (stat("/proc/self/exe", &self) == 0 && stat(resolved, &given) == 0 &&
+        (self.st_dev != given.st_dev || self.st_ino != given.st_ino))
+        snprintf(executable, sizeof executable, "%s", resolved);
+}
+
 static struct incarnation *spawn(struct process_replica *p, char *err, size_t errlen)
 {
     const struct backend_spec *spec = p->base->spec;
@@ -204,7 +225,8 @@ static struct incarnation *spawn(struct process_replica *p, char *err, size_t er
         return NULL;
     }
     atomic_init(&inc->refs, 1);
-    inc->wake_fd = inc->pidfd = -1;
+    inc->wake_fd = inc->death_fd = -1;
+    int life[2] = {-1, -1};
     inc->ch.memfd = -1;
     pthread_mutex_init(&inc->slots_lock, NULL);
     if (!replica_channel_create(&inc->ch) ||
@@ -214,7 +236,8 @@ static struct incarnation *spawn(struct process_replica *p, char *err, size_t er
     }
     /* The child's fds 3 and 4 are set by dup2 in turn: neither source may
      * be the other's target. */
-    if (!fd_above(&inc->ch.memfd, 4) || !fd_above(&inc->wake_fd, 4)) {
+    if (pipe2(life, O_CLOEXEC) != 0 || !fd_above(&inc->ch.memfd, 5) ||
+        !fd_above(&inc->wake_fd, 5) || !fd_above(&life[1], 5)) {
         snprintf(err, errlen, "cannot set up the replica's channel: %s", strerror(errno));
         goto fail_early;
     }
@@ -222,7 +245,8 @@ static struct incarnation *spawn(struct process_replica *p, char *err, size_t er
     shm_ring_end_init(&inc->results, inc->ch.results, -1, inc_gone, inc);
     shm_ring_end_init(&inc->answers, inc->ch.answers, -1, NULL, NULL);
 
-    /* The child gets the channel as fds 3 and 4 and nothing else of ours;
+    /* The child gets the channel as fds 3 and 4, the pipe's write end as
+     * 5, and nothing else of ours;
      * its own process group keeps a terminal's Ctrl-C for the server. */
     char parent[32];
     snprintf(parent, sizeof parent, "%ld", (long)getpid());
@@ -232,7 +256,8 @@ static struct incarnation *spawn(struct process_replica *p, char *err, size_t er
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, inc->ch.memfd, 3);
     posix_spawn_file_actions_adddup2(&actions, inc->wake_fd, 4);
-    posix_spawn_file_actions_addclosefrom_np(&actions, 5);
+    posix_spawn_file_actions_adddup2(&actions, life[1], 5);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 6);
     posix_spawnattr_init(&attr);
     sigset_t none, defaults;
     sigemptyset(&none);
@@ -245,21 +270,22 @@ static struct incarnation *spawn(struct process_replica *p, char *err, size_t er
     posix_spawnattr_setpgroup(&attr, 0);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                         POSIX_SPAWN_SETPGROUP);
-    int rc = posix_spawn(&inc->pid, "/proc/self/exe", &actions, &attr, argv, environ);
+    int rc = posix_spawn(&inc->pid, executable, &actions, &attr, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attr);
     if (rc != 0) {
         snprintf(err, errlen, "cannot start the replica process: %s", strerror(rc));
         goto fail_early;
     }
-    inc->pidfd = (int)syscall(SYS_pidfd_open, inc->pid, 0);
-    if (inc->pidfd < 0) {
-        snprintf(err, errlen, "pidfd_open: %s", strerror(errno));
-        kill(inc->pid, SIGKILL);
-        int status;
-        reap(inc, &status);
-        goto fail_early;
+    close(life[1]);
+    life[1] = -1;
+    inc->death_fd = (int)syscall(SYS_pidfd_open, inc->pid, 0);
+    if (inc->death_fd >= 0) {
+        close(life[0]);
+    } else {
+        inc->death_fd = life[0];
     }
+    life[0] = -1;
 
     struct wire_out *w = &inc->work_head;
     wire_reset(w);
@@ -310,6 +336,8 @@ static struct incarnation *spawn(struct process_replica *p, char *err, size_t er
     inc_release(inc);
     return NULL;
 fail_early:
+    if (life[0] >= 0) close(life[0]);
+    if (life[1] >= 0) close(life[1]);
     inc_release(inc);
     return NULL;
 }
@@ -562,7 +590,7 @@ static void watch(struct process_replica *p, struct incarnation *inc)
         int timeout = check_health(p, inc);
         if (!shm_ring_reader_sleep(&inc->answers)) continue;
         struct pollfd fds[2] = {{.fd = inc->wake_fd, .events = POLLIN},
-                                {.fd = inc->pidfd, .events = POLLIN}};
+                                {.fd = inc->death_fd, .events = POLLIN}};
         int n = poll(fds, 2, timeout);
         shm_ring_reader_awake(&inc->answers);
         if (n > 0 && (fds[0].revents & POLLIN)) {
@@ -570,7 +598,7 @@ static void watch(struct process_replica *p, struct incarnation *inc)
             ssize_t ignored = read(inc->wake_fd, &count, sizeof count);
             (void)ignored;
         }
-        if (n > 0 && (fds[1].revents & POLLIN)) break;
+        if (n > 0 && (fds[1].revents & (POLLIN | POLLHUP))) break;
     }
 gone:
     /* What the child finished writing before it died still counts. */
@@ -860,7 +888,7 @@ static void process_stop(struct replica_base *r)
         channel_put(&inc->work, MSG_STOP, NULL, 0, NULL, 0);
         shm_ring_end_message(&inc->work);
         shm_ring_unlock(&inc->work);
-        struct pollfd fd = {.fd = inc->pidfd, .events = POLLIN};
+        struct pollfd fd = {.fd = inc->death_fd, .events = POLLIN};
         int n;
         while ((n = poll(&fd, 1, STOP_GRACE_MS)) < 0 && errno == EINTR) {
         }
