@@ -36,6 +36,15 @@ extern const struct cli_command cmd_bench;
     "                                get 503 at once (default 1024)\n"                      \
     "  --request-timeout-ms T        answer 504 when a request is not answered in T ms\n"   \
     "                                (default: no timeout)\n"                               \
+    "  --isolation process|thread    process: each replica in a child process; a crash,\n"  \
+    "                                hang or runaway memory costs only its requests and it\n" \
+    "                                restarts; thread: threads of the server (trusted\n"     \
+    "                                plugins) (default process)\n"                          \
+    "  --hang-timeout-ms T           a replica inside handle_batch for over T ms is hung:\n" \
+    "                                killed, restarted, its requests get 504 (process);\n"  \
+    "                                logged (thread) (default: none)\n"                     \
+    "  --max-memory SIZE             restart a process replica whose resident memory\n"     \
+    "                                passes SIZE (512M, 4G) (default: none)\n"              \
     "  --config KEY=VALUE            user config for the plugin (repeatable)\n"
 struct backend_spec;
 extern const struct option backend_long_options[];

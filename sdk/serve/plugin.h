@@ -13,8 +13,10 @@
  *     returns a pointer to a constant serve_plugin descriptor. The runtime
  *     reads descriptor->abi_version first and refuses the plugin, without
  *     calling anything else, when it differs from SERVE_ABI_VERSION.
- *  2. For each replica of a backend, init() is called once, on a thread of
- *     the control plane, with that backend's user configuration. It returns
+ *  2. For each replica of a backend, init() is called once (again after a
+ *     process replica's restart), on a thread of the control plane (in
+ *     process mode: the replica process's main thread), with that
+ *     backend's user configuration. It returns
  *     the replica's private state through *state. Replicas never share state.
  *  3. handle_batch() is called with 1..max_batch_size requests, always on
  *     that replica's own worker thread, never concurrently for one replica.
@@ -24,13 +26,37 @@
  *  4. destroy() is called once per replica when its backend is deleted or the
  *     server stops, after the last handle_batch of that replica returned.
  *
+ * Isolation: where a plugin runs
+ * ------------------------------
+ * A backend's replicas run in one of two modes (`--isolation`), and the same
+ * .so works unchanged in both; everything in this header behaves the same.
+ *
+ *  - process (the default): each replica is a process of its own, started
+ *    from the serve binary, which loads the plugin and calls init,
+ *    handle_batch, reconfigure and destroy there. Requests and answers
+ *    cross into it through shared memory. Handle calls are routed by the
+ *    server (splits, batching and backpressure apply as for any request);
+ *    serve_log lines go to the server's log. "Any thread" below means any
+ *    thread of that process. A replica that crashes, aborts, exits, hangs
+ *    past --hang-timeout-ms or grows past --max-memory costs only the
+ *    requests it held (502, or 504 for a hang); the server starts it again
+ *    (init runs again, with the same config) after a backoff, and nothing
+ *    else notices. State kept in global variables of the plugin is per
+ *    replica in this mode: do not rely on it being shared.
+ *  - thread: replicas are threads of the server process, for plugins you
+ *    trust. Globals are shared by all replicas of all backends that load
+ *    the .so. A crash takes the server process down; the supervisor above
+ *    it starts it again with its backends, but every in-flight request of
+ *    every backend fails.
+ *
  * What a plugin must never do
  * ---------------------------
- * Plugins run inside the server process. A plugin must not crash, call
- * exit(), install signal handlers, or close file descriptors it did not open.
- * It must not block inside a serve_* function's caller for longer than its
- * requests can wait: a replica's worker thread is busy for exactly as long as
- * handle_batch runs.
+ * A plugin must not call exit(), install handlers for fatal signals, or
+ * close file descriptors it did not open (in process mode: the replica's
+ * channel; in thread mode: the server's sockets). In thread mode it must not
+ * crash at all. It must not block inside a serve_* function's caller for
+ * longer than its requests can wait: a replica's worker thread is busy for
+ * exactly as long as handle_batch runs.
  *
  * Minimal plugin
  * --------------
