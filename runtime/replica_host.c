@@ -51,8 +51,9 @@ static struct {
     serve_replica context;
     char *backend;
     int index;
-    pthread_mutex_t calls_lock;
+    pthread_mutex_t calls_lock;  /* guards calls and deferred */
     struct pending_call *calls;  /* handle calls waiting for their result */
+    serve_request *deferred;     /* deferred requests not answered yet */
     uint64_t next_call_id;
 } host = {.ch = {.memfd = -1}, .calls_lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -72,10 +73,35 @@ static bool put_answer(serve_request *req)
                        req->response_body, req->response_len);
 }
 
+/* The plugin's thread in handle_batch: the request will be answered later. */
+static void defer(serve_request *req)
+{
+    pthread_mutex_lock(&host.calls_lock);
+    req->deferred = true;
+    req->deferred_prev = NULL;
+    req->deferred_next = host.deferred;
+    if (host.deferred) host.deferred->deferred_prev = req;
+    host.deferred = req;
+    pthread_mutex_unlock(&host.calls_lock);
+}
+
+static void forget_deferred(serve_request *req)
+{
+    if (req->deferred_prev)
+        req->deferred_prev->deferred_next = req->deferred_next;
+    else
+        host.deferred = req->deferred_next;
+    if (req->deferred_next) req->deferred_next->deferred_prev = req->deferred_prev;
+    req->deferred_prev = req->deferred_next = NULL;
+}
+
 /* Any thread: a deferred request was answered. */
 static void deferred_answered(serve_request *req, bool answer_won)
 {
     (void)answer_won; /* no timeouts here: the server keeps them */
+    pthread_mutex_lock(&host.calls_lock);
+    forget_deferred(req);
+    pthread_mutex_unlock(&host.calls_lock);
     shm_ring_lock(&host.answers);
     put_answer(req);
     shm_ring_end_message(&host.answers);
@@ -89,7 +115,8 @@ static void report_bug(const serve_request *req, const char *what)
               req && req->id ? req->id : "-", what);
 }
 
-static const struct request_host request_host = {.deferred_answered = deferred_answered,
+static const struct request_host request_host = {.defer = defer,
+                                                 .deferred_answered = deferred_answered,
                                                  .report_bug = report_bug};
 
 /* Any thread: a handle call goes to the server. */
@@ -399,6 +426,15 @@ int replica_host_main(int argc, char **argv)
         serve_work();
         if (host.lib.plugin->destroy) host.lib.plugin->destroy(host.state);
         replica_free_handles(&host.context);
+        /* Deferred requests the plugin never answered: the server answers
+         * them (503); their memory here goes. */
+        pthread_mutex_lock(&host.calls_lock);
+        while (host.deferred) {
+            serve_request *req = host.deferred;
+            forget_deferred(req);
+            request_release(req);
+        }
+        pthread_mutex_unlock(&host.calls_lock);
     }
     /* The plugin stays loaded: a thread it started may still run its code
      * until exit. */

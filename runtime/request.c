@@ -290,7 +290,7 @@ SERVE_EXPORT int serve_request_defer(serve_request *req)
     if (!req->in_batch || req->answered) return SERVE_ESTATE;
     if (req->deferred) return SERVE_OK;
     if (host)
-        req->deferred = true; /* the host keeps no list: its server does */
+        host->defer(req);
     else
         backend_defer(req);
     return SERVE_OK;

@@ -147,6 +147,7 @@ char *json_error_body(const char *message, size_t *len);
  * in a process replica, the replica host, which sends answers to the
  * server. Set once, before any request exists. */
 struct request_host {
+    void (*defer)(serve_request *req); /* sets req->deferred */
     void (*deferred_answered)(serve_request *req, bool answer_won);
     void (*report_bug)(const serve_request *req, const char *what);
 };
