@@ -18,7 +18,7 @@
 #include "park.h"
 #include "replica_kind.h"
 
-enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT, PARKED_DOWN };
+enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT, PARKED_DOWN, PARKED_BUSY };
 
 /* After a batch came back unrun (REPLICA_DOWN) before the kind said the
  * replica is down, the worker waits this long before trying again. */
@@ -332,6 +332,12 @@ static void *replica_main(void *arg)
             replica_park(b, r, PARKED_READY, 0);
             continue;
         }
+        if (!rejecting && b->queue_len < max_batch && b->kind->idle && !b->kind->idle(&r->base)) {
+            /* A partial batch forms once the replica is free, so that what
+             * arrives meanwhile joins it. */
+            replica_park(b, r, PARKED_BUSY, 0);
+            continue;
+        }
         uint64_t deadline = b->queue_head->enqueued_ns + b->batch_wait_ns;
         if (!rejecting && !b->stopping && b->queue_len < max_batch &&
             serve__now_ns() < deadline) {
@@ -619,6 +625,17 @@ void backend_replica_up(struct replica_base *base)
     if (wake) park_wake(&r->park);
 }
 
+void backend_replica_wake(struct replica_base *base)
+{
+    struct replica *r = (struct replica *)base;
+    struct backend *b = r->backend;
+    pthread_mutex_lock(&b->mutex);
+    bool wake = r->parked == PARKED_BUSY;
+    if (wake) r->parked = PARKED_NO;
+    pthread_mutex_unlock(&b->mutex);
+    if (wake) park_wake(&r->park);
+}
+
 void backend_replica_crashed(struct replica_base *base, enum crash_reason reason, const char *text)
 {
     struct replica *r = (struct replica *)base;
@@ -731,6 +748,42 @@ void backend_deferred_answered(serve_request *req, bool answer_won)
         req->deliver(req);
     else
         request_release(req); /* timed out: drop the execution reference */
+}
+
+void backend_deferred_answered_many(serve_request **reqs, const bool *won, size_t n)
+{
+    if (n == 0) return;
+    struct replica *r = reqs[0]->replica;
+    struct backend *b = r->backend;
+    pthread_mutex_lock(&b->mutex);
+    for (size_t i = 0; i < n; i++) {
+        serve_request *req = reqs[i];
+        if (req->deferred_prev)
+            req->deferred_prev->deferred_next = req->deferred_next;
+        else
+            r->deferred_head = req->deferred_next;
+        if (req->deferred_next) req->deferred_next->deferred_prev = req->deferred_prev;
+        req->deferred_prev = req->deferred_next = NULL;
+    }
+    r->in_flight -= (uint32_t)n;
+    bool wake = r->parked == PARKED_AT_LIMIT;
+    if (wake) r->parked = PARKED_NO;
+    pthread_mutex_unlock(&b->mutex);
+    if (wake) park_wake(&r->park);
+    for (size_t i = 0; i < n; i++) {
+        serve_request *req = reqs[i];
+        if (!won[i]) {
+            request_release(req); /* timed out: drop the execution reference */
+            reqs[i] = NULL;
+            continue;
+        }
+        if (req->status >= 500) backend_count_rejection(b, REJECT_PLUGIN_ERROR);
+        if (!req->answers) {
+            reqs[i] = NULL;
+            req->deliver(req);
+        }
+    }
+    push_answers(reqs, n);
 }
 
 void backend_timed_out(struct backend *b, const serve_request *req, char *msg, size_t len)

@@ -107,6 +107,11 @@ void backend_timed_out(struct backend *b, const serve_request *req, char *msg, s
 /* Hooks for request.c. */
 void backend_defer(serve_request *req);
 void backend_deferred_answered(serve_request *req, bool answer_won);
+/* The same for n deferred requests of one replica, answered at once (a
+ * process replica's answers, read together): one lock, one wake-up, and
+ * one push per answer queue. won[i]: whether reqs[i]'s answer won its race
+ * with the timeout. Uses reqs[] as scratch. */
+void backend_deferred_answered_many(serve_request **reqs, const bool *won, size_t n);
 void backend_report_plugin_bug(const serve_request *req, const char *what);
 
 #endif

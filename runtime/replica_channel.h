@@ -3,7 +3,7 @@
  *
  *   work     server -> replica  requests, "run the batch", reconfigure, stop
  *   results  server -> replica  results of the replica's handle calls
- *   answers  replica -> server  answers, "batch done", handle calls, hello
+ *   answers  replica -> server  answers, batch ends, handle calls, hello
  *
  * Results have a ring of their own because the replica's thread that reads
  * work may be inside handle_batch, waiting on a handle call whose result
@@ -37,7 +37,7 @@ enum replica_msg {
     MSG_READY,        /* head: plugin name, can reconfigure */
     MSG_INIT_FAILED,  /* head: message */
     MSG_ANSWER,       /* head: slot, status, content type, header pairs (count); body */
-    MSG_BATCH_DONE,   /* head: rc */
+    MSG_BATCH_DONE,   /* after the answers given during that handle_batch */
     MSG_RECONFIGURED, /* head: rc */
     MSG_CALL,         /* head: call id, parent slot, endpoint, header pairs (count), query pairs; body */
 };

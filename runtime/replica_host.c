@@ -256,7 +256,7 @@ static void run_batch(serve_request **batch, size_t n)
     int rc = host.lib.plugin->handle_batch(host.state, batch, n);
     atomic_store(&host.ch.shared->batch_started_ns, 0);
 
-    /* The answers given during the batch, and its end, as one write. */
+    /* The answers given during the batch as one write (one wake-up). */
     shm_ring_lock(&host.answers);
     for (size_t i = 0; i < n; i++) {
         serve_request *req = batch[i];
@@ -277,10 +277,7 @@ static void run_batch(serve_request **batch, size_t n)
         }
         put_answer(req);
     }
-    struct wire_out *w = &host.out;
-    wire_reset(w);
-    wire_u32(w, (uint32_t)rc);
-    channel_put(&host.answers, MSG_BATCH_DONE, w, 0, NULL, 0);
+    channel_put(&host.answers, MSG_BATCH_DONE, NULL, 0, NULL, 0);
     shm_ring_end_message(&host.answers);
     shm_ring_unlock(&host.answers);
     for (size_t i = 0; i < n; i++) {

@@ -69,6 +69,13 @@ struct replica_kind {
      * none of it; the backend queues the requests again, in front. */
     int (*run_batch)(struct replica_base *r, serve_request **reqs, size_t n);
 
+    /* Optional: false while the replica still runs a batch it was given
+     * (a kind whose run_batch returns before the batch ran). The worker
+     * then forms a partial batch only once the replica is idle again, as a
+     * thread replica's worker does, and waits for backend_replica_wake;
+     * a full batch may go at once. NULL: run_batch runs the batch. */
+    bool (*idle)(struct replica_base *r);
+
     /* The replica's worker thread, between two batches; only when the
      * group's can_reconfigure. 0 when the replica took the config. */
     int (*reconfigure)(struct replica_base *r, const serve_config *config);
@@ -93,6 +100,9 @@ enum crash_reason { CRASH_SIGNAL, CRASH_EXIT, CRASH_HANG, CRASH_MEMORY, CRASH_RE
  * with that reason instead of waiting. */
 void backend_replica_down(struct replica_base *r, const char *unavailable);
 void backend_replica_up(struct replica_base *r);
+/* The replica finished a batch: a worker waiting for it to be idle forms
+ * its next batch. */
+void backend_replica_wake(struct replica_base *r);
 /* Counts a crash (metrics, status) with its one-line description. */
 void backend_replica_crashed(struct replica_base *r, enum crash_reason reason, const char *text);
 

@@ -5,10 +5,12 @@
  * Per replica, the server has:
  *   - the backend's worker thread (backend.c), which forms batches as for
  *     any kind; run_batch registers each request in the incarnation's slot
- *     table, defers it, writes the batch to the work ring and waits for the
- *     child's "batch done", so batching behaves as with threads;
+ *     table, defers it and writes the batch to the work ring, then returns:
+ *     the next batch can wait in the ring while the child runs this one
+ *     (within the replica's --max-concurrent-queries), so the child never
+ *     idles between batches and nobody waits for a batch's end;
  *   - a monitor thread, which spawns the child, reads the answers ring
- *     (answers, handle calls, batch ends), watches the child's pidfd, its
+ *     (answers, delivered a drained ring at a time, and handle calls), watches the child's pidfd, its
  *     time inside handle_batch (--hang-timeout-ms) and its resident memory
  *     (--max-memory), and on a death fails what the child held, reports
  *     it, waits out the backoff and spawns the next incarnation.
@@ -77,9 +79,10 @@ struct incarnation {
     uint32_t free_count;
     bool closed;           /* the child died: no more slots */
 
-    struct park worker_park; /* the worker waits for batch ends here */
-    atomic_uint batches_done;
+    struct park worker_park; /* the worker waits for a reconfigure's end here */
     atomic_uint reconfigures_done;
+    atomic_uint batches_sent;    /* by the worker */
+    atomic_uint batches_done;    /* by the monitor, as the child reports them */
     atomic_int reconfigure_rc;
     struct wire_out work_head;    /* under work's lock */
     struct wire_out results_head; /* under results' lock */
@@ -462,8 +465,25 @@ static void on_call(struct process_replica *p, struct incarnation *inc, struct w
     serve_call_send(call, forwarded_done, f);
 }
 
+/* Answers read from the ring, delivered together (one backend lock, one
+ * push per answer queue) once the ring is drained or this is full. */
+#define DELIVERY_MAX 64
+struct delivery {
+    serve_request *reqs[DELIVERY_MAX];
+    bool won[DELIVERY_MAX];
+    size_t n;
+};
+
+static void deliver(struct delivery *d)
+{
+    backend_deferred_answered_many(d->reqs, d->won, d->n);
+    d->n = 0;
+}
+
+/* The child's bytes are checked like a client's: a plugin may have
+ * scribbled over its process, rings included. */
 static void on_answer(struct incarnation *inc, struct wire_in *r, uint32_t header_pairs,
-                      void *body, size_t body_len)
+                      void *body, size_t body_len, struct delivery *d)
 {
     uint32_t slot = wire_get_u32(r);
     int status = (int)wire_get_u32(r);
@@ -478,12 +498,25 @@ static void on_answer(struct incarnation *inc, struct wire_in *r, uint32_t heade
         const char *value = wire_get_str(r);
         serve_response_add_header(req, name, value);
     }
-    serve_respond_take(req, status, ctype, body, body_len, free);
+    req->answered = true;
+    int rc;
+    if (r->bad || status < 100 || status > 599) {
+        free(body);
+        char msg[256];
+        snprintf(msg, sizeof msg, "backend %s: the replica process sent a malformed answer",
+                 backend_name(req->backend));
+        rc = request_answer_runtime(req, 502, msg) ? SERVE_OK : SERVE_ETIMEDOUT;
+    } else {
+        rc = request_store_answer(req, status, ctype, body, body_len, free);
+    }
+    if (d->n == DELIVERY_MAX) deliver(d);
+    d->reqs[d->n] = req;
+    d->won[d->n++] = rc == SERVE_OK;
 }
 
 /* Reads and acts on one message. False when the child is gone mid-way. */
 static bool handle_message(struct process_replica *p, struct incarnation *inc, ring_wait_fn wait,
-                           struct wire_out *head)
+                           struct wire_out *head, struct delivery *d)
 {
     uint32_t type;
     struct wire_prefix prefix;
@@ -491,7 +524,7 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
     void *body = NULL;
     if (type == MSG_ANSWER || type == MSG_CALL) {
         body = malloc(prefix.body_len ? prefix.body_len : 1);
-        if (!body) abort(); /* the stream cannot be resynchronised */
+        if (!body) return false; /* the stream cannot be resynchronised: killed */
         if (!shm_ring_read(&inc->answers, body, prefix.body_len, wait, inc)) {
             free(body);
             return false;
@@ -501,11 +534,12 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
     }
     struct wire_in r = {head->buf, head->buf + head->len, false};
     switch (type) {
-    case MSG_ANSWER: on_answer(inc, &r, prefix.count, body, prefix.body_len); break;
+    case MSG_ANSWER: on_answer(inc, &r, prefix.count, body, prefix.body_len, d); break;
     case MSG_CALL: on_call(p, inc, &r, prefix.count, body, prefix.body_len); break;
     case MSG_BATCH_DONE:
+        deliver(d); /* the batch's answers count before the batch's end */
         atomic_fetch_add(&inc->batches_done, 1);
-        park_wake(&inc->worker_park);
+        backend_replica_wake(p->base);
         break;
     case MSG_RECONFIGURED:
         wire_get_str(&r);
@@ -584,9 +618,11 @@ static int check_health(struct process_replica *p, struct incarnation *inc)
 static void watch(struct process_replica *p, struct incarnation *inc)
 {
     struct wire_out head = {0};
+    struct delivery d = {.n = 0};
     for (;;) {
         while (shm_ring_readable(&inc->answers) > 0)
-            if (!handle_message(p, inc, wait_child, &head)) goto gone;
+            if (!handle_message(p, inc, wait_child, &head, &d)) goto gone;
+        deliver(&d);
         int timeout = check_health(p, inc);
         if (!shm_ring_reader_sleep(&inc->answers)) continue;
         struct pollfd fds[2] = {{.fd = inc->wake_fd, .events = POLLIN},
@@ -602,10 +638,21 @@ static void watch(struct process_replica *p, struct incarnation *inc)
     }
 gone:
     /* What the child finished writing before it died still counts. */
-    while (shm_ring_readable(&inc->answers) > 0 && handle_message(p, inc, no_wait, &head)) {
+    while (shm_ring_readable(&inc->answers) > 0 && handle_message(p, inc, no_wait, &head, &d)) {
     }
+    deliver(&d);
     wire_free(&head);
     atomic_store(&inc->gone, true);
+    /* Not dead yet when it broke the protocol (a malformed message). */
+    if (kill(inc->pid, 0) == 0 && p->killed_for < 0) {
+        struct pollfd fd = {.fd = inc->death_fd, .events = POLLIN};
+        if (poll(&fd, 1, 0) == 0) {
+            p->killed_for = CRASH_SIGNAL;
+            snprintf(p->kill_text, sizeof p->kill_text,
+                     "broke the channel protocol (a malformed message; killed)");
+            kill(inc->pid, SIGKILL);
+        }
+    }
 }
 
 /* After a death: the requests the child held get `status` with `text`;
@@ -838,8 +885,10 @@ static int process_run_batch(struct replica_base *r, serve_request **reqs, size_
         return REPLICA_DOWN;
     }
     /* Requests without a slot (out of memory) are answered 500 by the
-     * backend, as unanswered ones. */
-    unsigned target = atomic_load(&inc->batches_done) + 1;
+     * backend, as unanswered ones. The others are the child's now: the
+     * worker goes on to the next batch while the child runs this one, as
+     * far as the replica's concurrency limit lets it. */
+    atomic_fetch_add(&inc->batches_sent, 1);
     shm_ring_lock(&inc->work);
     for (size_t i = 0; i < placed; i++) put_request(inc, reqs[i]);
     struct wire_out *w = &inc->work_head;
@@ -848,9 +897,18 @@ static int process_run_batch(struct replica_base *r, serve_request **reqs, size_
     channel_put(&inc->work, MSG_RUN_BATCH, w, 0, NULL, 0);
     shm_ring_end_message(&inc->work);
     shm_ring_unlock(&inc->work);
-    wait_worker(inc, &inc->batches_done, target);
     inc_release(inc);
     return 0;
+}
+
+static bool process_idle(struct replica_base *r)
+{
+    struct process_replica *p = r->data;
+    struct incarnation *inc = current(p);
+    if (!inc) return true; /* down: run_batch says so, and the batch goes back */
+    bool idle = atomic_load(&inc->batches_done) == atomic_load(&inc->batches_sent);
+    inc_release(inc);
+    return idle;
 }
 
 static int process_reconfigure(struct replica_base *r, const serve_config *config)
@@ -912,6 +970,7 @@ const struct replica_kind replica_kind_process = {
     .close = process_close,
     .start = process_start,
     .run_batch = process_run_batch,
+    .idle = process_idle,
     .reconfigure = process_reconfigure,
     .stop = process_stop,
 };

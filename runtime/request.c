@@ -187,8 +187,8 @@ char *json_error_body(const char *message, size_t *len)
 
 /* Stores an answer and settles the race with the timeout. Takes ownership
  * of body in every case. Returns SERVE_OK when this answer won. */
-static int store_answer(serve_request *req, int status, const char *content_type,
-                        void *body, size_t len, void (*free_body)(void *))
+int request_store_answer(serve_request *req, int status, const char *content_type, void *body,
+                         size_t len, void (*free_body)(void *))
 {
     char *ctype = strdup(content_type ? content_type : "application/octet-stream");
     if (!ctype) {
@@ -215,7 +215,7 @@ bool request_answer_runtime(serve_request *req, int status, const char *message)
     size_t len = 0;
     char *body = json_error_body(message, &len);
     if (!body) return false;
-    return store_answer(req, status, "application/json", body, len, free) == SERVE_OK;
+    return request_store_answer(req, status, "application/json", body, len, free) == SERVE_OK;
 }
 
 static const struct request_host *host;
@@ -243,7 +243,7 @@ static int respond(serve_request *req, int status, const char *content_type,
         return SERVE_EALREADY;
     }
     req->answered = true;
-    int rc = store_answer(req, status, content_type, body, len, free_body);
+    int rc = request_store_answer(req, status, content_type, body, len, free_body);
     /* A request answered during handle_batch is delivered by the worker
      * once handle_batch returns; a deferred one is delivered now. */
     if (req->deferred) {

@@ -136,6 +136,12 @@ void request_id_generate(char out[32]);
  * double-answer check. Returns true when this answer won. */
 bool request_answer_runtime(serve_request *req, int status, const char *message);
 
+/* Stores an answer and settles the race with the timeout, without
+ * delivering it (the caller does: backend_deferred_answered_many). Takes
+ * ownership of body in every case. SERVE_OK when this answer won. */
+int request_store_answer(serve_request *req, int status, const char *content_type, void *body,
+                         size_t len, void (*free_body)(void *));
+
 /* Moves PENDING to TIMED_OUT; true when the timeout won the race. */
 bool request_time_out(serve_request *req);
 
