@@ -8,7 +8,10 @@
  *   defer:MS    defer, answer 200 from another thread after MS ms
  *   never       defer and never answer
  *   crashbatch  return non-zero from handle_batch without answering
- *   timing      answer {"received": NS, "queued": NS, "dispatched": NS} */
+ *   timing      answer {"received": NS, "queued": NS, "dispatched": NS}
+ *   segv        dereference NULL in handle_batch (the replica's thread)
+ *   thread-segv defer, then dereference NULL in a thread of the plugin's own,
+ *               which runs no replica (the crash report names the .so) */
 #include <pthread.h>
 #include <serve/plugin.h>
 #include <stdio.h>
@@ -33,6 +36,21 @@ static void *answer_later(void *arg)
     sleep_ms(l->ms);
     serve_respond(l->req, 200, "text/plain", "deferred", 8);
     free(l);
+    return NULL;
+}
+
+/* Volatile: the compiler may not drop or move the faulting store. */
+static void crash(void)
+{
+    volatile int *nowhere = NULL;
+    *nowhere = 1;
+}
+
+static void *crash_later(void *arg)
+{
+    (void)arg;
+    sleep_ms(50);
+    crash();
     return NULL;
 }
 
@@ -76,6 +94,13 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
                              (unsigned long long)serve_request_time_ns(req, SERVE_STAGE_QUEUED),
                              (unsigned long long)serve_request_time_ns(req, SERVE_STAGE_DISPATCHED));
             serve_respond(req, 200, "application/json", out, (size_t)n);
+        } else if (strcmp(what, "segv") == 0) {
+            crash();
+        } else if (strcmp(what, "thread-segv") == 0) {
+            serve_request_defer(req);
+            pthread_t t;
+            pthread_create(&t, NULL, crash_later, NULL);
+            pthread_detach(t);
         } else if (strcmp(what, "crashbatch") == 0) {
             rc = -1;
         } else {
