@@ -16,6 +16,7 @@
 #include "../runtime/mp.h"
 #include "../runtime/server.h"
 #include "../runtime/state_dir.h"
+#include "../runtime/supervisor.h"
 #include "cli.h"
 
 /* HOST:PORT, [V6]:PORT or :PORT into host (static storage) and port. */
@@ -174,10 +175,12 @@ static int run_start(int argc, char **argv, const char *state_dir)
     struct start_report report = {.fd = -1};
     o.on_started = report_started;
     o.on_started_arg = &report;
-    if (foreground) return server_run(&o);
+    /* The supervisor runs the server in a child process, and again when it
+     * dies (runtime/supervisor.h). */
+    if (foreground) return supervisor_run(&o, -1);
 
-    /* Daemon: the child serves; the parent waits on a pipe for the child's
-     * first word, so `serve start` fails loudly when the server cannot. */
+    /* Daemon: the child supervises; the parent waits on a pipe for the first
+     * word of the server, so `serve start` fails loudly when it cannot. */
     char log_path[4200];
     snprintf(log_path, sizeof log_path, "%s/serve.log", state_dir);
     int fds[2];
@@ -211,12 +214,14 @@ static int run_start(int argc, char **argv, const char *state_dir)
         close(devnull);
         close(log);
         report.fd = fds[1];
-        _exit(server_run(&o));
+        _exit(supervisor_run(&o, fds[1]));
     }
     close(fds[1]);
+    /* One line: the pipe stays open in a server process forked before the
+     * supervisor reported. */
     char line[4200];
     size_t len = 0;
-    for (;;) {
+    while (!memchr(line, '\n', len) && len < sizeof line - 1) {
         ssize_t n = read(fds[0], line + len, sizeof line - 1 - len);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
@@ -346,6 +351,11 @@ static int status_once(const char *state_dir, bool json)
         printf("serve at %s, pid %llu, up %llu s, state dir %s\n",
                cli_str(result, "url", url, sizeof url), (unsigned long long)cli_uint(result, "pid"),
                (unsigned long long)cli_uint(result, "uptime_s"), state_dir);
+        /* pid is the supervisor's; the server process under it may differ. */
+        unsigned long long restarts = cli_uint(result, "restarts");
+        printf("server process pid %llu, restarted %llu time%s\n",
+               (unsigned long long)cli_uint(result, "server_pid"), restarts,
+               restarts == 1 ? "" : "s");
         double window_s = cli_double(live, "window_s");
         printf("%llu request(s) in progress; ", (unsigned long long)cli_uint(result, "outstanding_requests"));
         /* The window needs two samples, a second apart. */

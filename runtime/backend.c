@@ -282,6 +282,7 @@ static void *replica_main(void *arg)
 {
     struct replica *r = arg;
     struct backend *b = r->backend;
+    crash_report_set_context(b->spec.name, r->base.index);
     const size_t max_batch = b->spec.options.max_batch_size;
     serve_request **batch = malloc(max_batch * sizeof *batch);
     if (!batch) {

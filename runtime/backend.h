@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "crash_report.h" /* replica threads name themselves for crash reports */
 #include "metrics.h"
 #include "request.h"
 #include "spec.h"

@@ -505,17 +505,28 @@ static bool list_endpoints(struct server *s, const msgpack_object *req,
     return true;
 }
 
+/* The pid in serve.pid, that `serve start` printed: the supervisor's when
+ * there is one. */
+static long server_public_pid(const struct server *s)
+{
+    return s->options.supervisor_pid ? s->options.supervisor_pid : (long)getpid();
+}
+
 static bool status(struct server *s, const msgpack_object *req, msgpack_packer *pk,
                    char *err, size_t errlen)
 {
     (void)req, (void)err, (void)errlen;
-    msgpack_pack_map(pk, 8);
+    msgpack_pack_map(pk, 10);
     mp_pack_key(pk, "live");
     live_stats_pack(pk);
     mp_pack_key(pk, "url");
     mp_pack_str(pk, s->url);
     mp_pack_key(pk, "pid");
+    msgpack_pack_int64(pk, server_public_pid(s));
+    mp_pack_key(pk, "server_pid");
     msgpack_pack_int64(pk, getpid());
+    mp_pack_key(pk, "restarts");
+    msgpack_pack_uint64(pk, s->options.restarts);
     mp_pack_key(pk, "uptime_s");
     msgpack_pack_int64(pk, (int64_t)(time(NULL) - s->started_at));
     mp_pack_key(pk, "state_dir");
@@ -538,7 +549,7 @@ static bool stop(struct server *s, const msgpack_object *req, msgpack_packer *pk
     s->stop_timeout_s = timeout;
     msgpack_pack_map(pk, 1);
     mp_pack_key(pk, "pid");
-    msgpack_pack_int64(pk, getpid());
+    msgpack_pack_int64(pk, server_public_pid(s));
     /* The main thread waits for this signal (see server_run). */
     kill(getpid(), SIGTERM);
     return true;

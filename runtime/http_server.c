@@ -7,6 +7,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h> /* evhttp_uridecode, evhttp_parse_query_str */
@@ -24,6 +25,7 @@
 #include "access_log.h"
 #include "answer_queue.h"
 #include "clock.h"
+#include "crash_report.h"
 #include "dispatch.h"
 #include "http1_conn.h"
 #include "log.h"
@@ -481,6 +483,7 @@ static const struct http1_handler front_end = {.check_expect = check_expect, .on
 static void *io_thread_main(void *arg)
 {
     struct io_thread *t = arg;
+    crash_report_thread_start();
     backend_hold_wakeups(true);
     while (!event_base_got_break(t->base)) {
         event_base_loop(t->base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY);
@@ -489,9 +492,30 @@ static void *io_thread_main(void *arg)
     return NULL;
 }
 
+/* The port a listening socket is bound to. */
+static int bound_port(int fd)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) != 0) return 0;
+    return ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                            : ((struct sockaddr_in *)&addr)->sin_port);
+}
+
 static int open_listener(const struct http_options *o, int *port, char *err,
                          size_t errlen)
 {
+    if (o->use_listen_fd) {
+        /* Our own copy: http_server_stop closes it, the caller's stays. */
+        int fd = fcntl(o->listen_fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0) {
+            snprintf(err, errlen, "listening socket %d: %s", o->listen_fd, strerror(errno));
+            return -1;
+        }
+        evutil_make_socket_nonblocking(fd);
+        *port = bound_port(fd);
+        return fd;
+    }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
@@ -512,13 +536,15 @@ static int open_listener(const struct http_options *o, int *port, char *err,
         return -1;
     }
     freeaddrinfo(res);
-    struct sockaddr_storage addr;
-    socklen_t len = sizeof addr;
-    getsockname(fd, (struct sockaddr *)&addr, &len);
-    *port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
-                                             : ((struct sockaddr_in *)&addr)->sin_port);
+    *port = bound_port(fd);
     evutil_make_socket_nonblocking(fd);
     return fd;
+}
+
+int http_listen(const char *host, int port, int *bound, char *err, size_t errlen)
+{
+    struct http_options o = {.host = host, .port = port};
+    return open_listener(&o, bound, err, errlen);
 }
 
 static bool io_thread_init(struct io_thread *t, struct http_server *s,

@@ -10,6 +10,7 @@
 #ifndef SERVE_RUNTIME_HTTP_SERVER_H
 #define SERVE_RUNTIME_HTTP_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "routes.h"
@@ -24,11 +25,22 @@ struct http_options {
     int read_timeout_s;
     size_t max_connections; /* 0: no limit */
     size_t max_body_memory; /* every request body held at once; 0: no limit */
+    /* A socket already listening (a supervisor's, see supervisor.h) to
+     * serve instead of binding host:port; the server takes a copy of it
+     * (dup) and never closes the caller's. host and port then only name it. */
+    bool use_listen_fd;
+    int listen_fd;
 };
 
 struct http_server;
 
-/* Binds and starts the I/O threads with an empty routing table. */
+/* Binds a listening socket for host:port (port 0 picks one), close-on-exec
+ * and non-blocking; *bound_port says which port. -1 with err set
+ * ("cannot listen on HOST:PORT: ...") on failure. */
+int http_listen(const char *host, int port, int *bound_port, char *err, size_t errlen);
+
+/* Binds (or takes options->listen_fd) and starts the I/O threads with an
+ * empty routing table. */
 struct http_server *http_server_start(const struct http_options *options,
                                       char *err, size_t errlen);
 int http_server_port(const struct http_server *s);

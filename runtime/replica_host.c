@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "crash_report.h"
 #include "handles.h"
 #include "loader.h"
 #include "log.h"
@@ -319,6 +320,7 @@ static bool start(const struct wire_out *head, uint32_t pairs)
     host.index = (int)wire_get_u32(&r);
     uint32_t replicas = wire_get_u32(&r);
     serve_config *config = read_config(&r, pairs);
+    crash_report_set_context(host.backend, host.index);
     char err[1024];
     if (r.bad) {
         send_reply(MSG_INIT_FAILED, "malformed start message", 0);
@@ -398,6 +400,7 @@ int replica_host_main(int argc, char **argv)
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) return 1;
     signal(SIGPIPE, SIG_IGN);
+    crash_report_install();
     int memfd = (int)strtol(argv[2], NULL, 10);
     int wake_fd = (int)strtol(argv[3], NULL, 10);
     if (!replica_channel_attach(&host.ch, memfd)) {

@@ -45,6 +45,7 @@
 #include "replica_channel.h"
 #include "replica_host.h"
 #include "replica_kind.h"
+#include "signal_name.h"
 
 #define BACKOFF_FIRST_MS 100
 #define BACKOFF_MAX_MS 30000
@@ -182,9 +183,9 @@ static void reap(struct incarnation *inc, int *status)
 static void describe_exit(int status, char *out, size_t len)
 {
     if (WIFSIGNALED(status)) {
-        const char *abbrev = sigabbrev_np(WTERMSIG(status));
-        if (abbrev)
-            snprintf(out, len, "died (SIG%s)", abbrev);
+        const char *name = signal_name(WTERMSIG(status));
+        if (strcmp(name, "signal") != 0)
+            snprintf(out, len, "died (%s)", name);
         else
             snprintf(out, len, "died (signal %d)", WTERMSIG(status));
     } else {

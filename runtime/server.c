@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "crash_report.h"
 #include "deploy_file.h"
 #include "dispatch.h"
 #include "access_log.h"
@@ -30,6 +31,8 @@ void server_options_default(struct server_options *o)
     o->max_header = 64u * 1024;
     o->idle_timeout_s = 60;
     o->read_timeout_s = 30;
+    o->listen_fd = -1;
+    o->lock_fd = -1;
 }
 
 /* Request bodies in memory at once, by default: a sixteenth of the
@@ -63,32 +66,6 @@ static size_t connection_capacity(void)
 static void started(const struct server_options *o, const char *url, const char *msg)
 {
     if (o->on_started) o->on_started(url, msg, o->on_started_arg);
-}
-
-/* Holds the state dir's lock for the life of the process; a second server
- * on the same state dir is refused. The lock file holds our pid. */
-static int lock_state_dir(struct server *s, char *err, size_t errlen)
-{
-    int fd = state_dir_open(s->lock_path, O_RDWR | O_CREAT, 0600);
-    if (fd < 0) {
-        snprintf(err, errlen, "lock file %s: %s", s->lock_path, state_dir_strerror(errno));
-        return -1;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        char pid[32] = "?";
-        ssize_t n = read(fd, pid, sizeof pid - 1);
-        pid[n > 0 ? n : 1] = '\0';
-        pid[strcspn(pid, "\n")] = '\0';
-        snprintf(err, errlen, "another server (pid %s) already runs on state dir %s",
-                 pid, s->options.state_dir);
-        close(fd);
-        return -1;
-    }
-    char pid[32];
-    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
-        LOG_WARN("cannot write pid to %s", s->lock_path);
-    return fd;
 }
 
 static bool restore(struct server *s, char *err, size_t errlen)
@@ -173,7 +150,6 @@ int server_run(const struct server_options *o)
     s->started_at = time(NULL);
     snprintf(s->state_path, sizeof s->state_path, "%s/state.msgpack", o->state_dir);
     snprintf(s->socket_path, sizeof s->socket_path, "%s/control.sock", o->state_dir);
-    snprintf(s->lock_path, sizeof s->lock_path, "%s/serve.pid", o->state_dir);
 
     /* Every thread inherits this mask: only the main thread's sigwait sees
      * SIGTERM and SIGINT; a client closing its socket is no signal at all. */
@@ -183,6 +159,7 @@ int server_run(const struct server_options *o)
     sigaddset(&stop_signals, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     signal(SIGPIPE, SIG_IGN);
+    crash_report_install();
 
     char err[4096];
     int lock_fd = -1;
@@ -190,7 +167,10 @@ int server_run(const struct server_options *o)
     if (!state_dir_prepare(o->state_dir, err, sizeof err)) goto fail;
     if (o->access_log && !access_log_open(o->access_log, o->access_log_format, err, sizeof err))
         goto fail;
-    lock_fd = lock_state_dir(s, err, sizeof err);
+    /* A supervised server shares its supervisor's lock (and its open file):
+     * the state dir is free once both processes are gone. */
+    if (o->lock_fd >= 0) lock_fd = o->lock_fd;
+    else lock_fd = state_dir_lock(o->state_dir, err, sizeof err);
     if (lock_fd < 0) goto fail;
     struct http_options http = {.host = o->http_host, .port = o->http_port,
                                 .threads = o->http_threads, .max_body = o->max_body,
@@ -199,7 +179,9 @@ int server_run(const struct server_options *o)
                                 .read_timeout_s = o->read_timeout_s,
                                 .max_connections = o->max_connections,
                                 .max_body_memory = o->max_body_memory ? o->max_body_memory
-                                                                      : default_body_memory()};
+                                                                      : default_body_memory(),
+                                .use_listen_fd = o->listen_fd >= 0,
+                                .listen_fd = o->listen_fd};
     if (http.max_body_memory < http.max_body)
         LOG_WARN("--max-body-memory %zu is less than --max-body %zu: a body over %zu bytes gets 413",
                  http.max_body_memory, http.max_body, http.max_body_memory);
@@ -240,6 +222,7 @@ int server_run(const struct server_options *o)
         access_log_flush();
     }
     LOG_INFO("received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    if (o->on_stopping) o->on_stopping(o->on_started_arg);
     graceful_stop(s);
     cleanup(s);
     metrics_shutdown();
@@ -254,6 +237,6 @@ fail:
     LOG_ERROR("%s", err);
     started(o, NULL, err);
     cleanup(s);
-    if (lock_fd >= 0) close(lock_fd);
+    if (lock_fd >= 0 && lock_fd != o->lock_fd) close(lock_fd);
     return 1;
 }

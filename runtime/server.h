@@ -25,6 +25,16 @@ struct server_options {
      * once it gave up starting (url NULL, message says why). */
     void (*on_started)(const char *url, const char *message, void *arg);
     void *on_started_arg;
+    /* Called (with on_started_arg) once a stop begins: from then on, the
+     * process exits on purpose. NULL: not called. */
+    void (*on_stopping)(void *arg);
+
+    /* Set by a supervisor (supervisor.h) for the server process it starts;
+     * server_options_default leaves them "none". */
+    int listen_fd;         /* the HTTP listening socket to serve; -1: bind */
+    int lock_fd;           /* the state dir's lock, already held; -1: take it */
+    long supervisor_pid;   /* the pid in serve.pid; 0: this process */
+    unsigned restarts;     /* server processes started before this one */
 };
 
 void server_options_default(struct server_options *o);

@@ -19,7 +19,6 @@ struct server {
     struct server_options options;
     char state_path[4096];
     char socket_path[4096];
-    char lock_path[4096];
     char url[256];
     time_t started_at;
 

@@ -5,8 +5,11 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "log.h"
 
 /* mkdir -p with mode 0700 for what it creates. */
 static bool make_dirs(const char *path, char *err, size_t errlen)
@@ -113,4 +116,30 @@ const char *state_dir_strerror(int err)
     if (err == ELOOP)
         return "it is a symlink, and serve follows no symlink in its state dir (remove it)";
     return strerror(err);
+}
+
+int state_dir_lock(const char *state_dir, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/serve.pid", state_dir);
+    int fd = state_dir_open(path, O_RDWR | O_CREAT, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "lock file %s: %s", path, state_dir_strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char pid[32] = "?";
+        ssize_t n = read(fd, pid, sizeof pid - 1);
+        pid[n > 0 ? n : 1] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        snprintf(err, errlen, "another server (pid %s) already runs on state dir %s", pid,
+                 state_dir);
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        LOG_WARN("cannot write pid to %s", path);
+    return fd;
 }

@@ -29,6 +29,13 @@ bool state_dir_check(const char *path, char *err, size_t errlen);
  * symlink. -1 with errno set on failure; state_dir_strerror words it. */
 int state_dir_open(const char *path, int flags, mode_t mode);
 
+/* Takes the state dir's lock, an flock on STATE_DIR/serve.pid held for as
+ * long as the returned descriptor (or a copy of it, in this process or a
+ * forked one) is open, and writes our pid there: a second server on the
+ * same state dir is refused. -1 with err set ("another server (pid N)
+ * already runs on state dir D") on failure. Call after state_dir_prepare. */
+int state_dir_lock(const char *state_dir, char *err, size_t errlen);
+
 /* strerror(err), except that the ELOOP of a symlink refused by
  * state_dir_open says so and what to do. */
 const char *state_dir_strerror(int err);

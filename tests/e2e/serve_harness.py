@@ -114,6 +114,12 @@ class Server:
             time.sleep(0.01)
         self.pid = None
 
+    def server_pid(self):
+        """The pid of the server process, under the supervisor whose pid
+        `serve start` printed (self.pid): the one that holds the
+        connections, threads and plugins."""
+        return self.status()["server_pid"]
+
     def state_dir_locked(self):
         try:
             fd = os.open(os.path.join(self.state_dir, "serve.pid"), os.O_RDONLY)

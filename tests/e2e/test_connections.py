@@ -146,7 +146,7 @@ class TenThousandConnections(ServeTestCase):
         if not raise_open_files(10300):
             self.skipTest("the open-files limit is under 10 300")
         self.server.deploy("echo", "echo", "/echo")
-        idle_kb = rss_kb(self.server.pid)
+        idle_kb = rss_kb(self.server.server_pid())
         socks = open_many(self.server, 10000)
         try:
             # Each connection makes one request, 500 at a time, so that what
@@ -175,7 +175,7 @@ class TenThousandConnections(ServeTestCase):
             self.assertEqual(answered, 10000)
             time.sleep(1.5)  # the gauge counts at accept; let every thread settle
             self.assertGreaterEqual(metric(self.server, "serve_http_open_connections"), 10000)
-            held_kb = rss_kb(self.server.pid)
+            held_kb = rss_kb(self.server.server_pid())
             per_connection = (held_kb - idle_kb) * 1024 / 10000
             # BENCH.md M1: at most 4 KB per idle keep-alive connection.
             if not SANITIZED:

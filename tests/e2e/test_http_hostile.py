@@ -380,7 +380,7 @@ class PipelineFlood(unittest.TestCase):
         self.server.close()
 
     def test_unread_pipelined_answers_do_not_grow_memory(self):
-        pid = self.server.pid
+        pid = self.server.server_pid()
         for _ in range(20):
             self.assertEqual(self.server.get("/-/healthz").status, 200)
         time.sleep(0.5)
@@ -455,7 +455,7 @@ class OutOfFileDescriptors(unittest.TestCase):
         self.server.close()
 
     def test_listener_pauses_without_spinning_or_flooding_the_log(self):
-        pid = self.server.pid
+        pid = self.server.server_pid()
         self.assertEqual(self.server.get("/-/healthz").status, 200)
         subprocess.run([self.prlimit, "--pid", str(pid), "--nofile=64:64"], check=True)
         log_start = len(self.server.log())
@@ -511,7 +511,7 @@ class BodyMemoryBudget(unittest.TestCase):
         self.server.deploy("echo", "echo", "/echo")
 
     def test_bodies_past_the_budget_get_503_and_memory_stays_bounded(self):
-        pid = self.server.pid
+        pid = self.server.server_pid()
         for _ in range(5):
             self.assertEqual(self.server.post("/echo", b"warm").status, 200)
         time.sleep(0.5)

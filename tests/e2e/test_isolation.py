@@ -132,6 +132,12 @@ class Isolation(unittest.TestCase):
             self.assertEqual(int(count), len(ids.split(",")))
             held.update(ids.split(","))
         self.assertEqual({rid for _, rid, _ in failed}, held)
+        # The crash report of the replica process: where, and a backtrace.
+        if mode == "segv":
+            self.assertIn("fatal signal SIGSEGV in backend=%s replica=0\n" % name, log)
+            self.assertRegex(log, r"faulty\.so\(|faulty\.so\+")
+        if mode == "thread-segv":
+            self.assertRegex(log, r"fatal signal SIGSEGV in a thread of plugin \S*faulty\.so")
         self.assertGreater(len([r for r in faulty_results if r[0] == 200]), 0)
 
         # Status and metrics count what was injected.
