@@ -15,6 +15,7 @@
 #include "../runtime/log.h"
 #include "../runtime/mp.h"
 #include "../runtime/server.h"
+#include "../runtime/spec.h"
 #include "../runtime/state_dir.h"
 #include "../runtime/supervisor.h"
 #include "cli.h"
@@ -64,25 +65,6 @@ static void report_started(const char *url, const char *message, void *arg)
     r->fd = -1;
 }
 
-/* "512M", "2G", "65536": bytes, with an optional binary suffix. */
-static bool parse_size(const char *s, size_t *out)
-{
-    if (!s || *s < '0' || *s > '9') return false;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    unsigned shift = 0;
-    switch (*end) {
-    case 'K': case 'k': shift = 10; end++; break;
-    case 'M': case 'm': shift = 20; end++; break;
-    case 'G': case 'g': shift = 30; end++; break;
-    default: break;
-    }
-    if (errno || *end || v > (SIZE_MAX >> shift)) return false;
-    *out = (size_t)(v << shift);
-    return true;
-}
-
 static int run_start(int argc, char **argv, const char *state_dir)
 {
     static const struct option long_options[] = {
@@ -107,6 +89,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
     bool foreground = false;
     char host[256];
     uint32_t u;
+    uint64_t size;
     int c;
     optind = 1;
     while ((c = cli_getopt("start", argc, argv, long_options)) != -1) {
@@ -136,9 +119,10 @@ static int run_start(int argc, char **argv, const char *state_dir)
             o.max_body = u;
             break;
         case 'B':
-            if (!parse_size(optarg, &o.max_body_memory) || o.max_body_memory < (1u << 20))
+            if (!size_parse(optarg, &size) || size < (1u << 20) || size > SIZE_MAX)
                 return cli_fail("start", "--max-body-memory %s: expected a size from 1M, in bytes "
                                 "or with K, M or G (512M, 2G)", optarg);
+            o.max_body_memory = (size_t)size;
             break;
         case 'm':
             if (!cli_parse_u32(optarg, 256, 16u << 20, &u))

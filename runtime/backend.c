@@ -728,17 +728,23 @@ void backend_defer(serve_request *req)
     pthread_mutex_unlock(&b->mutex);
 }
 
-void backend_deferred_answered(serve_request *req, bool answer_won)
+/* Under b->mutex: req leaves r's list of deferred requests. */
+static void unlink_deferred(struct replica *r, serve_request *req)
 {
-    struct replica *r = req->replica;
-    struct backend *b = r->backend;
-    pthread_mutex_lock(&b->mutex);
     if (req->deferred_prev)
         req->deferred_prev->deferred_next = req->deferred_next;
     else
         r->deferred_head = req->deferred_next;
     if (req->deferred_next) req->deferred_next->deferred_prev = req->deferred_prev;
     req->deferred_prev = req->deferred_next = NULL;
+}
+
+void backend_deferred_answered(serve_request *req, bool answer_won)
+{
+    struct replica *r = req->replica;
+    struct backend *b = r->backend;
+    pthread_mutex_lock(&b->mutex);
+    unlink_deferred(r, req);
     r->in_flight--;
     bool wake = r->parked == PARKED_AT_LIMIT; /* a slot of its own is free again */
     if (wake) r->parked = PARKED_NO;
@@ -757,15 +763,7 @@ void backend_deferred_answered_many(serve_request **reqs, const bool *won, size_
     struct replica *r = reqs[0]->replica;
     struct backend *b = r->backend;
     pthread_mutex_lock(&b->mutex);
-    for (size_t i = 0; i < n; i++) {
-        serve_request *req = reqs[i];
-        if (req->deferred_prev)
-            req->deferred_prev->deferred_next = req->deferred_next;
-        else
-            r->deferred_head = req->deferred_next;
-        if (req->deferred_next) req->deferred_next->deferred_prev = req->deferred_prev;
-        req->deferred_prev = req->deferred_next = NULL;
-    }
+    for (size_t i = 0; i < n; i++) unlink_deferred(r, reqs[i]);
     r->in_flight -= (uint32_t)n;
     bool wake = r->parked == PARKED_AT_LIMIT;
     if (wake) r->parked = PARKED_NO;

@@ -63,6 +63,21 @@ def run_cli(state_dir, *args, check=True, timeout=60):
     return proc
 
 
+def state_dir_locked(state_dir):
+    """True while a server (its supervisor) holds the state dir's lock."""
+    try:
+        fd = os.open(os.path.join(state_dir, "serve.pid"), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -121,17 +136,7 @@ class Server:
         return self.status()["server_pid"]
 
     def state_dir_locked(self):
-        try:
-            fd = os.open(os.path.join(self.state_dir, "serve.pid"), os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return state_dir_locked(self.state_dir)
 
     def alive(self):
         """True while the server process runs (a zombie left for a

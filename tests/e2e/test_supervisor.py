@@ -6,7 +6,6 @@ first start fails once, loudly. And the crash report a fatal signal leaves
 in the log: where it happened (backend and replica, or the plugin .so of a
 thread of its own) and the backtrace."""
 import errno
-import fcntl
 import http.client
 import os
 import re
@@ -17,7 +16,7 @@ import threading
 import time
 import unittest
 
-from serve_harness import Server, run_cli, test_plugin
+from serve_harness import Server, run_cli, state_dir_locked, test_plugin
 
 
 def process_alive(pid):
@@ -29,18 +28,6 @@ def process_alive(pid):
         return False
 
 
-def state_dir_locked(state_dir):
-    try:
-        fd = os.open(os.path.join(state_dir, "serve.pid"), os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 def wait_until(predicate, timeout=20, what="condition"):
