@@ -207,10 +207,11 @@ int server_run(const struct server_options *o)
             goto fail;
         LOG_INFO("deployed %s", o->deploy_file);
     }
+    /* Read before the control thread starts: it changes them. */
+    size_t backends = s->declared.backend_count, endpoints = s->declared.endpoint_count;
     if (!control_start(s, err, sizeof err)) goto fail;
     LOG_INFO("listening on %s with %d HTTP thread(s); state dir %s; %zu backend(s), %zu endpoint(s) restored",
-             s->url, http.threads, o->state_dir, s->declared.backend_count,
-             s->declared.endpoint_count);
+             s->url, http.threads, o->state_dir, backends, endpoints);
     started(o, s->url, NULL);
 
     /* The main thread waits for a stop signal and, meanwhile, writes the
