@@ -1,0 +1,249 @@
+/* replica_spawn.c - one incarnation of a process replica: a child process
+ * spawned from the serve binary, its shared-memory channel, and the
+ * handshake that loads the plugin and runs its init there. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+#include "log.h"
+#include "replica_host.h"
+#include "replica_process_internal.h"
+#include "signal_name.h"
+
+extern char **environ;
+
+static bool inc_gone(void *arg) { return atomic_load(&((struct incarnation *)arg)->gone); }
+
+void incarnation_release(struct incarnation *inc)
+{
+    if (atomic_fetch_sub(&inc->refs, 1) != 1) return;
+    shm_ring_end_destroy(&inc->work);
+    shm_ring_end_destroy(&inc->results);
+    shm_ring_end_destroy(&inc->answers);
+    replica_channel_unmap(&inc->ch);
+    if (inc->wake_fd >= 0) close(inc->wake_fd);
+    if (inc->death_fd >= 0) close(inc->death_fd);
+    pthread_mutex_destroy(&inc->slots_lock);
+    free(inc->slots);
+    free(inc->free_slots);
+    wire_free(&inc->work_head);
+    wire_free(&inc->results_head);
+    free(inc);
+}
+
+/* The monitor's wait for the answers ring: its eventfd or the child's end.
+ * Returns false when the child is gone and nothing more can come. */
+bool incarnation_wait(struct shm_ring_end *end, void *arg)
+{
+    struct incarnation *inc = arg;
+    if (!shm_ring_reader_sleep(end)) return true;
+    struct pollfd fds[2] = {{.fd = inc->wake_fd, .events = POLLIN},
+                            {.fd = inc->death_fd, .events = POLLIN}};
+    int n = poll(fds, 2, -1);
+    shm_ring_reader_awake(end);
+    if (n > 0 && (fds[0].revents & POLLIN)) {
+        uint64_t count;
+        ssize_t ignored = read(inc->wake_fd, &count, sizeof count);
+        (void)ignored;
+    }
+    if (n > 0 && (fds[1].revents & (POLLIN | POLLHUP)) && shm_ring_readable(end) == 0) {
+        atomic_store(&inc->gone, true);
+        return false;
+    }
+    return true;
+}
+
+
+void put_config(struct wire_out *w, const serve_config *c)
+{
+    for (size_t i = 0; i < c->count; i++) {
+        wire_str(w, c->keys[i]);
+        wire_str(w, c->values[i]);
+    }
+}
+
+void incarnation_reap(struct incarnation *inc, int *status)
+{
+    while (waitpid(inc->pid, status, 0) < 0 && errno == EINTR) {
+    }
+}
+
+/* "died (SIGSEGV)", "died (exit status 3)" */
+void describe_exit(int status, char *out, size_t len)
+{
+    if (WIFSIGNALED(status)) {
+        const char *name = signal_name(WTERMSIG(status));
+        if (strcmp(name, "signal") != 0)
+            snprintf(out, len, "died (%s)", name);
+        else
+            snprintf(out, len, "died (signal %d)", WTERMSIG(status));
+    } else {
+        snprintf(out, len, "died (exit status %d)", WEXITSTATUS(status));
+    }
+}
+
+/* Moves *fd above `floor` when it is not already. */
+static bool fd_above(int *fd, int floor)
+{
+    if (*fd > floor) return true;
+    int moved = fcntl(*fd, F_DUPFD_CLOEXEC, floor + 1);
+    if (moved < 0) return false;
+    close(*fd);
+    *fd = moved;
+    return true;
+}
+
+/* What the child runs: this very binary, /proc/self/exe (the file this
+ * process started from, even if a newer build has replaced it on disk
+ * since), unless this process runs under an interpreter such as valgrind,
+ * whose /proc/self/exe is the interpreter: then the path it was given. */
+static char executable[PATH_MAX] = "/proc/self/exe";
+
+void replica_process_note_argv0(const char *argv0)
+{
+    struct stat self, given;
+    char resolved[PATH_MAX];
+    if (!argv0 || !strchr(argv0, '/') || !realpath(argv0, resolved)) return;
+    if (stat("/proc/self/exe", &self) == 0 && stat(resolved, &given) == 0 &&
+        (self.st_dev != given.st_dev || self.st_ino != given.st_ino))
+        snprintf(executable, sizeof executable, "%s", resolved);
+}
+
+struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size_t errlen)
+{
+    const struct backend_spec *spec = p->base->spec;
+    struct incarnation *inc = calloc(1, sizeof *inc);
+    if (!inc) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&inc->refs, 1);
+    inc->wake_fd = inc->death_fd = -1;
+    int life[2] = {-1, -1};
+    inc->ch.memfd = -1;
+    pthread_mutex_init(&inc->slots_lock, NULL);
+    if (!replica_channel_create(&inc->ch) ||
+        (inc->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        snprintf(err, errlen, "cannot set up the replica's channel: %s", strerror(errno));
+        goto fail_early;
+    }
+    /* The child's fds 3 and 4 are set by dup2 in turn: neither source may
+     * be the other's target. */
+    if (pipe2(life, O_CLOEXEC) != 0 || !fd_above(&inc->ch.memfd, 5) ||
+        !fd_above(&inc->wake_fd, 5) || !fd_above(&life[1], 5)) {
+        snprintf(err, errlen, "cannot set up the replica's channel: %s", strerror(errno));
+        goto fail_early;
+    }
+    shm_ring_end_init(&inc->work, inc->ch.work, -1, inc_gone, inc);
+    shm_ring_end_init(&inc->results, inc->ch.results, -1, inc_gone, inc);
+    shm_ring_end_init(&inc->answers, inc->ch.answers, -1, NULL, NULL);
+
+    /* The child gets the channel as fds 3 and 4, the pipe's write end as
+     * 5, and nothing else of ours;
+     * its own process group keeps a terminal's Ctrl-C for the server. */
+    char parent[32];
+    snprintf(parent, sizeof parent, "%ld", (long)getpid());
+    char *argv[] = {"serve", "__replica-host", "3", "4", parent, NULL};
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, inc->ch.memfd, 3);
+    posix_spawn_file_actions_adddup2(&actions, inc->wake_fd, 4);
+    posix_spawn_file_actions_adddup2(&actions, life[1], 5);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 6);
+    posix_spawnattr_init(&attr);
+    sigset_t none, defaults;
+    sigemptyset(&none);
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    sigaddset(&defaults, SIGTERM);
+    sigaddset(&defaults, SIGINT);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setpgroup(&attr, 0);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                        POSIX_SPAWN_SETPGROUP);
+    int rc = posix_spawn(&inc->pid, executable, &actions, &attr, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the replica process: %s", strerror(rc));
+        goto fail_early;
+    }
+    close(life[1]);
+    life[1] = -1;
+    inc->death_fd = (int)syscall(SYS_pidfd_open, inc->pid, 0);
+    if (inc->death_fd >= 0) {
+        close(life[0]);
+    } else {
+        inc->death_fd = life[0];
+    }
+    life[0] = -1;
+
+    struct wire_out *w = &inc->work_head;
+    wire_reset(w);
+    wire_str(w, spec->name);
+    wire_str(w, spec->plugin);
+    wire_u32(w, (uint32_t)p->base->index);
+    wire_u32(w, spec->options.num_replicas);
+    put_config(w, spec->config);
+    shm_ring_lock(&inc->work);
+    channel_put(&inc->work, MSG_INIT, w, (uint32_t)spec->config->count, NULL, 0);
+    shm_ring_end_message(&inc->work);
+    shm_ring_unlock(&inc->work);
+
+    struct wire_out head = {0};
+    uint32_t type = 0;
+    struct wire_prefix prefix;
+    bool got = channel_get(&inc->answers, incarnation_wait, inc, &type, &prefix, &head) &&
+               channel_skip(&inc->answers, prefix.body_len, incarnation_wait, inc);
+    struct wire_in r = {head.buf, head.buf + head.len, false};
+    const char *text = got ? wire_get_str(&r) : "";
+    uint32_t value = got ? wire_get_u32(&r) : 0;
+    if (got && type == MSG_READY && !r.bad) {
+        struct replica_group *g = p->base->group;
+        struct process_group *pg = g->data;
+        if (p->base->index == 0) {
+            snprintf(pg->label, sizeof pg->label, "%s", text);
+            g->can_reconfigure = value != 0;
+        }
+        wire_free(&head);
+        return inc;
+    }
+    if (got && type == MSG_INIT_FAILED) {
+        snprintf(err, errlen, "%s", text);
+    } else {
+        int status = 0;
+        kill(inc->pid, SIGKILL);
+        incarnation_reap(inc, &status);
+        inc->pid = 0;
+        char how[64];
+        describe_exit(status, how, sizeof how);
+        snprintf(err, errlen, "plugin %s: init failed: the replica process %s", spec->plugin, how);
+    }
+    wire_free(&head);
+    if (inc->pid) {
+        int status;
+        incarnation_reap(inc, &status);
+    }
+    incarnation_release(inc);
+    return NULL;
+fail_early:
+    if (life[0] >= 0) close(life[0]);
+    if (life[1] >= 0) close(life[1]);
+    incarnation_release(inc);
+    return NULL;
+}
+
