@@ -129,16 +129,19 @@ static int forward_call(serve_request *call)
         return SERVE_OK;
     }
     pthread_mutex_lock(&host.calls_lock);
-    p->id = ++host.next_call_id;
+    uint64_t id = p->id = ++host.next_call_id;
     p->call = call;
     p->next = host.calls;
     host.calls = p;
     pthread_mutex_unlock(&host.calls_lock);
+    /* p is the results thread's from here (p->id is read no more); the
+     * call stays alive until its message is out, since no result can come
+     * for a call the server has not seen. */
 
     shm_ring_lock(&host.answers);
     struct wire_out *w = &host.out;
     wire_reset(w);
-    wire_u64(w, p->id);
+    wire_u64(w, id);
     wire_u32(w, call->parent_slot);
     wire_str(w, call->target_endpoint);
     for (size_t i = 0; i < call->header_count; i++) {
