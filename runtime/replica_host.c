@@ -441,7 +441,9 @@ int replica_host_main(int argc, char **argv)
     }
     /* The plugin stays loaded: a thread it started may still run its code
      * until exit. */
+    shm_ring_lock(&host.answers); /* after the last answer a plugin thread wrote */
     wire_free(&host.out);
+    shm_ring_unlock(&host.answers);
     free(host.backend);
     return ok ? 0 : 1;
 }
