@@ -11,7 +11,8 @@
 #   - option values: directories for --state-dir, files for FILE arguments
 #     (deploy FILE, --deploy, --access-log, --plot, --data @FILE), plugins
 #     (shipped names and .so files) for create-backend PLUGIN and --plugin,
-#     and a few fixed choices (--log-level, --access-log-format, --methods);
+#     and a few fixed choices (--log-level, --access-log-format, --methods,
+#     --isolation);
 #   - backend and endpoint names from the running server, through
 #     `serve list-backends --json` and `serve list-endpoints --json`, for the
 #     state dir named by a --state-dir on the line (else SERVE_STATE_DIR or
@@ -297,6 +298,10 @@ _serve_value()
         --log-level)
             local cur=$v
             _serve_add error warn info debug
+            ;;
+        --isolation)
+            local cur=$v
+            _serve_add process thread
             ;;
         --methods | --method)
             # A comma-separated list for --methods: complete its last item.

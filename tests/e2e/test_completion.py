@@ -136,7 +136,8 @@ class Static(CompletionCase):
 
     def test_options_of_commands(self):
         self.assertEqual(set(self.complete("serve create-backend b1 counter --max")),
-                         {"--max-batch-size", "--max-concurrent-queries", "--max-queued-requests"})
+                         {"--max-batch-size", "--max-concurrent-queries", "--max-queued-requests",
+                          "--max-memory"})
         self.assertLessEqual({"--json", "--watch", "--state-dir", "--help"},
                              set(self.complete("serve status --")))
         # No positional argument: the options are offered straight away.
@@ -154,6 +155,8 @@ class Static(CompletionCase):
         self.assertEqual(self.complete("serve start --access-log-format j"), ["json"])
         self.assertEqual(self.complete("serve start --access-log-format=c"), ["combined"])
         self.assertEqual(self.complete("serve create-endpoint e --methods GET,PO"), ["GET,POST"])
+        self.assertEqual(self.complete("serve create-backend b echo --isolation "), ["process", "thread"])
+        self.assertEqual(self.complete("serve update-backend b --isolation t"), ["thread"])
 
     def test_files(self):
         # Deploy files: YAML and folders.
