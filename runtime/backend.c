@@ -163,18 +163,8 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
         requeue_batch(r, batch, n);
         return (uint32_t)n;
     }
-    uint64_t took = serve__now_ns() - started;
-    histogram_observe(&m->exec_seconds, took);
-    double timeout_ms = b->spec.options.request_timeout_ms;
-    double hang_ms = b->spec.options.hang_timeout_ms;
-    if (hang_ms > 0 && took / 1e6 > hang_ms && b->kind == &replica_kind_thread)
-        LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past --hang-timeout-ms "
-                 "%g (a thread replica cannot be stopped; --isolation process kills and restarts "
-                 "a hung replica)", b->spec.name, r->base.index, n, took / 1e9, hang_ms);
-    if (timeout_ms > 0 && took / 1e6 > timeout_ms)
-        LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past the %g ms request "
-                 "timeout (its clients got 504; the replica took no other work meanwhile)",
-                 b->spec.name, r->base.index, n, took / 1e9, timeout_ms);
+    /* A kind that runs batches elsewhere reports their time itself. */
+    if (!b->kind->idle) backend_replica_batch_ran(&r->base, n, serve__now_ns() - started);
     uint32_t finished = 0;
     for (size_t i = 0; i < n; i++) {
         serve_request *req = batch[i];
@@ -624,6 +614,23 @@ void backend_replica_up(struct replica_base *base)
     if (wake) r->parked = PARKED_NO;
     pthread_mutex_unlock(&b->mutex);
     if (wake) park_wake(&r->park);
+}
+
+void backend_replica_batch_ran(struct replica_base *base, size_t n, uint64_t took)
+{
+    struct replica *r = (struct replica *)base;
+    struct backend *b = r->backend;
+    histogram_observe(&b->m->exec_seconds, took);
+    double timeout_ms = b->spec.options.request_timeout_ms;
+    double hang_ms = b->spec.options.hang_timeout_ms;
+    if (hang_ms > 0 && took / 1e6 > hang_ms && b->kind == &replica_kind_thread)
+        LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past --hang-timeout-ms "
+                 "%g (a thread replica cannot be stopped; --isolation process kills and restarts "
+                 "a hung replica)", b->spec.name, r->base.index, n, took / 1e9, hang_ms);
+    if (timeout_ms > 0 && took / 1e6 > timeout_ms)
+        LOG_WARN("backend=%s replica=%d: handle_batch of %zu ran %.1f s, past the %g ms request "
+                 "timeout (its clients got 504; the replica took no other work meanwhile)",
+                 b->spec.name, r->base.index, n, took / 1e9, timeout_ms);
 }
 
 void backend_replica_wake(struct replica_base *base)

@@ -37,7 +37,7 @@ enum replica_msg {
     MSG_READY,        /* head: plugin name, can reconfigure */
     MSG_INIT_FAILED,  /* head: message */
     MSG_ANSWER,       /* head: slot, status, content type, header pairs (count); body */
-    MSG_BATCH_DONE,   /* after the answers given during that handle_batch */
+    MSG_BATCH_DONE,   /* head: n, ns in handle_batch; after the answers it gave */
     MSG_RECONFIGURED, /* head: rc */
     MSG_CALL,         /* head: call id, parent slot, endpoint, header pairs (count), query pairs; body */
 };

@@ -252,12 +252,14 @@ static serve_request *read_request(const struct wire_out *head, const struct wir
 
 static void run_batch(serve_request **batch, size_t n)
 {
-    atomic_store(&host.ch.shared->batch_started_ns, serve__now_ns());
+    uint64_t started = serve__now_ns();
+    atomic_store(&host.ch.shared->batch_started_ns, started);
     for (size_t i = 0; i < n; i++) {
         request_ref(batch[i]); /* the batch's, as a thread replica's worker holds */
         batch[i]->in_batch = true;
     }
     int rc = host.lib.plugin->handle_batch(host.state, batch, n);
+    uint64_t took = serve__now_ns() - started;
     atomic_store(&host.ch.shared->batch_started_ns, 0);
 
     /* The answers given during the batch as one write (one wake-up). */
@@ -281,7 +283,11 @@ static void run_batch(serve_request **batch, size_t n)
         }
         put_answer(req);
     }
-    channel_put(&host.answers, MSG_BATCH_DONE, NULL, 0, NULL, 0);
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_u32(w, (uint32_t)n);
+    wire_u64(w, took);
+    channel_put(&host.answers, MSG_BATCH_DONE, w, 0, NULL, 0);
     shm_ring_end_message(&host.answers);
     shm_ring_unlock(&host.answers);
     for (size_t i = 0; i < n; i++) {

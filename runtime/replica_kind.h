@@ -103,6 +103,10 @@ void backend_replica_up(struct replica_base *r);
 /* The replica finished a batch: a worker waiting for it to be idle forms
  * its next batch. */
 void backend_replica_wake(struct replica_base *r);
+/* A batch of n ran for `took` ns in handle_batch: the exec-time histogram,
+ * and the log line for one past the request or hang timeout. Called by the
+ * backend for kinds without `idle`, by the kind itself for the others. */
+void backend_replica_batch_ran(struct replica_base *r, size_t n, uint64_t took);
 /* Counts a crash (metrics, status) with its one-line description. */
 void backend_replica_crashed(struct replica_base *r, enum crash_reason reason, const char *text);
 

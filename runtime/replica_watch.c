@@ -198,11 +198,15 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
     switch (type) {
     case MSG_ANSWER: on_answer(inc, &r, prefix.count, body, prefix.body_len, d); break;
     case MSG_CALL: on_call(p, inc, &r, prefix.count, body, prefix.body_len); break;
-    case MSG_BATCH_DONE:
+    case MSG_BATCH_DONE: {
         deliver(d); /* the batch's answers count before the batch's end */
+        uint32_t n = wire_get_u32(&r);
+        uint64_t took = wire_get_u64(&r);
+        if (!r.bad) backend_replica_batch_ran(p->base, n, took);
         atomic_fetch_add(&inc->batches_done, 1);
         backend_replica_wake(p->base);
         break;
+    }
     case MSG_RECONFIGURED:
         wire_get_str(&r);
         atomic_store(&inc->reconfigure_rc, (int)wire_get_u32(&r));

@@ -203,6 +203,27 @@ class InitFailsAfterCrash(unittest.TestCase):
             s.close()
 
 
+class ProcessBatchFigures(unittest.TestCase):
+    def test_exec_time_is_the_childs_handle_batch(self):
+        # run_batch returns as soon as the batch is handed over; the time in
+        # handle_batch comes from the child, as do the batch-size figures.
+        s = Server()
+        try:
+            s.deploy("f", test_plugin("faulty"), "/f", "--request-timeout-ms", "100")
+            r = s.post("/f", b"sleep:400")
+            self.assertEqual(r.status, 504)
+            deadline = time.monotonic() + 20
+            while "handle_batch of 1 ran" not in s.log():
+                self.assertLess(time.monotonic(), deadline, s.log()[-2000:])
+                time.sleep(0.1)
+            metrics = s.get("/metrics").body.decode()
+            total = float(re.search(r'serve_backend_exec_seconds_sum\{backend="f"\} (\S+)',
+                                    metrics).group(1))
+            self.assertGreaterEqual(total, 0.4)
+        finally:
+            s.close()
+
+
 class ThreadIsolation(unittest.TestCase):
     def test_thread_mode_is_kept_and_refuses_max_memory(self):
         s = Server()
