@@ -55,8 +55,13 @@ static struct {
     pthread_mutex_t calls_lock;  /* guards calls and deferred */
     struct pending_call *calls;  /* handle calls waiting for their result */
     serve_request *deferred;     /* deferred requests not answered yet */
+    /* Held while a call's callback runs; `stopping` (under it) ends them,
+     * so that no callback runs during or after the plugin's destroy. */
+    pthread_mutex_t results_lock;
+    bool stopping;
     uint64_t next_call_id;
-} host = {.ch = {.memfd = -1}, .calls_lock = PTHREAD_MUTEX_INITIALIZER};
+} host = {.ch = {.memfd = -1}, .calls_lock = PTHREAD_MUTEX_INITIALIZER,
+          .results_lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* Under the answers lock: one answer, from the request's stored fields. */
 static bool put_answer(serve_request *req)
@@ -198,13 +203,17 @@ static void *results_main(void *unused)
             headers[i].value = (char *)wire_get_str(&r);
         }
         serve_request *call = type == MSG_CALL_RESULT && !r.bad ? take_call(id) : NULL;
-        if (call) {
+        pthread_mutex_lock(&host.results_lock);
+        bool stopping = host.stopping;
+        if (call && !stopping) {
             serve_result result = {.status = status, .content_type = ctype, .body = body,
                                    .len = prefix.body_len, .headers = headers,
                                    .header_count = prefix.count};
             handles_complete_forwarded(call, &result);
         }
+        pthread_mutex_unlock(&host.results_lock);
         free(body);
+        if (stopping) break;
     }
     wire_free(&head);
     free(headers);
@@ -433,6 +442,9 @@ int replica_host_main(int argc, char **argv)
         if (pthread_create(&results, NULL, results_main, NULL) != 0) abort();
         pthread_detach(results);
         serve_work();
+        pthread_mutex_lock(&host.results_lock);
+        host.stopping = true;
+        pthread_mutex_unlock(&host.results_lock);
         if (host.lib.plugin->destroy) host.lib.plugin->destroy(host.state);
         replica_free_handles(&host.context);
         /* Deferred requests the plugin never answered: the server answers
