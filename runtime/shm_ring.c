@@ -35,6 +35,7 @@ void shm_ring_end_init(struct shm_ring_end *end, struct shm_ring *ring, int wake
     end->wake_fd = wake_fd;
     pthread_mutex_init(&end->lock, NULL);
     end->pending = atomic_load(&ring->head);
+    end->consumed = end->released = atomic_load(&ring->tail);
     end->peer_gone = peer_gone;
     end->peer_arg = peer_arg;
 }
@@ -72,7 +73,7 @@ static void publish(struct shm_ring_end *end)
 
 static size_t room(const struct shm_ring_end *end)
 {
-    uint64_t tail = atomic_load(&end->ring->tail);
+    uint64_t tail = atomic_load_explicit(&end->ring->tail, memory_order_acquire);
     return end->ring->capacity - (size_t)(end->pending - tail);
 }
 
@@ -84,7 +85,9 @@ static bool wait_room(struct shm_ring_end *end)
         if (room(end) > 0) return true;
         unsigned seq = park_prepare(&ring->room);
         atomic_store(&ring->writer_sleeps, 1);
-        if (room(end) > 0) {
+        /* Sequentially consistent, as the reader's store of the tail and
+         * load of writer_sleeps: one of the two sees the other. */
+        if (end->ring->capacity - (size_t)(end->pending - atomic_load(&ring->tail)) > 0) {
             atomic_store(&ring->writer_sleeps, 0);
             return true;
         }
@@ -139,9 +142,18 @@ bool shm_ring_send(struct shm_ring_end *end, uint32_t type, const void *data, ui
 
 size_t shm_ring_readable(const struct shm_ring_end *end)
 {
-    const struct shm_ring *ring = end->ring;
-    return (size_t)(atomic_load(&ring->head) - atomic_load_explicit(&ring->tail,
-                                                                    memory_order_relaxed));
+    return (size_t)(atomic_load_explicit(&end->ring->head, memory_order_acquire) - end->consumed);
+}
+
+/* Publishes the tail and wakes a writer waiting for room. */
+static void release(struct shm_ring_end *end)
+{
+    struct shm_ring *ring = end->ring;
+    if (end->released == end->consumed) return;
+    atomic_store(&ring->tail, end->consumed);
+    end->released = end->consumed;
+    if (atomic_load(&ring->writer_sleeps) && atomic_exchange(&ring->writer_sleeps, 0))
+        park_wake(&ring->room);
 }
 
 bool shm_ring_read(struct shm_ring_end *end, void *out, size_t len,
@@ -152,28 +164,30 @@ bool shm_ring_read(struct shm_ring_end *end, void *out, size_t len,
     while (len) {
         size_t avail = shm_ring_readable(end);
         if (avail == 0) {
+            release(end); /* the writer may be waiting for this room */
             if (!wait(end, arg)) return false;
             continue;
         }
-        uint64_t tail = atomic_load_explicit(&ring->tail, memory_order_relaxed);
-        size_t at = (size_t)(tail & (ring->capacity - 1));
+        size_t at = (size_t)(end->consumed & (ring->capacity - 1));
         size_t chunk = ring->capacity - at;
         if (chunk > avail) chunk = avail;
         if (chunk > len) chunk = len;
         memcpy(p, ring->bytes + at, chunk);
-        atomic_store(&ring->tail, tail + chunk);
+        end->consumed += chunk;
         p += chunk;
         len -= chunk;
-        if (atomic_load(&ring->writer_sleeps) && atomic_exchange(&ring->writer_sleeps, 0))
-            park_wake(&ring->room);
+        if (chunk == avail || end->consumed - end->released >= ring->capacity / 4) release(end);
     }
     return true;
 }
 
 bool shm_ring_reader_sleep(struct shm_ring_end *end)
 {
+    release(end);
     atomic_store(&end->ring->reader_sleeps, 1);
-    if (shm_ring_readable(end) == 0) return true;
+    /* Sequentially consistent, as the writer's store of head and load of
+     * reader_sleeps (publish). */
+    if (atomic_load(&end->ring->head) == end->consumed) return true;
     atomic_store(&end->ring->reader_sleeps, 0);
     return false;
 }

@@ -62,6 +62,11 @@ struct shm_ring_end {
     /* Writer side: */
     pthread_mutex_t lock;    /* one message at a time */
     uint64_t pending;        /* bytes written, not yet published */
+    /* Reader side: the tail is published (and a waiting writer woken) when
+     * the ring runs dry or a quarter of it was read, not per read: one
+     * fence per batch of messages instead of several per message. */
+    uint64_t consumed;       /* bytes read */
+    uint64_t released;       /* ... of which published as the tail */
     /* Asked while waiting; true ends the wait with failure. */
     bool (*peer_gone)(void *arg);
     void *peer_arg;

@@ -3,10 +3,13 @@
 # for the evhttp and nginx peers in the same run: instructions per request
 # (callgrind over the whole server process) and syscalls per request
 # (strace -c -f over the whole server process), echo with max batch 1 and
-# one keep-alive client posting 16 bytes. Each figure is (count for N2
+# one keep-alive client posting 16 bytes. serve's figures cover every
+# process it runs: the supervisor, the server and the replica process
+# (`--isolation process`, the default; ISOLATION=thread for threads). Each figure is (count for N2
 # requests - count for N1) / (N2 - N1), so start-up and shutdown cancel out.
 #   bash tests/bench/cost.sh BUILD_DIR [BUILD_DIR...]
-#   env: N1 (default 1000), N2 (default 5000), PEERS (default "evhttp nginx")
+#   env: N1 (default 1000), N2 (default 5000), PEERS (default "evhttp nginx"),
+#        ISOLATION (process or thread, default process)
 set -euo pipefail
 (($#)) || { echo "usage: cost.sh BUILD_DIR [BUILD_DIR...]" >&2; exit 2; }
 BUILDS=()
@@ -16,6 +19,7 @@ source "$PEERS_DIR/peers_lib.sh"
 N1=${N1:-1000}
 N2=${N2:-5000}
 PEERS_RUN=(${PEERS:-evhttp nginx})
+ISOLATION=${ISOLATION:-process}
 need_tools valgrind strace nginx
 WORK=$(mktemp -d /tmp/serve-cost-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
@@ -49,7 +53,8 @@ measure() {
   local tool=$1 what=$2 n=$3 port=$((20000 + RANDOM % 20000)) out=$WORK/out.$RANDOM pid
   local wrap path=/
   if [[ $tool == callgrind ]]; then
-    wrap=(valgrind --tool=callgrind --callgrind-out-file="$out")
+    # One file per process (the supervisor's fork, the replica it spawns).
+    wrap=(valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$out.%p")
   else
     wrap=(strace -c -f -o "$out")
   fi
@@ -69,7 +74,7 @@ measure() {
       SERVE_STATE_DIR=$sd "${wrap[@]}" "$what/serve" start --foreground --http 127.0.0.1:$port \
         --no-metrics --log-level warn >/dev/null 2>&1 & pid=$!
       for _ in $(seq 300); do [ -S "$sd/control.sock" ] && break; sleep 0.1; done
-      SERVE_STATE_DIR=$sd "$what/serve" create-backend echo echo >/dev/null
+      SERVE_STATE_DIR=$sd "$what/serve" create-backend echo echo --isolation "$ISOLATION" >/dev/null
       SERVE_STATE_DIR=$sd "$what/serve" create-endpoint echo --backend echo --route /echo >/dev/null
       path=/echo ;;
   esac
@@ -82,7 +87,7 @@ measure() {
   esac
   wait "$pid" 2>/dev/null || true
   if [[ $tool == callgrind ]]; then
-    awk '/^totals:/ {print $2}' "$out"
+    cat "$out".* | awk '/^totals:/ {sum += $2} END {print sum}'
   else
     awk '$NF == "total" {print $(NF-2)}' "$out" # calls column of the total line
   fi
@@ -95,6 +100,7 @@ per_request() { # $1 tool $2 what
   /usr/bin/python3 -c "print(round(($b - $a) / ($N2 - $N1), 1))"
 }
 
+echo "serve: echo backend with --isolation $ISOLATION"
 printf '%-40s %14s %14s\n' server instructions syscalls
 for what in "${BUILDS[@]}" "${PEERS_RUN[@]}"; do
   printf '%-40s %14s %14s\n' "$what" "$(per_request callgrind "$what")" "$(per_request strace "$what")"
