@@ -32,6 +32,7 @@ struct incarnation {
      * missing, as under valgrind) the read end of a pipe whose only write
      * end the child holds. */
     int death_fd;
+    int epoll_fd; /* both of the above */
     atomic_bool gone;
 
     pthread_mutex_t slots_lock;
@@ -74,6 +75,9 @@ void incarnation_release(struct incarnation *inc);
 /* The monitor's wait on the answers ring (see ring_wait_fn): false once the
  * child is gone and nothing more can come. */
 bool incarnation_wait(struct shm_ring_end *end, void *inc);
+/* Sleeps until the child writes to the answers ring, the child ends, or
+ * timeout_ms passes (-1: no limit). True when the child has ended. */
+bool incarnation_sleep(struct incarnation *inc, int timeout_ms);
 void incarnation_reap(struct incarnation *inc, int *status);
 /* "died (SIGSEGV)", "died (exit status 3)" */
 void describe_exit(int status, char *out, size_t len);

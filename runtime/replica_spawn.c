@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <spawn.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -35,6 +36,7 @@ void incarnation_release(struct incarnation *inc)
     replica_channel_unmap(&inc->ch);
     if (inc->wake_fd >= 0) close(inc->wake_fd);
     if (inc->death_fd >= 0) close(inc->death_fd);
+    if (inc->epoll_fd >= 0) close(inc->epoll_fd);
     pthread_mutex_destroy(&inc->slots_lock);
     free(inc->slots);
     free(inc->free_slots);
@@ -43,28 +45,27 @@ void incarnation_release(struct incarnation *inc)
     free(inc);
 }
 
-/* The monitor's wait for the answers ring: its eventfd or the child's end.
- * Returns false when the child is gone and nothing more can come. */
+bool incarnation_sleep(struct incarnation *inc, int timeout_ms)
+{
+    struct epoll_event events[2];
+    int n = epoll_wait(inc->epoll_fd, events, 2, timeout_ms);
+    for (int i = 0; i < n; i++)
+        if (events[i].data.fd == inc->death_fd) return true;
+    return false;
+}
+
 bool incarnation_wait(struct shm_ring_end *end, void *arg)
 {
     struct incarnation *inc = arg;
     if (!shm_ring_reader_sleep(end)) return true;
-    struct pollfd fds[2] = {{.fd = inc->wake_fd, .events = POLLIN},
-                            {.fd = inc->death_fd, .events = POLLIN}};
-    int n = poll(fds, 2, -1);
+    bool ended = incarnation_sleep(inc, -1);
     shm_ring_reader_awake(end);
-    if (n > 0 && (fds[0].revents & POLLIN)) {
-        uint64_t count;
-        ssize_t ignored = read(inc->wake_fd, &count, sizeof count);
-        (void)ignored;
-    }
-    if (n > 0 && (fds[1].revents & (POLLIN | POLLHUP)) && shm_ring_readable(end) == 0) {
+    if (ended && shm_ring_readable(end) == 0) {
         atomic_store(&inc->gone, true);
         return false;
     }
     return true;
 }
-
 
 void put_config(struct wire_out *w, const serve_config *c)
 {
@@ -130,7 +131,7 @@ struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size
         return NULL;
     }
     atomic_init(&inc->refs, 1);
-    inc->wake_fd = inc->death_fd = -1;
+    inc->wake_fd = inc->death_fd = inc->epoll_fd = -1;
     int life[2] = {-1, -1};
     inc->ch.memfd = -1;
     pthread_mutex_init(&inc->slots_lock, NULL);
@@ -191,6 +192,19 @@ struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size
         inc->death_fd = life[0];
     }
     life[0] = -1;
+    /* The eventfd edge-triggered: a wake-up costs the child's write and the
+     * monitor's epoll_wait, never a read to reset it. */
+    struct epoll_event wake = {.events = EPOLLIN | EPOLLET, .data.fd = inc->wake_fd};
+    struct epoll_event death = {.events = EPOLLIN, .data.fd = inc->death_fd};
+    if ((inc->epoll_fd = epoll_create1(EPOLL_CLOEXEC)) < 0 ||
+        epoll_ctl(inc->epoll_fd, EPOLL_CTL_ADD, inc->wake_fd, &wake) != 0 ||
+        epoll_ctl(inc->epoll_fd, EPOLL_CTL_ADD, inc->death_fd, &death) != 0) {
+        snprintf(err, errlen, "epoll: %s", strerror(errno));
+        kill(inc->pid, SIGKILL);
+        int status;
+        incarnation_reap(inc, &status);
+        goto fail_early;
+    }
 
     struct wire_out *w = &inc->work_head;
     wire_reset(w);

@@ -291,16 +291,9 @@ void incarnation_watch(struct process_replica *p, struct incarnation *inc)
         deliver(&d);
         int timeout = check_health(p, inc);
         if (!shm_ring_reader_sleep(&inc->answers)) continue;
-        struct pollfd fds[2] = {{.fd = inc->wake_fd, .events = POLLIN},
-                                {.fd = inc->death_fd, .events = POLLIN}};
-        int n = poll(fds, 2, timeout);
+        bool ended = incarnation_sleep(inc, timeout);
         shm_ring_reader_awake(&inc->answers);
-        if (n > 0 && (fds[0].revents & POLLIN)) {
-            uint64_t count;
-            ssize_t ignored = read(inc->wake_fd, &count, sizeof count);
-            (void)ignored;
-        }
-        if (n > 0 && (fds[1].revents & (POLLIN | POLLHUP))) break;
+        if (ended) break;
     }
 gone:
     /* What the child finished writing before it died still counts. */
