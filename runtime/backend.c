@@ -243,16 +243,22 @@ static void replica_park(struct backend *b, struct replica *r, int why, uint64_t
     r->parked = PARKED_NO;
 }
 
-/* Under b->mutex: takes one replica parked with room for work off its
- * park, for the caller to wake (after unlocking); NULL when none is. */
-static struct replica *unpark_one_ready(struct backend *b)
+/* Under b->mutex: takes one replica parked for `why` off its park, for
+ * the caller to wake (after unlocking); NULL when none is. */
+static struct replica *unpark_one(struct backend *b, int why)
 {
     for (size_t i = 0; i < b->replica_count; i++)
-        if (b->replicas[i].parked == PARKED_READY) {
+        if (b->replicas[i].parked == why) {
             b->replicas[i].parked = PARKED_NO;
             return &b->replicas[i];
         }
     return NULL;
+}
+
+/* ... one parked with room for work. */
+static struct replica *unpark_one_ready(struct backend *b)
+{
+    return unpark_one(b, PARKED_READY);
 }
 
 /* Under b->mutex: wakes every replica parked for `why` (or any reason,
@@ -526,6 +532,9 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
      * batch. Replicas at their limit are woken only for a re-entrant call,
      * the one thing they may take. */
     struct replica *idle = unpark_one_ready(b);
+    /* A replica waiting for its kind to finish a batch takes a full one
+     * at once. */
+    if (!idle && b->queue_len >= b->spec.options.max_batch_size) idle = unpark_one(b, PARKED_BUSY);
     if (req->reentrant) wake_parked(b, PARKED_AT_LIMIT);
     pthread_mutex_unlock(&b->mutex);
     if (idle) wake_replica(idle);

@@ -54,6 +54,8 @@ static struct {
     int delivered_status[TB_MAX_REQUESTS];
     size_t ndelivered;
     int started, stopped, opened, closed;
+    bool busy;                  /* the async kind: a batch still runs */
+    struct replica_base *last;  /* the replica of the last batch */
 } tb = {.mutex = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
 
 static int tb_index(const serve_request *req)
@@ -121,6 +123,8 @@ static int tb_run_batch(struct replica_base *r, serve_request **reqs, size_t n)
     b->first_enqueued_ns = reqs[0]->enqueued_ns;
     for (size_t i = 0; i < n; i++) b->ids[i] = tb_index(reqs[i]);
     tb.in_flight[r->index] += (int)n;
+    tb.busy = true;
+    tb.last = r;
     if (tb.in_flight[r->index] > tb.max_in_flight[r->index])
         tb.max_in_flight[r->index] = tb.in_flight[r->index];
     pthread_cond_broadcast(&tb.changed);
@@ -152,6 +156,27 @@ static const struct replica_kind tb_kind = {
     .stop = tb_stop,
 };
 
+/* A kind whose run_batch returns before the batch ran (as the process
+ * kind's): busy until the test says the batch is done. */
+static bool tb_idle(struct replica_base *r)
+{
+    (void)r;
+    pthread_mutex_lock(&tb.mutex);
+    bool idle = !tb.busy;
+    pthread_mutex_unlock(&tb.mutex);
+    return idle;
+}
+
+static const struct replica_kind tb_async_kind = {
+    .name = "fake-async",
+    .open = tb_open,
+    .close = tb_close,
+    .start = tb_start,
+    .run_batch = tb_run_batch,
+    .idle = tb_idle,
+    .stop = tb_stop,
+};
+
 /* The origin: records the status and drops the execution reference. */
 static void tb_deliver(serve_request *req)
 {
@@ -162,6 +187,8 @@ static void tb_deliver(serve_request *req)
     pthread_mutex_unlock(&tb.mutex);
     request_release(req);
 }
+
+static const struct replica_kind *tb_kind_in_use = &tb_kind;
 
 static struct backend *tb_backend(const char *name, uint32_t replicas, uint32_t max_batch,
                                   double wait_ms, uint32_t concurrency, uint32_t max_queued)
@@ -175,7 +202,7 @@ static struct backend *tb_backend(const char *name, uint32_t replicas, uint32_t 
     spec.options.max_queued_requests = max_queued;
     spec.config = config_new();
     char err[256] = "";
-    struct backend *b = backend_create_with_kind(&spec, &tb_kind, err, sizeof err);
+    struct backend *b = backend_create_with_kind(&spec, tb_kind_in_use, err, sizeof err);
     config_free(spec.config);
     if (!b) UNIT_FAIL("backend: %s", err);
     return b;
@@ -438,6 +465,40 @@ TEST_IMPL(batching_held_wakeups)
     ASSERT_EQ(tb.nbatches, 1);
     ASSERT_EQ(tb.batches[0].n, 5);
     tb_assert_arrival_order(5);
+    tb_finish(b);
+    return 0;
+}
+
+TEST_IMPL(batching_async_kind_partial_batch_waits_for_idle)
+{
+    /* A kind that runs batches elsewhere: while its replica is busy, a full
+     * batch goes at once (it can wait in the replica's ring), a partial one
+     * forms only once the replica is idle, so that what arrives meanwhile
+     * joins it, as with a thread replica. */
+    tb.defer = true;
+    tb_kind_in_use = &tb_async_kind;
+    struct backend *b = tb_backend("tb-async", 1, 4, 0, 16, 100);
+    tb_enqueue(b, 1);
+    tb_wait_for(&tb.nbatches, 1);
+    tb_enqueue(b, 2);
+    tb_sleep_ms(300);
+    ASSERT_EQ(tb_locked(&tb.nbatches), 1); /* partial, and the replica is busy */
+    tb_enqueue(b, 2);
+    tb_wait_for(&tb.nbatches, 2);          /* full: goes while busy */
+    ASSERT_EQ(tb.batches[1].n, 4);
+    tb_enqueue(b, 1);
+    tb_sleep_ms(300);
+    ASSERT_EQ(tb_locked(&tb.nbatches), 2);
+    pthread_mutex_lock(&tb.mutex);
+    tb.busy = false;
+    struct replica_base *r = tb.last;
+    pthread_mutex_unlock(&tb.mutex);
+    backend_replica_wake(r);               /* the batch ended */
+    tb_wait_for(&tb.nbatches, 3);
+    ASSERT_EQ(tb.batches[2].n, 1);
+    tb_assert_arrival_order(6);
+    for (int i = 0; i < 6; i++) tb_answer_one();
+    tb_wait_for(&tb.ndelivered, 6);
     tb_finish(b);
     return 0;
 }
