@@ -230,7 +230,9 @@ const struct cli_command cmd_start = {
     .name = "start",
     .usage = "start [--http HOST:PORT] [--http-threads N] [--foreground] [--deploy FILE] [options]",
     .summary = "Start a server; restores the backends and endpoints of its state dir.",
-    .help = "Options:\n"
+    .help = "A small supervisor process stays above the server process: it holds the\n"
+            "listening socket and starts the server again, with its state, if it dies.\n\n"
+            "Options:\n"
             "  --http HOST:PORT    address to listen on (default 127.0.0.1:8000; port 0 picks one)\n"
             "  --http-threads N    HTTP I/O threads (default: one per core)\n"
             "  --foreground        stay in the foreground and log to stderr\n"
