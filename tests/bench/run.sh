@@ -17,7 +17,8 @@ export SERVE_STATE_DIR=$OUT/state
 rm -rf "$SERVE_STATE_DIR"
 URL=$("$SERVE" start --http 127.0.0.1:0 | sed -E 's/.*listening on (http:[^ ]+).*/\1/')
 trap '"$SERVE" stop >/dev/null 2>&1 || true' EXIT
-PID=$(cat "$SERVE_STATE_DIR/serve.pid")
+# The server process (serve.pid holds its supervisor's pid).
+PID=$("$SERVE" status --json | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["server_pid"])')
 rss_kb() { awk '/VmRSS/ {print $2}' /proc/$PID/status; }
 IDLE_RSS=$(rss_kb)
 
