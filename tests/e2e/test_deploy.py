@@ -106,6 +106,12 @@ class Deploy(ServeTestCase):
                      "give backend: or traffic:, not both"),
             "split twice": ("backends:\n  - name: a\n    plugin: echo\nendpoints:\n  - name: e\n"
                             "    traffic: {a: 0.5, a: 0.5}\n", ":6: ", "'a' given twice"),
+            "isolation": ("backends:\n  - name: a\n    plugin: echo\n    isolation: vm\n", ":4: ",
+                          "isolation must be process or thread"),
+            "max_memory": ("backends:\n  - name: a\n    plugin: echo\n    max_memory: lots\n",
+                           ":4: ", "max_memory must be a size"),
+            "thread memory": ("backends:\n  - name: a\n    plugin: echo\n    isolation: thread\n"
+                              "    max_memory: 1G\n", ":2: ", "max_memory needs --isolation process"),
         }
         for name, (text, line, reason) in cases.items():
             path = self.write(text, name + ".yaml")
@@ -116,6 +122,31 @@ class Deploy(ServeTestCase):
             self.assertEqual(proc.stderr.count("\n"), 1, proc.stderr)
         self.assertEqual(self.snapshot(), before)
         self.assertEqual(self.server.post("/increment").status, 200)
+
+    def test_isolation_options(self):
+        self.server.cli("deploy", self.write("""\
+            backends:
+              - name: t
+                plugin: echo
+                isolation: thread
+                hang_timeout_ms: 250
+              - name: p
+                plugin: echo
+                max_memory: 64M
+            endpoints:
+              - {name: t, route: /t, backend: t}
+              - {name: p, route: /p, backend: p}
+            """))
+        t, p = self.server.backend_status("t"), self.server.backend_status("p")
+        self.assertEqual((t["isolation"], t["spec"]["hang_timeout_ms"]), ("thread", 250))
+        self.assertEqual((p["isolation"], p["spec"]["max_memory"]), ("process", 64 << 20))
+        self.assertEqual(self.server.post("/t", b"x").body, b"x")
+        self.assertEqual(self.server.post("/p", b"y").body, b"y")
+        # They survive a restart (the state file keeps them).
+        self.server.stop()
+        self.server.start()
+        self.assertEqual(self.server.backend_status("t")["isolation"], "thread")
+        self.assertEqual(self.server.backend_status("p")["spec"]["max_memory"], 64 << 20)
 
     def test_plugin_paths_are_relative_to_the_file(self):
         plugins = os.environ.get("SERVE_BUILD_PLUGIN_DIR",
