@@ -300,10 +300,18 @@ static void *replica_main(void *arg)
         }
         if (r->down || r->requeued) {
             /* Its queue is for the replicas that are up, or for this one
-             * once the kind says it is up again. */
+             * once the kind says it is up again: a wake-up meant for work
+             * goes on to a replica that can take it. */
             if (b->stopping) break;
             bool down = r->down;
             r->requeued = false;
+            struct replica *other = b->queue_len ? unpark_one_ready(b) : NULL;
+            if (other) {
+                pthread_mutex_unlock(&b->mutex);
+                park_wake(&other->park);
+                pthread_mutex_lock(&b->mutex);
+                continue;
+            }
             replica_park(b, r, PARKED_DOWN, down ? 0 : serve__now_ns() + DOWN_RETRY_NS);
             continue;
         }
@@ -604,6 +612,9 @@ void backend_replica_down(struct replica_base *base, const char *unavailable)
     struct backend *b = r->backend;
     pthread_mutex_lock(&b->mutex);
     r->down = true;
+    /* Parked for work it can no longer take: out of the way of the
+     * enqueues that wake one ready replica (backend_replica_up wakes it). */
+    if (r->parked == PARKED_READY || r->parked == PARKED_BUSY) r->parked = PARKED_DOWN;
     bool reject = unavailable && !any_replica_up(b);
     if (reject) snprintf(b->unavailable, sizeof b->unavailable, "%s", unavailable);
     struct replica *idle = b->queue_len ? unpark_one_ready(b) : NULL;

@@ -1047,13 +1047,20 @@ struct http1 *http1_new(struct event_base *base, int listen_fd, const struct htt
     h->idle_timeout = event_base_init_common_timeout(base, &idle_timeout);
     event_assign(&h->accept_ev, base, listen_fd, EV_READ | EV_PERSIST, on_accept, h);
     evtimer_assign(&h->accept_pause_ev, base, on_accept_pause_over, h);
-    if (!h->read_buf || !h->read_timeout || !h->idle_timeout || event_add(&h->accept_ev, NULL) != 0) {
+    if (!h->read_buf || !h->read_timeout || !h->idle_timeout) {
         free(h->read_buf);
         free(h);
         return NULL;
     }
-    h->accepting = true;
     return h;
+}
+
+bool http1_start_accepting(struct http1 *h)
+{
+    if (h->accepting) return true;
+    if (event_add(&h->accept_ev, NULL) != 0) return false;
+    h->accepting = true;
+    return true;
 }
 
 void http1_stop_accepting(struct http1 *h)

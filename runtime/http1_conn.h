@@ -70,6 +70,10 @@ struct http1;
 struct http1 *http1_new(struct event_base *base, int listen_fd, const struct http1_limits *limits,
                         const struct http1_handler *handler, void *ctx);
 
+/* Starts taking connections from the listening socket (http1_new does not:
+ * its owner first makes ready what they will be routed to). This thread. */
+bool http1_start_accepting(struct http1 *h);
+
 /* Stops accepting; open connections stay. */
 void http1_stop_accepting(struct http1 *h);
 

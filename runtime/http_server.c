@@ -56,6 +56,7 @@ struct io_thread {
     uint64_t pending_generation;
     bool drain_pending;
     bool stop_pending;
+    bool accept_pending;
 
     uint64_t routes_applied; /* guarded by server->ack_mutex */
 };
@@ -138,7 +139,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     serve_request *done = answer_queue_take(&t->answers);
     struct routes *routes = NULL;
     uint64_t generation = 0;
-    bool drain = false, stop = false;
+    bool drain = false, stop = false, accept = false;
     if (atomic_exchange_explicit(&t->control_pending, false, memory_order_acquire)) {
         pthread_mutex_lock(&t->mutex);
         routes = t->pending_routes;
@@ -147,6 +148,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         drain = t->drain_pending;
         t->drain_pending = false;
         stop = t->stop_pending;
+        accept = t->accept_pending;
+        t->accept_pending = false;
         pthread_mutex_unlock(&t->mutex);
     }
 
@@ -166,6 +169,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         pthread_cond_broadcast(&t->server->ack_cond);
         pthread_mutex_unlock(&t->server->ack_mutex);
     }
+    if (accept && !drain && !atomic_load(&t->server->draining) && !http1_start_accepting(t->http1))
+        LOG_ERROR("HTTP thread cannot watch the listening socket");
     if (drain) http1_stop_accepting(t->http1);
     if (stop) event_base_loopbreak(t->base);
 }
@@ -619,6 +624,17 @@ struct http_server *http_server_start(const struct http_options *o, char *err,
 }
 
 int http_server_port(const struct http_server *s) { return s->port; }
+
+void http_server_accept(struct http_server *s)
+{
+    for (int i = 0; i < s->thread_count; i++) {
+        struct io_thread *t = &s->threads[i];
+        pthread_mutex_lock(&t->mutex);
+        t->accept_pending = true;
+        pthread_mutex_unlock(&t->mutex);
+        io_thread_wake(t);
+    }
+}
 
 void http_server_publish_routes(struct http_server *s, struct routes *routes)
 {

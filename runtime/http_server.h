@@ -40,10 +40,15 @@ struct http_server;
 int http_listen(const char *host, int port, int *bound_port, char *err, size_t errlen);
 
 /* Binds (or takes options->listen_fd) and starts the I/O threads with an
- * empty routing table. */
+ * empty routing table. They take no connection before http_server_accept:
+ * until then connections wait in the listen queue (a restarted server
+ * answers no 404 for a route it has not restored yet). */
 struct http_server *http_server_start(const struct http_options *options,
                                       char *err, size_t errlen);
 int http_server_port(const struct http_server *s);
+
+/* The I/O threads start taking connections. Any thread. */
+void http_server_accept(struct http_server *s);
 
 /* Hands a new snapshot to every I/O thread (each takes its own reference;
  * the caller keeps its own). Any thread. */

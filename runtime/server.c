@@ -207,6 +207,8 @@ int server_run(const struct server_options *o)
             goto fail;
         LOG_INFO("deployed %s", o->deploy_file);
     }
+    /* Only now, with the routes of the state (and deploy file) in place. */
+    http_server_accept(s->http);
     /* Read before the control thread starts: it changes them. */
     size_t backends = s->declared.backend_count, endpoints = s->declared.endpoint_count;
     if (!control_start(s, err, sizeof err)) goto fail;

@@ -203,6 +203,34 @@ class InitFailsAfterCrash(unittest.TestCase):
             s.close()
 
 
+class OtherReplicasServe(unittest.TestCase):
+    def test_a_request_after_a_crash_goes_to_the_replica_that_is_up(self):
+        # Replica 0 crashes until its backoff is long (100 ms doubling); the
+        # request sent next is answered by replica 1 at once. It used to
+        # wake the dead replica's worker and wait out the whole backoff.
+        s = Server()
+        try:
+            s.deploy("two", test_plugin("faulty"), "/two", "--num-replicas", "2")
+            crashes = 0
+            deadline = time.monotonic() + 60
+            while crashes < 6:
+                self.assertLess(time.monotonic(), deadline)
+                if s.post("/two", b"segv0").status == 502:
+                    crashes += 1
+                    if crashes < 6:  # let replica 0 come back, so that it crashes again
+                        while s.backend_status("two")["busy_replicas"] or \
+                                "restarted" not in s.log().rsplit("died", 1)[-1]:
+                            self.assertLess(time.monotonic(), deadline)
+                            time.sleep(0.05)
+            # Replica 0's backoff is now 3.2 s.
+            for _ in range(3):
+                t0 = time.monotonic()
+                self.assertEqual(s.post("/two", b"ok").status, 200)
+                self.assertLess(time.monotonic() - t0, 2.0)
+        finally:
+            s.close()
+
+
 class ProcessBatchFigures(unittest.TestCase):
     def test_exec_time_is_the_childs_handle_batch(self):
         # run_batch returns as soon as the batch is handed over; the time in

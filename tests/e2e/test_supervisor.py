@@ -50,15 +50,18 @@ class EchoLoop(threading.Thread):
         self.server = server
         self.stopped = threading.Event()
         self.answered = self.refused = self.failed = 0
+        self.statuses = []  # answers other than the echo, by status
 
     def run(self):
         while not self.stopped.is_set():
             conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=10)
             try:
                 conn.request("POST", "/echo", body=b"ping")
-                if conn.getresponse().read() == b"ping":
+                response = conn.getresponse()
+                if response.read() == b"ping":
                     self.answered += 1
                 else:
+                    self.statuses.append(response.status)
                     self.failed += 1
             except ConnectionRefusedError:
                 self.refused += 1
@@ -117,6 +120,9 @@ class Supervisor(unittest.TestCase):
         finally:
             loop.stop()
         self.assertEqual(loop.refused, 0, "connections refused while the server restarted")
+        # Nor a wrong answer: a connection waits until the routes are back
+        # (the restarted process used to accept before restoring them: 404).
+        self.assertEqual(loop.statuses, [], "answers other than the echo during the restart")
         self.assertFalse(process_alive(first))
         self.assertTrue(process_alive(self.server.pid), "the supervisor is gone")
 

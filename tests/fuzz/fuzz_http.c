@@ -69,6 +69,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct routes *routes = routes_build(&ep, 1, lookup, NULL);
     http_server_publish_routes(server, routes);
     routes_release(routes);
+    http_server_accept(server);
     return 0;
 }
 

@@ -12,6 +12,7 @@
  *   segv        dereference NULL in handle_batch (the replica's thread)
  *   thread-segv defer, then dereference NULL in a thread of the plugin's own,
  *               which runs no replica (the crash report names the .so)
+ *   segv0       dereference NULL in replica 0; answer "ok" in the others
  *   abort       abort()
  *   exit        exit(3)
  *   loop        spin for ever in handle_batch
@@ -68,7 +69,6 @@ static void *crash_later(void *arg)
 
 static int faulty_batch(void *state, serve_request *const *requests, size_t n)
 {
-    (void)state;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         serve_request *req = requests[i];
@@ -108,6 +108,9 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
             serve_respond(req, 200, "application/json", out, (size_t)n);
         } else if (strcmp(what, "segv") == 0) {
             crash();
+        } else if (strcmp(what, "segv0") == 0) {
+            if (*(const int *)state == 0) crash();
+            serve_respond(req, 200, "text/plain", ok, (size_t)oklen);
         } else if (strcmp(what, "thread-segv") == 0) {
             serve_request_defer(req);
             pthread_t t;
@@ -137,10 +140,13 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
     return rc;
 }
 
+static int replica_index[256];
+
 static int faulty_init(serve_replica *replica, const serve_config *config, void **state)
 {
-    (void)replica;
-    *state = NULL;
+    int index = serve_replica_index(replica);
+    replica_index[index & 255] = index;
+    *state = &replica_index[index & 255];
     const char *path = serve_config_get(config, "crash_init_if");
     if (path && access(path, F_OK) == 0) crash();
     return 0;
