@@ -309,7 +309,7 @@ void cli_print_backends_live(const msgpack_object *backends, const msgpack_objec
         cli_str(mp_get(b, "spec"), "name", name, sizeof name);
         uint64_t crashes = cli_uint(b, "crashes");
         if (crashes)
-            printf("backend %s: %llu replica crashes (restarted); last: %s\n", name,
+            printf("backend %s: %llu replica crash(es); last: %s\n", name,
                    (unsigned long long)crashes, cli_str(b, "last_crash", last, sizeof last));
         if (*cli_str(b, "unavailable", unavailable, sizeof unavailable))
             printf("backend %s: unavailable: %s\n", name, unavailable);

@@ -72,9 +72,11 @@ struct backend {
 
     /* Guarded by mutex. */
     char unavailable[1200]; /* why requests get 503 while no replica is up; "" */
-    uint64_t crashes;
-    char last_crash[300];
 };
+
+/* Guards every backend_metrics' last_crash: kept by name, as the counters,
+ * so that an update that replaces a backend's replicas keeps its history. */
+static pthread_mutex_t last_crash_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void deliver_or_drop(serve_request *req)
 {
@@ -669,10 +671,9 @@ void backend_replica_crashed(struct replica_base *base, enum crash_reason reason
     struct replica *r = (struct replica *)base;
     struct backend *b = r->backend;
     atomic_fetch_add_explicit(&b->m->crashes[reason], 1, memory_order_relaxed);
-    pthread_mutex_lock(&b->mutex);
-    b->crashes++;
-    snprintf(b->last_crash, sizeof b->last_crash, "%s", text);
-    pthread_mutex_unlock(&b->mutex);
+    pthread_mutex_lock(&last_crash_lock);
+    snprintf(b->m->last_crash, sizeof b->m->last_crash, "%s", text);
+    pthread_mutex_unlock(&last_crash_lock);
 }
 
 void backend_unavailable_reason(struct backend *b, char *out, size_t len)
@@ -846,9 +847,12 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     for (size_t i = 0; i < b->replica_count; i++) busy += b->replicas[i].in_flight > 0;
     pthread_mutex_unlock(&b->mutex);
     pthread_mutex_lock(&b->mutex);
-    uint64_t crashes = b->crashes;
-    char last_crash[sizeof b->last_crash];
-    memcpy(last_crash, b->last_crash, sizeof last_crash);
+    uint64_t crashes = 0;
+    for (int i = 0; i < CRASH_REASONS; i++) crashes += atomic_load(&b->m->crashes[i]);
+    char last_crash[sizeof b->m->last_crash];
+    pthread_mutex_lock(&last_crash_lock);
+    memcpy(last_crash, b->m->last_crash, sizeof last_crash);
+    pthread_mutex_unlock(&last_crash_lock);
     char unavailable[sizeof b->unavailable];
     memcpy(unavailable, b->unavailable, sizeof unavailable);
     pthread_mutex_unlock(&b->mutex);

@@ -72,6 +72,7 @@ struct backend_metrics {
     atomic_ulong rejected[REJECT_REASONS];
     atomic_ulong replica_restarts;       /* replicas started again by an update */
     atomic_ulong crashes[4];             /* process replicas died, by enum crash_reason */
+    char last_crash[300];                /* the last one's description (backend.c's lock) */
     struct handle_calls *_Atomic calls;  /* grows under the registry mutex */
     char name[];
 };

@@ -227,6 +227,13 @@ class OtherReplicasServe(unittest.TestCase):
                 t0 = time.monotonic()
                 self.assertEqual(s.post("/two", b"ok").status, 200)
                 self.assertLess(time.monotonic() - t0, 2.0)
+            # The history survives an update that replaces the replicas.
+            s.cli("update-backend", "two", "--num-replicas", "1")
+            b = s.backend_status("two")
+            self.assertEqual(b["crashes"], 6)
+            self.assertRegex(b["last_crash"], r"^replica 0 died \(SIGSEGV\)$")
+            self.assertIn("backend two: 6 replica crash(es); last: replica 0 died (SIGSEGV)",
+                          s.cli("status").stdout)
         finally:
             s.close()
 
