@@ -149,7 +149,7 @@ class Isolation(unittest.TestCase):
         self.assertIn('serve_backend_replica_crashes_total{backend="%s",reason="%s"} %d'
                       % (name, reason, INJECTIONS), metrics)
         text = s.cli("status").stdout
-        self.assertIn("crashes", text)
+        self.assertIn("backend %s: %d replica crash(es); last: replica 0 " % (name, INJECTIONS), text)
 
     def test_segv(self):
         self.check_mode("segv")
@@ -212,14 +212,13 @@ class OtherReplicasServe(unittest.TestCase):
         try:
             s.deploy("two", test_plugin("faulty"), "/two", "--num-replicas", "2")
             crashes = 0
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 120
             while crashes < 6:
                 self.assertLess(time.monotonic(), deadline)
                 if s.post("/two", b"segv0").status == 502:
                     crashes += 1
                     if crashes < 6:  # let replica 0 come back, so that it crashes again
-                        while s.backend_status("two")["busy_replicas"] or \
-                                "restarted" not in s.log().rsplit("died", 1)[-1]:
+                        while s.log().count("backend=two replica=0: restarted") < crashes:
                             self.assertLess(time.monotonic(), deadline)
                             time.sleep(0.05)
             # Replica 0's backoff is now 3.2 s.
