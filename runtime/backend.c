@@ -351,6 +351,16 @@ static void *replica_main(void *arg)
             replica_park(b, r, PARKED_READY, deadline);
             continue;
         }
+        if (!rejecting && b->kind->idle) {
+            /* A kind that holds batches elsewhere gets whole ones: answers
+             * come back a few at a time, and a batch cut to the few slots
+             * they freed would run at a batch's cost for a fraction of it. */
+            size_t want = b->queue_len < max_batch ? b->queue_len : max_batch;
+            if (b->concurrency - r->in_flight < want) {
+                replica_park(b, r, PARKED_AT_LIMIT, 0);
+                continue;
+            }
+        }
         size_t limit = max_batch;
         if (!rejecting && b->concurrency - r->in_flight < limit)
             limit = b->concurrency - r->in_flight;

@@ -502,3 +502,26 @@ TEST_IMPL(batching_async_kind_partial_batch_waits_for_idle)
     tb_finish(b);
     return 0;
 }
+
+TEST_IMPL(batching_async_kind_gets_whole_batches)
+{
+    /* Answers of an async kind come back a few at a time: the slots one
+     * answer frees do not make a batch of one while full batches wait. */
+    tb.defer = true;
+    tb_kind_in_use = &tb_async_kind;
+    struct backend *b = tb_backend("tb-whole", 1, 4, 0, 8, 100);
+    tb_enqueue(b, 12);
+    tb_wait_for(&tb.ndeferred, 8); /* two batches, 8 in flight: the limit */
+    tb_answer_one();
+    tb_sleep_ms(300);
+    ASSERT_EQ(tb_locked(&tb.nbatches), 2);
+    for (int i = 0; i < 3; i++) tb_answer_one();
+    tb_wait_for(&tb.ndeferred, 8); /* the third batch, whole */
+    ASSERT_EQ(tb.nbatches, 3);
+    ASSERT_EQ(tb.batches[2].n, 4);
+    tb_assert_arrival_order(12);
+    for (int i = 0; i < 8; i++) tb_answer_one();
+    tb_wait_for(&tb.ndelivered, 12);
+    tb_finish(b);
+    return 0;
+}
