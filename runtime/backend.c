@@ -523,6 +523,66 @@ static void wake_replica(struct replica *r)
         park_wake(&r->park);
 }
 
+/* Bodies up to this may be written to a replica's ring by the enqueuing
+ * thread; larger ones go through the worker (the ring may make it wait). */
+#define DISPATCH_HERE_BYTES (64u << 10)
+#define DISPATCH_HERE_MAX 64
+
+/* Under b->mutex, which it releases when it returns true. A backend with
+ * nothing to batch (max batch 1) whose kind only hands batches over (idle
+ * != NULL), with a sleeping replica that has room: the enqueuing thread
+ * hands the request over itself instead of waking the replica's worker to
+ * do it, one thread hop less per request; the worker stays asleep. With
+ * larger batches the worker forms them, so that the batching rule and its
+ * timing are the same for every kind. */
+static bool dispatch_here(struct backend *b)
+{
+    const size_t max_batch = b->spec.options.max_batch_size;
+    if (!b->kind->idle || b->reject_queued || b->stopping || max_batch != 1 ||
+        b->queue_len < max_batch)
+        return false;
+    struct replica *r = NULL;
+    for (size_t i = 0; i < b->replica_count && !r; i++)
+        if (b->replicas[i].parked == PARKED_READY && !b->replicas[i].down &&
+            b->replicas[i].in_flight + max_batch <= b->concurrency)
+            r = &b->replicas[i];
+    if (!r) return false;
+    size_t bytes = 0;
+    serve_request *last = b->queue_head;
+    for (size_t k = 1; k < max_batch; k++) last = last->next;
+    for (serve_request *q = b->queue_head; ; q = q->next) {
+        bytes += q->body_len;
+        if (q == last) break;
+    }
+    if (bytes > DISPATCH_HERE_BYTES) return false;
+    serve_request *batch[DISPATCH_HERE_MAX];
+    size_t n = 0;
+    while (n < max_batch && b->queue_head) {
+        serve_request *q = b->queue_head;
+        b->queue_head = q->next;
+        if (!b->queue_head) b->queue_tail = NULL;
+        b->queue_len--;
+        q->next = NULL;
+        if (atomic_load(&q->state) == REQ_TIMED_OUT) {
+            request_release(q);
+            continue;
+        }
+        q->replica = r;
+        batch[n++] = q;
+    }
+    if (n == 0) {
+        pthread_mutex_unlock(&b->mutex);
+        return true;
+    }
+    r->in_flight += (uint32_t)n;
+    pthread_mutex_unlock(&b->mutex);
+    uint32_t finished = run_batch(r, batch, n);
+    pthread_mutex_lock(&b->mutex);
+    r->in_flight -= finished;
+    pthread_mutex_unlock(&b->mutex);
+    return true;
+}
+
 enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
 {
     req->enqueued_ns = serve__now_ns();
@@ -548,6 +608,7 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
         b->queue_head = req;
     b->queue_tail = req;
     b->queue_len++;
+    if (dispatch_here(b)) return ENQUEUE_OK; /* unlocked it */
     /* One replica with room is enough: it takes everything it may in one
      * batch. Replicas at their limit are woken only for a re-entrant call,
      * the one thing they may take. */

@@ -7,7 +7,8 @@
  * and remote connections.
  *
  * Each replica has one worker thread in backend.c that forms batches and
- * calls run_batch, reconfigure and stop on it, never two at once. A kind
+ * calls run_batch, reconfigure and stop on it, never two at once (but see
+ * `idle` for the run_batch of an asynchronous kind). A kind
  * that hands a batch to something else (a child process, a connection)
  * defers every request (serve_request_defer) and answers it later from any
  * thread (serve_respond and friends), as a plugin answers a deferred request.
@@ -73,7 +74,11 @@ struct replica_kind {
      * (a kind whose run_batch returns before the batch ran). The worker
      * then forms a partial batch only once the replica is idle again, as a
      * thread replica's worker does, and waits for backend_replica_wake;
-     * a full batch may go at once. NULL: run_batch runs the batch. */
+     * a full batch may go at once, and only whole batches go while others
+     * wait. NULL: run_batch runs the batch. A kind with idle also has its
+     * run_batch called by enqueuing threads (any thread, concurrently with
+     * the worker's) for backends with max batch 1 while the replica's
+     * worker sleeps: it must only hand the batch over, never run it. */
     bool (*idle)(struct replica_base *r);
 
     /* The replica's worker thread, between two batches; only when the

@@ -56,6 +56,7 @@ static struct {
     int started, stopped, opened, closed;
     bool busy;                  /* the async kind: a batch still runs */
     struct replica_base *last;  /* the replica of the last batch */
+    pthread_t last_thread;      /* the thread that handed it over */
 } tb = {.mutex = PTHREAD_MUTEX_INITIALIZER, .changed = PTHREAD_COND_INITIALIZER};
 
 static int tb_index(const serve_request *req)
@@ -125,6 +126,7 @@ static int tb_run_batch(struct replica_base *r, serve_request **reqs, size_t n)
     tb.in_flight[r->index] += (int)n;
     tb.busy = true;
     tb.last = r;
+    tb.last_thread = pthread_self();
     if (tb.in_flight[r->index] > tb.max_in_flight[r->index])
         tb.max_in_flight[r->index] = tb.in_flight[r->index];
     pthread_cond_broadcast(&tb.changed);
@@ -522,6 +524,26 @@ TEST_IMPL(batching_async_kind_gets_whole_batches)
     tb_assert_arrival_order(12);
     for (int i = 0; i < 8; i++) tb_answer_one();
     tb_wait_for(&tb.ndelivered, 12);
+    tb_finish(b);
+    return 0;
+}
+
+TEST_IMPL(batching_async_kind_max_batch_one_from_the_enqueuer)
+{
+    /* Nothing to batch: the enqueuing thread hands the request to the idle
+     * replica itself, with no wake-up of the replica's worker. */
+    tb.defer = true;
+    tb_kind_in_use = &tb_async_kind;
+    struct backend *b = tb_backend("tb-one", 1, 1, 0, 8, 100);
+    tb_sleep_ms(100); /* the worker parks */
+    tb_enqueue(b, 1);
+    ASSERT_EQ(tb_locked(&tb.nbatches), 1); /* already: on this thread */
+    ASSERT(pthread_equal(tb.last_thread, pthread_self()));
+    tb_enqueue(b, 3);
+    tb_wait_for(&tb.ndeferred, 4);
+    tb_assert_arrival_order(4);
+    for (int i = 0; i < 4; i++) tb_answer_one();
+    tb_wait_for(&tb.ndelivered, 4);
     tb_finish(b);
     return 0;
 }
