@@ -496,7 +496,8 @@ TEST_IMPL(batching_async_kind_partial_batch_waits_for_idle)
     struct replica_base *r = tb.last;
     pthread_mutex_unlock(&tb.mutex);
     backend_replica_wake(r);               /* the batch ended */
-    tb_wait_for(&tb.nbatches, 3);
+    tb_wait_for(&tb.ndeferred, 6);         /* the third batch is in (and deferred) */
+    ASSERT_EQ(tb.nbatches, 3);
     ASSERT_EQ(tb.batches[2].n, 1);
     tb_assert_arrival_order(6);
     for (int i = 0; i < 6; i++) tb_answer_one();
@@ -535,7 +536,7 @@ TEST_IMPL(batching_async_kind_max_batch_one_from_the_enqueuer)
     tb.defer = true;
     tb_kind_in_use = &tb_async_kind;
     struct backend *b = tb_backend("tb-one", 1, 1, 0, 8, 100);
-    tb_sleep_ms(100); /* the worker parks */
+    tb_sleep_ms(500); /* the worker parks (wide: sanitized builds are slow) */
     tb_enqueue(b, 1);
     ASSERT_EQ(tb_locked(&tb.nbatches), 1); /* already: on this thread */
     ASSERT(pthread_equal(tb.last_thread, pthread_self()));
