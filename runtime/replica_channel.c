@@ -117,9 +117,15 @@ void wire_str(struct wire_out *w, const char *s)
     put(w, s, n + 1);
 }
 
+struct wire_in wire_in_of(const struct wire_out *w)
+{
+    struct wire_in r = {w->buf, w->buf ? w->buf + w->len : NULL, false};
+    return r;
+}
+
 static bool take(struct wire_in *r, void *out, size_t n)
 {
-    if (r->bad || (size_t)(r->end - r->p) < n) {
+    if (r->bad || !r->p || (size_t)(r->end - r->p) < n) {
         r->bad = true;
         memset(out, 0, n);
         return false;
@@ -146,7 +152,7 @@ uint64_t wire_get_u64(struct wire_in *r)
 const char *wire_get_str(struct wire_in *r)
 {
     uint32_t n = wire_get_u32(r);
-    if (r->bad || (size_t)(r->end - r->p) <= n || r->p[n] != '\0') {
+    if (r->bad || !r->p || (size_t)(r->end - r->p) <= n || r->p[n] != '\0') {
         r->bad = true;
         return "";
     }

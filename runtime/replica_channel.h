@@ -83,6 +83,8 @@ struct wire_in {
     const char *p, *end;
     bool bad;
 };
+/* A reader over what w holds (nothing, when w never grew). */
+struct wire_in wire_in_of(const struct wire_out *w);
 uint32_t wire_get_u32(struct wire_in *r);
 uint64_t wire_get_u64(struct wire_in *r);
 const char *wire_get_str(struct wire_in *r);

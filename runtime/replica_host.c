@@ -191,7 +191,7 @@ static void *results_main(void *unused)
         void *body = malloc(prefix.body_len ? prefix.body_len : 1);
         if (!body) abort(); /* the stream cannot be resynchronised */
         shm_ring_read(&host.results, body, prefix.body_len, shm_ring_wait_futex, NULL);
-        struct wire_in r = {head.buf, head.buf + head.len, false};
+        struct wire_in r = wire_in_of(&head);
         uint64_t id = wire_get_u64(&r);
         int status = (int)wire_get_u32(&r);
         const char *ctype = wire_get_str(&r);
@@ -332,7 +332,7 @@ static void send_reply(uint32_t type, const char *text, uint32_t value)
 /* MSG_INIT: load the plugin and run its init. */
 static bool start(const struct wire_out *head, uint32_t pairs)
 {
-    struct wire_in r = {head->buf, head->buf + head->len, false};
+    struct wire_in r = wire_in_of(head);
     host.backend = strdup(wire_get_str(&r));
     const char *plugin = wire_get_str(&r);
     host.index = (int)wire_get_u32(&r);
@@ -392,7 +392,7 @@ static void serve_work(void)
             if (n) run_batch(batch, n);
             n = 0;
         } else if (type == MSG_RECONFIGURE) {
-            struct wire_in r = {head.buf, head.buf + head.len, false};
+            struct wire_in r = wire_in_of(&head);
             serve_config *config = read_config(&r, prefix.count);
             int rc = host.lib.plugin->reconfigure ? host.lib.plugin->reconfigure(host.state, config)
                                                   : -1;

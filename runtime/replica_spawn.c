@@ -223,7 +223,7 @@ struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size
     struct wire_prefix prefix;
     bool got = channel_get(&inc->answers, incarnation_wait, inc, &type, &prefix, &head) &&
                channel_skip(&inc->answers, prefix.body_len, incarnation_wait, inc);
-    struct wire_in r = {head.buf, head.buf + head.len, false};
+    struct wire_in r = wire_in_of(&head);
     const char *text = got ? wire_get_str(&r) : "";
     uint32_t value = got ? wire_get_u32(&r) : 0;
     if (got && type == MSG_READY && !r.bad) {

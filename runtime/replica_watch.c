@@ -194,7 +194,7 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
     } else if (!channel_skip(&inc->answers, prefix.body_len, wait, inc)) {
         return false;
     }
-    struct wire_in r = {head->buf, head->buf + head->len, false};
+    struct wire_in r = wire_in_of(head);
     switch (type) {
     case MSG_ANSWER: on_answer(inc, &r, prefix.count, body, prefix.body_len, d); break;
     case MSG_CALL: on_call(p, inc, &r, prefix.count, body, prefix.body_len); break;

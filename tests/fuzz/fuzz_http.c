@@ -47,6 +47,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct backend_spec spec = {.name = "echo", .plugin = SERVE_FUZZ_ECHO_PLUGIN};
     backend_options_default(&spec.options);
     spec.options.request_timeout_ms = 1000;
+    /* The data plane is under test: the replica as a thread of this
+     * process (a process replica would spawn this fuzzer binary). */
+    spec.options.isolation = ISOLATION_THREAD;
     spec.config = config_new();
     echo = backend_create(&spec, err, sizeof err);
     config_free(spec.config);

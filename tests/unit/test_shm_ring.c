@@ -126,7 +126,7 @@ static void test_ring_run(bool use_eventfd)
         ASSERT_EQ(prefix.count, 3);
         ASSERT(prefix.body_len <= 9000);
         ASSERT(shm_ring_read(&end, body, prefix.body_len, wait, wait_arg));
-        struct wire_in r = {head.buf, head.buf + head.len, false};
+        struct wire_in r = wire_in_of(&head);
         int writer = (int)wire_get_u32(&r);
         int seq = (int)wire_get_u32(&r);
         ASSERT(strcmp(wire_get_str(&r), "a string in the head") == 0);
@@ -191,7 +191,7 @@ TEST_IMPL(wire_bounds)
     struct wire_out w = {0};
     wire_u32(&w, 5);
     wire_str(&w, "abc");
-    struct wire_in r = {w.buf, w.buf + w.len, false};
+    struct wire_in r = wire_in_of(&w);
     ASSERT_EQ(wire_get_u32(&r), 5);
     ASSERT(strcmp(wire_get_str(&r), "abc") == 0);
     ASSERT(!r.bad);
@@ -201,6 +201,10 @@ TEST_IMPL(wire_bounds)
     wire_get_u32(&cut);
     ASSERT(strcmp(wire_get_str(&cut), "") == 0);
     ASSERT(cut.bad);
+    struct wire_out empty = {0}; /* a head that never grew: nothing to read */
+    struct wire_in none = wire_in_of(&empty);
+    ASSERT_EQ(wire_get_u32(&none), 0);
+    ASSERT(none.bad);
     wire_free(&w);
     return 0;
 }
