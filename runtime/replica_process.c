@@ -36,6 +36,7 @@
 #include "backend.h"
 #include "clock.h"
 #include "log.h"
+#include "replica_host.h"
 #include "replica_process_internal.h"
 
 #define BACKOFF_FIRST_MS 100
@@ -179,6 +180,10 @@ static bool process_open(const struct backend_spec *spec, struct replica_group *
                          size_t errlen)
 {
     (void)spec;
+    if (!replica_process_supported()) {
+        snprintf(err, errlen, "this program cannot run process replicas; use --isolation thread");
+        return false;
+    }
     struct process_group *pg = calloc(1, sizeof *pg);
     if (!pg) {
         snprintf(err, errlen, "out of memory");

@@ -111,9 +111,13 @@ static bool fd_above(int *fd, int floor)
  * since), unless this process runs under an interpreter such as valgrind,
  * whose /proc/self/exe is the interpreter: then the path it was given. */
 static char executable[PATH_MAX] = "/proc/self/exe";
+static bool hosts_replicas;
+
+bool replica_process_supported(void) { return hosts_replicas; }
 
 void replica_process_note_argv0(const char *argv0)
 {
+    hosts_replicas = true;
     struct stat self, given;
     char resolved[PATH_MAX];
     if (!argv0 || !strchr(argv0, '/') || !realpath(argv0, resolved)) return;

@@ -127,6 +127,7 @@ int main(int argc, char **argv)
     /* Backends made by the tests run process replicas, spawned from the
      * binary that made them: this one. */
     if (argc > 1 && strcmp(argv[1], "__replica-host") == 0) return replica_host_main(argc, argv);
+    replica_process_note_argv0(argv[0]);
     if (argc == 2 && strcmp(argv[1], "--list") == 0) {
         for (size_t i = 0; i < UNIT_TEST_COUNT; i++) puts(unit_tests[i].name);
         return 0;
