@@ -111,10 +111,11 @@ static void push_answers(serve_request **batch, size_t n)
 
 static struct replica *unpark_one_ready(struct backend *b);
 
-/* The kind could not run the batch (its replica is down) and touched none
- * of it: back to the front of the queue, in order, for another replica or
- * this one once it is up. */
-static void requeue_batch(struct replica *r, serve_request **batch, size_t n)
+/* The kind could not take the batch and touched none of it: back to the
+ * front of the queue, in order. REPLICA_DOWN: for another replica, or this
+ * one once it is up. REPLICA_FULL (a hand-over that may not wait): for the
+ * replica's worker, which may. */
+static void requeue_batch(struct replica *r, serve_request **batch, size_t n, int why)
 {
     struct backend *b = r->backend;
     atomic_fetch_sub_explicit(&b->m->batches_total, 1, memory_order_relaxed);
@@ -132,16 +133,24 @@ static void requeue_batch(struct replica *r, serve_request **batch, size_t n)
         b->queue_len++;
         batch[i] = NULL;
     }
-    r->requeued = true;
-    struct replica *idle = unpark_one_ready(b);
+    struct replica *wake;
+    if (why == REPLICA_FULL) {
+        wake = r->parked != PARKED_NO ? r : NULL;
+        if (wake) r->parked = PARKED_NO;
+    } else {
+        r->requeued = true;
+        wake = unpark_one_ready(b);
+    }
     pthread_mutex_unlock(&b->mutex);
-    if (idle) park_wake(&idle->park);
+    if (wake) park_wake(&wake->park);
 }
 
-/* Runs one batch on the replica's worker thread, outside the mutex.
- * Returns how many requests left the replica's in-flight count. Uses
- * batch[] as scratch: its entries are gone (NULL) on return. */
-static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
+/* Runs one batch, outside the mutex: on the replica's worker thread, or
+ * (an asynchronous kind's hand-over, see dispatch_here) another one;
+ * `nowait` on a thread the replica may be waiting on. Returns how many
+ * requests left the replica's in-flight count. Uses batch[] as scratch:
+ * its entries are gone (NULL) on return. */
+static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n, bool nowait)
 {
     struct backend *b = r->backend;
     struct backend_metrics *m = b->m;
@@ -160,9 +169,10 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n)
     atomic_fetch_add_explicit(&m->batches_total, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&m->requests_total, n, memory_order_relaxed);
     LOG_DEBUG("backend=%s replica=%d: batch of %zu", b->spec.name, r->base.index, n);
-    int rc = b->kind->run_batch(&r->base, batch, n);
-    if (rc == REPLICA_DOWN) {
-        requeue_batch(r, batch, n);
+    int rc = nowait ? b->kind->run_batch_nowait(&r->base, batch, n)
+                    : b->kind->run_batch(&r->base, batch, n);
+    if (rc == REPLICA_DOWN || rc == REPLICA_FULL) {
+        requeue_batch(r, batch, n, rc);
         return (uint32_t)n;
     }
     /* A kind that runs batches elsewhere reports their time itself. */
@@ -330,7 +340,7 @@ static void *replica_main(void *arg)
             reentrant->replica = r;
             r->in_flight++;
             pthread_mutex_unlock(&b->mutex);
-            uint32_t finished = run_batch(r, &reentrant, 1);
+            uint32_t finished = run_batch(r, &reentrant, 1, false);
             pthread_mutex_lock(&b->mutex);
             r->in_flight -= finished;
             continue;
@@ -390,7 +400,7 @@ static void *replica_main(void *arg)
         struct replica *idle = b->queue_len ? unpark_one_ready(b) : NULL;
         pthread_mutex_unlock(&b->mutex);
         if (idle) park_wake(&idle->park);
-        uint32_t finished = run_batch(r, batch, n);
+        uint32_t finished = run_batch(r, batch, n, false);
         pthread_mutex_lock(&b->mutex);
         r->in_flight -= finished;
     }
@@ -523,63 +533,75 @@ static void wake_replica(struct replica *r)
         park_wake(&r->park);
 }
 
-/* Bodies up to this may be written to a replica's ring by the enqueuing
- * thread; larger ones go through the worker (the ring may make it wait). */
+/* Bodies up to this may be handed over by a thread other than the
+ * replica's worker; larger ones go through the worker (the hand-over may
+ * wait for room). */
 #define DISPATCH_HERE_BYTES (64u << 10)
-#define DISPATCH_HERE_MAX 64
+
+/* Under b->mutex: may a thread other than r's worker hand r a request?
+ * Only while the worker sleeps (so the two never take from the queue for
+ * r at once) and r has room. */
+static bool can_dispatch_here(const struct backend *b, const struct replica *r)
+{
+    return (r->parked == PARKED_READY || r->parked == PARKED_AT_LIMIT) && !r->down &&
+           r->in_flight < b->concurrency;
+}
 
 /* Under b->mutex, which it releases when it returns true. A backend with
  * nothing to batch (max batch 1) whose kind only hands batches over (idle
- * != NULL), with a sleeping replica that has room: the enqueuing thread
- * hands the request over itself instead of waking the replica's worker to
- * do it, one thread hop less per request; the worker stays asleep. With
- * larger batches the worker forms them, so that the batching rule and its
- * timing are the same for every kind. */
-static bool dispatch_here(struct backend *b)
+ * != NULL): the calling thread hands queued requests to `only` (or to any
+ * replica whose worker sleeps with room) itself, one thread hop less per
+ * request than waking the worker to do it; the worker stays asleep. The
+ * enqueuing thread (an I/O thread) does this, and, for kinds with
+ * run_batch_nowait, the thread that reports answers, as each answer frees
+ * a slot. Both hand over with run_batch_nowait where the kind has it: a
+ * request that does not fit now is left to the worker, the one thread that
+ * may wait for the replica.
+ * With larger batches the worker forms them, so that the batching rule
+ * and its timing are the same for every kind. */
+static bool dispatch_here(struct backend *b, struct replica *only, bool nowait)
 {
-    const size_t max_batch = b->spec.options.max_batch_size;
-    if (!b->kind->idle || b->reject_queued || b->stopping || max_batch != 1 ||
-        b->queue_len < max_batch)
+    if (!b->kind->idle || b->reject_queued || b->stopping || b->spec.options.max_batch_size != 1 ||
+        !b->queue_head)
         return false;
     struct replica *r = NULL;
-    for (size_t i = 0; i < b->replica_count && !r; i++)
-        if (b->replicas[i].parked == PARKED_READY && !b->replicas[i].down &&
-            b->replicas[i].in_flight + max_batch <= b->concurrency)
-            r = &b->replicas[i];
+    if (only)
+        r = can_dispatch_here(b, only) ? only : NULL;
+    else /* the least loaded: a request handed over waits behind the others there */
+        for (size_t i = 0; i < b->replica_count; i++)
+            if (can_dispatch_here(b, &b->replicas[i]) &&
+                (!r || b->replicas[i].in_flight < r->in_flight))
+                r = &b->replicas[i];
     if (!r) return false;
-    size_t bytes = 0;
-    serve_request *last = b->queue_head;
-    for (size_t k = 1; k < max_batch; k++) last = last->next;
-    for (serve_request *q = b->queue_head; ; q = q->next) {
-        bytes += q->body_len;
-        if (q == last) break;
-    }
-    if (bytes > DISPATCH_HERE_BYTES) return false;
-    serve_request *batch[DISPATCH_HERE_MAX];
-    size_t n = 0;
-    while (n < max_batch && b->queue_head) {
-        serve_request *q = b->queue_head;
-        b->queue_head = q->next;
+    bool dispatched = false;
+    /* The enqueuing thread hands over its one request; the answers'
+     * reader refills what the answers freed. */
+    while (b->queue_head && can_dispatch_here(b, r) && !b->reject_queued && !b->stopping) {
+        serve_request *req = b->queue_head;
+        if (req->body_len > DISPATCH_HERE_BYTES) break;
+        b->queue_head = req->next;
         if (!b->queue_head) b->queue_tail = NULL;
         b->queue_len--;
-        q->next = NULL;
-        if (atomic_load(&q->state) == REQ_TIMED_OUT) {
-            request_release(q);
+        req->next = NULL;
+        if (atomic_load(&req->state) == REQ_TIMED_OUT) {
+            request_release(req); /* answered 504 already; not the last ref */
             continue;
         }
-        q->replica = r;
-        batch[n++] = q;
-    }
-    if (n == 0) {
+        req->replica = r;
+        r->in_flight++;
+        dispatched = true;
         pthread_mutex_unlock(&b->mutex);
-        return true;
+        uint32_t finished = run_batch(r, &req, 1, nowait);
+        pthread_mutex_lock(&b->mutex);
+        r->in_flight -= finished;
+        if (finished) break; /* answered, failed or given back: the worker's turn */
     }
-    r->in_flight += (uint32_t)n;
+    if (!dispatched) return false;
+    /* What is left (a large body, a full ring) is the worker's. */
+    bool wake = b->queue_head && r->parked == PARKED_AT_LIMIT && r->in_flight < b->concurrency;
+    if (wake) r->parked = PARKED_NO;
     pthread_mutex_unlock(&b->mutex);
-    uint32_t finished = run_batch(r, batch, n);
-    pthread_mutex_lock(&b->mutex);
-    r->in_flight -= finished;
-    pthread_mutex_unlock(&b->mutex);
+    if (wake) park_wake(&r->park);
     return true;
 }
 
@@ -608,7 +630,7 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
         b->queue_head = req;
     b->queue_tail = req;
     b->queue_len++;
-    if (dispatch_here(b)) return ENQUEUE_OK; /* unlocked it */
+    if (dispatch_here(b, NULL, b->kind->run_batch_nowait != NULL)) return ENQUEUE_OK; /* unlocked it */
     /* One replica with room is enough: it takes everything it may in one
      * batch. Replicas at their limit are woken only for a re-entrant call,
      * the one thing they may take. */
@@ -864,10 +886,12 @@ void backend_deferred_answered_many(serve_request **reqs, const bool *won, size_
     pthread_mutex_lock(&b->mutex);
     for (size_t i = 0; i < n; i++) unlink_deferred(r, reqs[i]);
     r->in_flight -= (uint32_t)n;
-    bool wake = r->parked == PARKED_AT_LIMIT;
-    if (wake) r->parked = PARKED_NO;
-    pthread_mutex_unlock(&b->mutex);
-    if (wake) park_wake(&r->park);
+    if (!b->kind->run_batch_nowait || !dispatch_here(b, r, true)) {
+        bool wake = r->parked == PARKED_AT_LIMIT;
+        if (wake) r->parked = PARKED_NO;
+        pthread_mutex_unlock(&b->mutex);
+        if (wake) park_wake(&r->park);
+    }
     for (size_t i = 0; i < n; i++) {
         serve_request *req = reqs[i];
         if (!won[i]) {

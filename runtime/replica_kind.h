@@ -81,6 +81,15 @@ struct replica_kind {
      * worker sleeps: it must only hand the batch over, never run it. */
     bool (*idle)(struct replica_base *r);
 
+    /* Optional, with idle: run_batch for a thread that the replica may
+     * itself be waiting on (the one that reads its answers): where handing
+     * the batch over would wait for room, it touches nothing and returns
+     * REPLICA_FULL, and the backend leaves the batch to the worker. The
+     * backend then also hands over work from the thread that reports the
+     * replica's answers (backend_deferred_answered_many), as a slot frees,
+     * instead of waking the worker to do it. */
+    int (*run_batch_nowait)(struct replica_base *r, serve_request **reqs, size_t n);
+
     /* The replica's worker thread, between two batches; only when the
      * group's can_reconfigure. 0 when the replica took the config. */
     int (*reconfigure)(struct replica_base *r, const serve_config *config);
@@ -91,6 +100,7 @@ struct replica_kind {
 };
 
 #define REPLICA_DOWN (-0x7fff)
+#define REPLICA_FULL (-0x7ffe)
 
 /* Replicas as processes (replica_process.c): a child process per replica,
  * spawned from this binary, restarted when it dies. */

@@ -266,11 +266,36 @@ static void wait_worker(struct incarnation *inc, atomic_uint *done, unsigned tar
     }
 }
 
-static int process_run_batch(struct replica_base *r, serve_request **reqs, size_t n)
+/* Work-ring bytes a batch of these requests takes at most (put_request,
+ * channel_put and the MSG_RUN_BATCH after them). */
+static size_t batch_bytes(serve_request *const *reqs, size_t n)
+{
+    const size_t per_message = sizeof(struct shm_ring_header) + sizeof(struct wire_prefix);
+    size_t bytes = per_message + 4;
+    for (size_t i = 0; i < n; i++) {
+        const serve_request *req = reqs[i];
+        /* Fixed fields, then each string as length, bytes and NUL. */
+        size_t b = per_message + 4 + 4 + 8 + 8 + 8 + 4 + 4 + req->body_len;
+        b += 5 + strlen(req->method) + 5 + strlen(req->path) + 5 + strlen(req->id);
+        for (size_t k = 0; k < 2 * req->header_count; k++) b += 5 + strlen(req->headers[k]);
+        for (size_t k = 0; k < 2 * req->query_count; k++)
+            b += 5 + (req->query[k] ? strlen(req->query[k]) : 0);
+        bytes += b;
+    }
+    return bytes;
+}
+
+static int hand_over(struct replica_base *r, serve_request **reqs, size_t n, bool may_wait)
 {
     struct process_replica *p = r->data;
     struct incarnation *inc = current(p);
     if (!inc) return REPLICA_DOWN;
+    shm_ring_lock(&inc->work);
+    if (!may_wait && shm_ring_room(&inc->work) < batch_bytes(reqs, n)) {
+        shm_ring_unlock(&inc->work);
+        incarnation_release(inc);
+        return REPLICA_FULL;
+    }
     pthread_mutex_lock(&inc->slots_lock);
     bool ok = !inc->closed;
     size_t placed = 0;
@@ -280,15 +305,15 @@ static int process_run_batch(struct replica_base *r, serve_request **reqs, size_
     }
     pthread_mutex_unlock(&inc->slots_lock);
     if (!ok) {
+        shm_ring_unlock(&inc->work);
         incarnation_release(inc);
         return REPLICA_DOWN;
     }
     /* Requests without a slot (out of memory) are answered 500 by the
      * backend, as unanswered ones. The others are the child's now: the
-     * worker goes on to the next batch while the child runs this one, as
+     * caller goes on to the next batch while the child runs this one, as
      * far as the replica's concurrency limit lets it. */
     atomic_fetch_add(&inc->batches_sent, 1);
-    shm_ring_lock(&inc->work);
     for (size_t i = 0; i < placed; i++) put_request(inc, reqs[i]);
     struct wire_out *w = &inc->work_head;
     wire_reset(w);
@@ -298,6 +323,19 @@ static int process_run_batch(struct replica_base *r, serve_request **reqs, size_
     shm_ring_unlock(&inc->work);
     incarnation_release(inc);
     return 0;
+}
+
+static int process_run_batch(struct replica_base *r, serve_request **reqs, size_t n)
+{
+    return hand_over(r, reqs, n, true);
+}
+
+/* The monitor thread, which reads the answers ring, must never wait for
+ * room in the work ring: the child may itself be waiting for room in the
+ * answers ring. */
+static int process_run_batch_nowait(struct replica_base *r, serve_request **reqs, size_t n)
+{
+    return hand_over(r, reqs, n, false);
 }
 
 static bool process_idle(struct replica_base *r)
@@ -370,6 +408,7 @@ const struct replica_kind replica_kind_process = {
     .start = process_start,
     .run_batch = process_run_batch,
     .idle = process_idle,
+    .run_batch_nowait = process_run_batch_nowait,
     .reconfigure = process_reconfigure,
     .stop = process_stop,
 };

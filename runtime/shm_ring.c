@@ -77,6 +77,8 @@ static size_t room(const struct shm_ring_end *end)
     return end->ring->capacity - (size_t)(end->pending - tail);
 }
 
+size_t shm_ring_room(const struct shm_ring_end *end) { return room(end); }
+
 static bool wait_room(struct shm_ring_end *end)
 {
     struct shm_ring *ring = end->ring;

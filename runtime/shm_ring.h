@@ -85,6 +85,8 @@ bool shm_ring_begin(struct shm_ring_end *end, uint32_t type, uint32_t len);
 bool shm_ring_write(struct shm_ring_end *end, const void *data, size_t len);
 bool shm_ring_end_message(struct shm_ring_end *end);
 
+/* Writer, under the lock: bytes that can be written now without waiting. */
+size_t shm_ring_room(const struct shm_ring_end *end);
 /* Writes a whole message (lock, begin, pieces, end, unlock). */
 bool shm_ring_send(struct shm_ring_end *end, uint32_t type, const void *data, uint32_t len);
 

@@ -257,6 +257,59 @@ class ProcessBatchFigures(unittest.TestCase):
         finally:
             s.close()
 
+    def test_requests_go_to_the_least_loaded_replica(self):
+        # A request handed to a process replica waits in its ring behind
+        # the ones it holds: two slow requests at once must run on two
+        # replicas side by side, not one after the other on the first.
+        s = Server()
+        try:
+            s.deploy("two", test_plugin("faulty"), "/two", "--num-replicas", "2")
+            s.post("/two", b"ok")
+            answers = []
+            threads = [threading.Thread(target=lambda: answers.append(
+                s.post("/two", b"sleep:1000", timeout=60))) for _ in range(2)]
+            started = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            took = time.monotonic() - started
+            self.assertEqual([r.status for r in answers], [200, 200])
+            self.assertLess(took, 1.7, "the two requests ran one after the other")
+        finally:
+            s.close()
+
+    def test_large_bodies_that_do_not_fit_go_through_the_worker(self):
+        # With max batch 1, I/O threads and the thread that reads a
+        # replica's answers hand it requests themselves, but may not wait
+        # for room in its work ring (an I/O thread has other clients; the
+        # answers reader would wait on a child that waits for it): 64
+        # bodies of 60 KB, in flight at once, are more than the work ring
+        # holds while the child sleeps, and what does not fit must go
+        # through the replica's worker, in full, none lost or stuck.
+        s = Server()
+        try:
+            s.deploy("big", test_plugin("faulty"), "/big", "--max-concurrent-queries", "64")
+            bodies = [b"slow-echo:2:" + bytes([65 + k % 26]) * (60 << 10) for k in range(64)]
+            failures = []
+
+            def client(k):
+                for _ in range(3 if SANITIZED else 10):
+                    r = s.post("/big", bodies[k], timeout=60)
+                    if r.status != 200 or r.body != bodies[k]:
+                        failures.append((r.status, len(r.body)))
+                        return
+
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(64)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.assertFalse(any(t.is_alive() for t in threads), "clients stuck")
+            self.assertEqual(failures, [])
+        finally:
+            s.close()
+
 
 class ThreadIsolation(unittest.TestCase):
     def test_thread_mode_is_kept_and_refuses_max_memory(self):

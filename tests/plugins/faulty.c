@@ -89,6 +89,9 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
         } else if (strncmp(what, "sleep:", 6) == 0) {
             sleep_ms(atol(what + 6));
             serve_respond(req, 200, "text/plain", ok, (size_t)oklen);
+        } else if (strncmp(what, "slow-echo:", 10) == 0) {
+            sleep_ms(atol(what + 10));
+            serve_respond(req, 200, "application/octet-stream", body, len);
         } else if (strncmp(what, "defer:", 6) == 0) {
             struct later *l = malloc(sizeof *l);
             l->req = req;
