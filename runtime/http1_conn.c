@@ -116,6 +116,7 @@ struct http1 {
     time_t date_at;
     char date[40]; /* "Date: ...\r\n" */
     atomic_size_t read_timeouts, refused;
+    atomic_size_t open_here; /* connections of this I/O thread */
 };
 
 /* ---- The body budget (process-wide) ---- */
@@ -803,6 +804,7 @@ static void conn_close(struct conn *c)
     c->prev->next = c->next;
     c->next->prev = c->prev;
     atomic_fetch_sub_explicit(h->limits.open, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&h->open_here, 1, memory_order_relaxed);
     free(c);
 }
 
@@ -950,6 +952,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 /* ---- Accepting ---- */
 
+#ifndef ACCEPTS_PER_WAKEUP
+#define ACCEPTS_PER_WAKEUP 1
+#endif
+
 static void on_accept(evutil_socket_t fd, short what, void *arg);
 
 static void pause_accepting(struct http1 *h, int err)
@@ -999,6 +1005,7 @@ static void conn_open(struct http1 *h, int fd, const struct sockaddr_storage *pe
     c->prev->next = c;
     h->conns.prev = c;
     size_t open = atomic_fetch_add_explicit(h->limits.open, 1, memory_order_relaxed) + 1;
+    atomic_fetch_add_explicit(&h->open_here, 1, memory_order_relaxed);
     /* Refused with an answer on its first request, or closed by the read
      * deadline if it sends none. */
     c->over_limit = h->limits.max_connections && open > h->limits.max_connections;
@@ -1011,7 +1018,11 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct http1 *h = arg;
-    for (int i = 0; i < 64; i++) {
+    /* The I/O threads share the listening socket, and each is woken while
+     * it is readable: one connection per wake-up spreads a burst of
+     * connects over them, where a loop would let the first one awake take
+     * the whole burst and leave the other threads idle for its life. */
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
         struct sockaddr_storage peer;
         socklen_t len = sizeof peer;
         int client = accept4(fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -1090,6 +1101,11 @@ void http1_free(struct http1 *h)
 size_t http1_read_timeouts(const struct http1 *h)
 {
     return atomic_load_explicit(&h->read_timeouts, memory_order_relaxed);
+}
+
+size_t http1_open_connections(const struct http1 *h)
+{
+    return atomic_load_explicit(&h->open_here, memory_order_relaxed);
 }
 
 size_t http1_refused(const struct http1 *h)

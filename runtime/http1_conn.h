@@ -84,6 +84,8 @@ void http1_free(struct http1 *h);
 /* Counters since start; any thread. */
 size_t http1_read_timeouts(const struct http1 *h);
 size_t http1_refused(const struct http1 *h);
+/* Connections of this I/O thread open now; any thread. */
+size_t http1_open_connections(const struct http1 *h);
 
 /* The request-body budget of the whole process: bytes of request bodies
  * held in memory at once, over all connections and until each request is

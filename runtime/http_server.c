@@ -298,6 +298,14 @@ static void serve_metrics(struct io_thread *t, struct http1_exchange *ex, const 
                         http_server_open_connections(t->server), http1_body_memory_in_use(),
                         http1_body_memory_limit(),
                         http_server_read_timeouts(t->server), http_server_refused(t->server));
+    /* A thread with far more connections than the others does far more of
+     * the work: how the listening socket's connections were spread. */
+    evbuffer_add_printf(buf, "# HELP serve_http_thread_open_connections Client connections open, "
+                             "by I/O thread.\n"
+                             "# TYPE serve_http_thread_open_connections gauge\n");
+    for (int i = 0; i < t->server->thread_count; i++)
+        evbuffer_add_printf(buf, "serve_http_thread_open_connections{thread=\"%d\"} %zu\n", i,
+                            http1_open_connections(t->server->threads[i].http1));
     reply_buffer(ex, request_id, "text/plain; version=0.0.4; charset=utf-8", buf);
 }
 

@@ -1,13 +1,15 @@
 """Slow and many clients: the read timeout against slowloris, the
 connection limit, and 10 000 keep-alive connections held in little memory."""
+import re
 import resource
 import selectors
 import socket
 import statistics
+import subprocess
 import time
 import unittest
 
-from serve_harness import SANITIZED, Server, ServeTestCase, rss_kb
+from serve_harness import SANITIZED, SERVE_BIN, Server, ServeTestCase, rss_kb
 
 
 def metric(server, name):
@@ -137,6 +139,34 @@ class ConnectionLimit(ServeTestCase):
         self.assertEqual((r.status, r.body), (200, b"again"))
         self.assertGreaterEqual(
             metric(self.server, 'serve_http_connections_closed_total{reason="connection_limit"}'), 1)
+
+
+class ConnectionsSpread(ServeTestCase):
+    start_args = ("--http-threads", "2")
+
+    def test_a_burst_of_connects_is_spread_over_the_io_threads(self):
+        # The I/O threads share the listening socket. A burst of 64 connects
+        # (serve bench opens them all at once) taken by the first thread
+        # awake would leave the other idle for the connections' whole life,
+        # and halve what keep-alive clients get.
+        self.server.deploy("echo", "echo", "/echo")
+        bench = subprocess.Popen([SERVE_BIN, "bench", self.server.url + "/echo", "-c", "64",
+                                  "-d", "4s", "--data", "ok"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        try:
+            counts = []
+            deadline = time.monotonic() + 30
+            while sum(counts) < 65 and time.monotonic() < deadline:
+                time.sleep(0.2)
+                metrics = self.server.get("/metrics").body.decode()
+                counts = [int(n) for n in re.findall(
+                    r'serve_http_thread_open_connections\{thread="\d+"\} (\d+)', metrics)]
+            self.assertEqual(len(counts), 2, metrics)
+            self.assertEqual(sum(counts), 65, counts)  # the 64 and the scrape's own
+            self.assertGreaterEqual(min(counts), 8, counts)
+        finally:
+            bench.kill()
+            bench.wait()
 
 
 class TenThousandConnections(ServeTestCase):
