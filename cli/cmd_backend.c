@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../runtime/mp.h"
 #include "../runtime/plugin_path.h"
@@ -69,7 +70,10 @@ int parse_backend_option(int c, struct backend_spec *spec)
         if (!eq || eq == optarg)
             return cli_fail("create-backend", "--config %s: expected KEY=VALUE", optarg);
         char *key = strndup(optarg, (size_t)(eq - optarg));
-        int rc = key ? config_set(spec->config, key, eq + 1) : -1;
+        /* A relative path in a value is relative to where the user is. */
+        char cwd[PATH_MAX];
+        int rc = key ? config_set_at(spec->config, key, eq + 1,
+                                     getcwd(cwd, sizeof cwd) ? cwd : NULL) : -1;
         free(key);
         return rc == 0 ? 0 : cli_fail("create-backend", "out of memory");
     }

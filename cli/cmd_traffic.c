@@ -32,6 +32,15 @@ static void print_message(const msgpack_object *result, void *arg)
     printf("%s\n", (const char *)arg);
 }
 
+static void print_update(const msgpack_object *result, void *arg)
+{
+    const msgpack_object *changed = mp_get(result, "changed");
+    if (changed && changed->type == MSGPACK_OBJECT_BOOLEAN && !changed->via.boolean)
+        printf("serve: backend %s: no changes\n", (const char *)arg);
+    else
+        printf("serve: backend %s updated\n", (const char *)arg);
+}
+
 static int run_update_backend(int argc, char **argv, const char *state_dir)
 {
     static const struct option extra[] = {{"plugin", required_argument, NULL, 'P'},
@@ -90,7 +99,7 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
                   {"max_batch_size", o->max_batch_size},
                   {"max_concurrent_queries", o->max_concurrent_queries},
                   {"max_queued_requests", o->max_queued_requests}};
-    size_t fields = 2;
+    size_t fields = 3;
     for (size_t i = 0; i < 4; i++) fields += counts[i].value != UINT32_MAX;
     fields += (o->batch_wait_timeout_ms >= 0) + (o->request_timeout_ms >= 0) + (plugin != NULL);
     fields += (o->hang_timeout_ms >= 0) + (o->isolation != UINT32_MAX) +
@@ -126,17 +135,13 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
         mp_pack_str(pk, path);
     }
     mp_pack_key(pk, "config");
-    msgpack_pack_map(pk, spec.config->count);
-    for (size_t i = 0; i < spec.config->count; i++) {
-        mp_pack_str(pk, spec.config->keys[i]);
-        mp_pack_str(pk, spec.config->values[i]);
-    }
+    config_pack(pk, spec.config);
+    mp_pack_key(pk, "config_base");
+    config_pack_bases(pk, spec.config);
     mp_pack_key(pk, "unset_config");
     msgpack_pack_array(pk, unset_count);
     for (size_t i = 0; i < unset_count; i++) mp_pack_str(pk, unset[i]);
-    char done[256];
-    snprintf(done, sizeof done, "serve: backend %s updated", argv[optind]);
-    rc = send_request("update-backend", state_dir, &req, print_message, done);
+    rc = send_request("update-backend", state_dir, &req, print_update, argv[optind]);
 out:
     backend_spec_free(&spec);
     return rc;

@@ -437,10 +437,7 @@ struct backend *backend_create_with_kind(const struct backend_spec *spec,
         return NULL;
     }
     atomic_init(&b->refs, 1);
-    b->spec.name = strdup(spec->name);
-    b->spec.plugin = strdup(spec->plugin);
-    b->spec.options = spec->options;
-    b->spec.config = config_copy(spec->config);
+    bool copied = backend_spec_copy(&b->spec, spec);
     b->kind = kind;
     b->concurrency = backend_options_concurrency(&spec->options);
     b->m = metrics_backend(spec->name);
@@ -449,7 +446,7 @@ struct backend *backend_create_with_kind(const struct backend_spec *spec,
     pthread_cond_init(&b->reconfigured, NULL);
     b->replica_count = spec->options.num_replicas;
     b->replicas = calloc(b->replica_count, sizeof *b->replicas);
-    if (!b->spec.name || !b->spec.plugin || !b->spec.config || !b->replicas || !b->m) {
+    if (!copied || !b->replicas || !b->m) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }

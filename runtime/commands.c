@@ -16,6 +16,7 @@
 #include "live_stats.h"
 #include "log.h"
 #include "mp.h"
+#include "plugin_store.h"
 #include "server_internal.h"
 
 /* routes_build's lookup over a deployment and its live backends. */
@@ -58,8 +59,21 @@ bool server_add_live_backend(struct server *s, const struct backend_spec *spec,
 /* True when only the user config differs. */
 static bool config_only_change(const struct backend_spec *a, const struct backend_spec *b)
 {
-    return strcmp(a->plugin, b->plugin) == 0 &&
-           backend_options_equal(&a->options, &b->options);
+    return backend_spec_same_code(a, b) && backend_options_equal(&a->options, &b->options);
+}
+
+/* A copy is the server's to make: what a client sends is a path. */
+static void forget_copy(struct backend_spec *spec)
+{
+    free(spec->plugin_file);
+    free(spec->plugin_digest);
+    spec->plugin_file = spec->plugin_digest = NULL;
+}
+
+/* Where plugin_store.h keeps this server's copies. */
+static void store_dir(const struct server *s, char *out, size_t len)
+{
+    snprintf(out, len, "%s/plugins", s->options.state_dir);
 }
 
 enum plan { PLAN_KEEP, PLAN_RECONFIGURE, PLAN_NEW };
@@ -72,6 +86,14 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
         return false;
     }
     size_t n = desired->backend_count;
+    /* 0. The plugin files as they are now: private copies, named by content. */
+    char store[4200];
+    store_dir(s, store, sizeof store);
+    for (size_t i = 0; i < n; i++)
+        if (!plugin_store_import(store, &desired->backends[i], err, errlen)) {
+            deployment_free(desired);
+            return false;
+        }
     struct backend **live = calloc(n + 1, sizeof *live);
     enum plan *plan = calloc(n + 1, sizeof *plan);
     bool ok = live && plan;
@@ -150,6 +172,7 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
     free(old_live);
     free(plan);
     deployment_free(&old);
+    plugin_store_sweep(store, &s->declared);
     return true;
 }
 
@@ -166,6 +189,7 @@ static bool create_backend(struct server *s, const msgpack_object *req,
 {
     struct backend_spec spec;
     if (!backend_spec_unpack(mp_get(req, "backend"), &spec, err, errlen)) return false;
+    forget_copy(&spec);
     struct deployment d;
     bool ok = false;
     if (deployment_find_backend(&s->declared, spec.name) >= 0) {
@@ -197,6 +221,7 @@ static bool update_backend(struct server *s, const msgpack_object *req,
         /* Start from the current spec; the request carries only changes. */
         struct backend_spec *spec = &d.backends[i];
         struct backend_options *o = &spec->options;
+        serve_config *old_config = config_copy(spec->config);
         const msgpack_object *changes = mp_get(req, "changes");
         uint64_t u;
         double v;
@@ -216,37 +241,48 @@ static bool update_backend(struct server *s, const msgpack_object *req,
             o->isolation = isolation_from_name(isolation);
         free(isolation);
         if (mp_as_str(mp_get(changes, "plugin"), &plugin)) {
+            /* Read again even when the path is the same: it may be a new build. */
             free(spec->plugin);
             spec->plugin = plugin;
+            forget_copy(spec);
         }
         const msgpack_object *set = mp_get(changes, "config");
+        const msgpack_object *bases = mp_get(changes, "config_base");
         for (uint32_t k = 0; set && set->type == MSGPACK_OBJECT_MAP && k < set->via.map.size; k++) {
-            char *key = NULL, *value = NULL;
+            char *key = NULL, *value = NULL, base[4096];
             if (mp_as_str(&set->via.map.ptr[k].key, &key) &&
                 mp_as_str(&set->via.map.ptr[k].val, &value))
-                config_set(spec->config, key, value);
+                config_set_at(spec->config, key, value,
+                              config_base_in(bases, key, base, sizeof base));
             free(key);
             free(value);
         }
         const msgpack_object *unset = mp_get(changes, "unset_config");
-        for (uint32_t k = 0; unset && unset->type == MSGPACK_OBJECT_ARRAY && k < unset->via.array.size; k++)
-            for (size_t c = 0; c < spec->config->count; c++)
-                if (mp_str_eq(&unset->via.array.ptr[k], spec->config->keys[c])) {
-                    free(spec->config->keys[c]);
-                    free(spec->config->values[c]);
-                    memmove(&spec->config->keys[c], &spec->config->keys[c + 1],
-                            (spec->config->count - c - 1) * sizeof(char *));
-                    memmove(&spec->config->values[c], &spec->config->values[c + 1],
-                            (spec->config->count - c - 1) * sizeof(char *));
-                    spec->config->count--;
-                    break;
-                }
+        for (uint32_t k = 0; unset && unset->type == MSGPACK_OBJECT_ARRAY && k < unset->via.array.size; k++) {
+            char *key = NULL;
+            if (mp_as_str(&unset->via.array.ptr[k], &key)) config_unset(spec->config, key);
+            free(key);
+        }
+        struct backend *before = s->live[i];
         if (!backend_options_valid(o, err, errlen)) {
             deployment_free(&d);
         } else {
             ok = apply(s, &d, err, errlen);
-            if (ok) backend_pack_status(s->live[deployment_find_backend(&s->declared, name)], pk);
+            if (ok) {
+                /* Unchanged: the same replicas, and no new config for them. */
+                long j = deployment_find_backend(&s->declared, name);
+                msgpack_pack_map(pk, 2);
+                mp_pack_key(pk, "changed");
+                if (s->live[j] == before && old_config &&
+                    config_equal(s->declared.backends[j].config, old_config))
+                    msgpack_pack_false(pk);
+                else
+                    msgpack_pack_true(pk);
+                mp_pack_key(pk, "backend");
+                backend_pack_status(s->live[j], pk);
+            }
         }
+        config_free(old_config);
     }
     free(name);
     return ok;
@@ -466,6 +502,7 @@ static bool deploy(struct server *s, const msgpack_object *req, msgpack_packer *
 {
     struct deployment d, before;
     if (!deployment_unpack(mp_get(req, "deployment"), &d, err, errlen)) return false;
+    for (size_t i = 0; i < d.backend_count; i++) forget_copy(&d.backends[i]);
     if (!current(s, &before, err, errlen)) {
         deployment_free(&d);
         return false;

@@ -176,7 +176,7 @@ static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_
             for (yaml_node_pair_t *c = v->data.mapping.pairs.start; ok && c < v->data.mapping.pairs.top; c++) {
                 const char *ck = scalar(node(r, c->key)), *cv = scalar(node(r, c->value));
                 if (!ck || !cv || !*ck) ok = fail(r, node(r, c->key), "config keys and values must be strings");
-                else if (config_set(b->config, ck, cv) != 0) ok = fail(r, v, "out of memory");
+                else if (config_set_at(b->config, ck, cv, r->dir) != 0) ok = fail(r, v, "out of memory");
             }
         } else {
             ok = fail(r, node(r, p->key), "unknown backend key '%s'", key);

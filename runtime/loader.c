@@ -11,10 +11,10 @@
 
 /* Distinguishes "missing" and "not a shared object" before dlopen, whose
  * messages for those cases are long and vary between libc versions. */
-static bool precheck(const char *path, char *err, size_t errlen)
+static bool precheck(const char *file, const char *path, char *err, size_t errlen)
 {
     struct stat st;
-    if (stat(path, &st) != 0) {
+    if (stat(file, &st) != 0) {
         snprintf(err, errlen, "plugin %s: %s", path, strerror(errno));
         return false;
     }
@@ -22,7 +22,7 @@ static bool precheck(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "plugin %s: not a regular file", path);
         return false;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = open(file, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         snprintf(err, errlen, "plugin %s: %s", path, strerror(errno));
         return false;
@@ -37,16 +37,26 @@ static bool precheck(const char *path, char *err, size_t errlen)
     return true;
 }
 
-bool plugin_load(const char *path, struct plugin_lib *lib, char *err,
+bool plugin_load(const char *file, const char *path, struct plugin_lib *lib, char *err,
                  size_t errlen)
 {
     memset(lib, 0, sizeof *lib);
-    if (!precheck(path, err, errlen)) return false;
+    if (!precheck(file, path, err, errlen)) return false;
     /* RTLD_LOCAL keeps each plugin's own symbols to itself; RTLD_NOW reports
      * an unresolved symbol here rather than at the first request. */
-    void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    void *handle = dlopen(file, RTLD_NOW | RTLD_LOCAL);
     if (!handle) {
-        snprintf(err, errlen, "plugin %s: cannot load: %s", path, dlerror());
+        const char *why = dlerror();
+        const char *missing = why ? strstr(why, "undefined symbol: serve_") : NULL;
+        if (missing)
+            /* A function of the SDK this server lacks: the plugin was built
+             * against a newer header. */
+            snprintf(err, errlen,
+                     "plugin %s: needs a newer server: it calls %s, which this server (SDK ABI "
+                     "version %u) does not have",
+                     path, missing + strlen("undefined symbol: "), SERVE_ABI_VERSION);
+        else
+            snprintf(err, errlen, "plugin %s: cannot load: %s", path, why);
         return false;
     }
     dlerror();

@@ -12,9 +12,10 @@ struct plugin_lib {
     const serve_plugin *plugin;
 };
 
-/* Opens `path`, finds serve_plugin_entry, checks the ABI version, then the
- * descriptor. On failure writes one line naming the path to err. */
-bool plugin_load(const char *path, struct plugin_lib *lib, char *err,
+/* Opens `file`, finds serve_plugin_entry, checks the ABI version, then the
+ * descriptor. On failure writes one line naming the plugin to err, as
+ * `name` (the path the user gave, where `file` is the server's copy). */
+bool plugin_load(const char *file, const char *name, struct plugin_lib *lib, char *err,
                  size_t errlen);
 void plugin_unload(struct plugin_lib *lib);
 

@@ -58,6 +58,23 @@ static void collect_folders(struct folders *f)
     add_folder(f, SERVE_PLUGIN_DIR);
 }
 
+/* One spelling per file for status and logs: the folder without "." or
+ * ".." (its real path, where it exists); the file name as given, so that a
+ * link such as current.so keeps its name. */
+static void canonical_folder(char *path, size_t len)
+{
+    char *slash = strrchr(path, '/');
+    if (!slash || slash == path) return;
+    *slash = '\0';
+    char real[PATH_MAX];
+    bool ok = realpath(path, real) != NULL;
+    *slash = '/';
+    if (!ok) return;
+    char joined[PATH_MAX + 256];
+    snprintf(joined, sizeof joined, "%s%s", strcmp(real, "/") == 0 ? "" : real, slash);
+    if (strlen(joined) < len) memcpy(path, joined, strlen(joined) + 1);
+}
+
 bool plugin_path_resolve(const char *plugin, char *out, size_t outlen, char *err,
                          size_t errlen)
 {
@@ -77,6 +94,7 @@ bool plugin_path_resolve(const char *plugin, char *out, size_t outlen, char *err
             }
             snprintf(out, outlen, "%s/%s", cwd, plugin);
         }
+        canonical_folder(out, outlen);
         return true;
     }
     struct folders f = {.count = 0};

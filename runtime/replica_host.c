@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "config_typed.h"
 #include "crash_report.h"
 #include "handles.h"
 #include "loader.h"
@@ -312,7 +313,8 @@ static serve_config *read_config(struct wire_in *r, uint32_t pairs)
     for (uint32_t i = 0; i < pairs; i++) {
         const char *k = wire_get_str(r);
         const char *v = wire_get_str(r);
-        config_set(c, k, v);
+        const char *base = wire_get_str(r);
+        config_set_at(c, k, v, base);
     }
     return c;
 }
@@ -335,6 +337,7 @@ static bool start(const struct wire_out *head, uint32_t pairs)
     struct wire_in r = wire_in_of(head);
     host.backend = strdup(wire_get_str(&r));
     const char *plugin = wire_get_str(&r);
+    const char *file = wire_get_str(&r); /* what to load: the server's copy of plugin */
     host.index = (int)wire_get_u32(&r);
     uint32_t replicas = wire_get_u32(&r);
     serve_config *config = read_config(&r, pairs);
@@ -345,7 +348,7 @@ static bool start(const struct wire_out *head, uint32_t pairs)
         config_free(config);
         return false;
     }
-    if (!plugin_load(plugin, &host.lib, err, sizeof err)) {
+    if (!plugin_load(file, plugin, &host.lib, err, sizeof err)) {
         send_reply(MSG_INIT_FAILED, err, 0);
         config_free(config);
         return false;
@@ -355,8 +358,11 @@ static bool start(const struct wire_out *head, uint32_t pairs)
     host.context.index = host.index;
     host.context.metrics = metrics_backend(host.backend);
     const serve_plugin *p = host.lib.plugin;
+    config_error_clear();
     if (p->init && p->init(&host.context, config, &host.state) != 0) {
-        const char *why = host.context.failure[0] ? host.context.failure : "no reason given";
+        const char *why = host.context.failure[0]    ? host.context.failure
+                          : serve_config_error()[0] ? serve_config_error()
+                                                  : "no reason given";
         LOG_ERROR("backend=%s replica=%d: init failed: %s", host.backend, host.index, why);
         replica_init_error(err, sizeof err, plugin, host.index, replicas, why);
         send_reply(MSG_INIT_FAILED, err, 0);

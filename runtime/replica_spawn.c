@@ -72,6 +72,7 @@ void put_config(struct wire_out *w, const serve_config *c)
     for (size_t i = 0; i < c->count; i++) {
         wire_str(w, c->keys[i]);
         wire_str(w, c->values[i]);
+        wire_str(w, c->bases[i] ? c->bases[i] : "");
     }
 }
 
@@ -214,6 +215,7 @@ struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size
     wire_reset(w);
     wire_str(w, spec->name);
     wire_str(w, spec->plugin);
+    wire_str(w, backend_spec_load_path(spec));
     wire_u32(w, (uint32_t)p->base->index);
     wire_u32(w, spec->options.num_replicas);
     put_config(w, spec->config);

@@ -7,6 +7,7 @@
 
 #include "loader.h"
 #include "log.h"
+#include "config_typed.h"
 #include "replica_context.h"
 #include "replica_kind.h"
 
@@ -24,7 +25,7 @@ static bool thread_open(const struct backend_spec *spec, struct replica_group *g
         snprintf(err, errlen, "out of memory");
         return false;
     }
-    if (!plugin_load(spec->plugin, lib, err, errlen)) {
+    if (!plugin_load(backend_spec_load_path(spec), spec->plugin, lib, err, errlen)) {
         free(lib);
         return false;
     }
@@ -55,8 +56,11 @@ static bool thread_start(struct replica_base *r, char *err, size_t errlen)
     t->context.index = r->index;
     const serve_plugin *plugin = ((const struct plugin_lib *)r->group->data)->plugin;
     t->plugin = plugin;
+    config_error_clear();
     if (plugin->init && plugin->init(&t->context, spec->config, &t->state) != 0) {
-        const char *why = t->context.failure[0] ? t->context.failure : "no reason given";
+        const char *why = t->context.failure[0]    ? t->context.failure
+                          : serve_config_error()[0] ? serve_config_error()
+                                                  : "no reason given";
         LOG_ERROR("backend=%s replica=%d: init failed: %s", spec->name, r->index, why);
         replica_init_error(err, errlen, spec->plugin, r->index, spec->options.num_replicas, why);
         replica_free_handles(&t->context);

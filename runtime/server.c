@@ -19,6 +19,7 @@
 #include "access_log.h"
 #include "log.h"
 #include "metrics.h"
+#include "plugin_store.h"
 #include "server_internal.h"
 #include "state_dir.h"
 
@@ -76,14 +77,20 @@ static bool restore(struct server *s, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return false;
     }
+    char store[4200];
+    snprintf(store, sizeof store, "%s/plugins", s->options.state_dir);
     for (size_t i = 0; i < s->declared.backend_count; i++) {
         char why[2048];
-        if (!server_add_live_backend(s, &s->declared.backends[i], why, sizeof why)) {
+        /* The copy the state names; a state written before copies were
+         * kept gets one of the file as it is now. */
+        if (!plugin_store_import(store, &s->declared.backends[i], why, sizeof why) ||
+            !server_add_live_backend(s, &s->declared.backends[i], why, sizeof why)) {
             snprintf(err, errlen, "cannot restore backend %s from %s: %s",
                      s->declared.backends[i].name, s->state_path, why);
             return false;
         }
     }
+    plugin_store_sweep(store, &s->declared);
     return server_publish_routes(s);
 }
 

@@ -20,21 +20,34 @@ void config_free(serve_config *c)
     for (size_t i = 0; i < c->count; i++) {
         free(c->keys[i]);
         free(c->values[i]);
+        free(c->bases[i]);
     }
     free(c->keys);
     free(c->values);
+    free(c->bases);
     free(c);
 }
 
 int config_set(serve_config *c, const char *key, const char *value)
 {
+    return config_set_at(c, key, value, NULL);
+}
+
+int config_set_at(serve_config *c, const char *key, const char *value, const char *base)
+{
     size_t i = 0;
     while (i < c->count && strcmp(c->keys[i], key) < 0) i++;
-    char *v = strdup(value);
-    if (!v) return -1;
+    char *v = strdup(value), *b = base && *base ? strdup(base) : NULL;
+    if (!v || (base && *base && !b)) {
+        free(v);
+        free(b);
+        return -1;
+    }
     if (i < c->count && strcmp(c->keys[i], key) == 0) {
         free(c->values[i]);
+        free(c->bases[i]);
         c->values[i] = v;
+        c->bases[i] = b;
         return 0;
     }
     char *k = strdup(key);
@@ -42,17 +55,38 @@ int config_set(serve_config *c, const char *key, const char *value)
     if (keys) c->keys = keys;
     char **values = realloc(c->values, (c->count + 1) * sizeof *values);
     if (values) c->values = values;
-    if (!k || !keys || !values) {
+    char **bases = realloc(c->bases, (c->count + 1) * sizeof *bases);
+    if (bases) c->bases = bases;
+    if (!k || !keys || !values || !bases) {
         free(k);
         free(v);
+        free(b);
         return -1;
     }
     memmove(&c->keys[i + 1], &c->keys[i], (c->count - i) * sizeof *keys);
     memmove(&c->values[i + 1], &c->values[i], (c->count - i) * sizeof *values);
+    memmove(&c->bases[i + 1], &c->bases[i], (c->count - i) * sizeof *bases);
     c->keys[i] = k;
     c->values[i] = v;
+    c->bases[i] = b;
     c->count++;
     return 0;
+}
+
+void config_unset(serve_config *c, const char *key)
+{
+    for (size_t i = 0; i < c->count; i++)
+        if (strcmp(c->keys[i], key) == 0) {
+            free(c->keys[i]);
+            free(c->values[i]);
+            free(c->bases[i]);
+            size_t after = c->count - i - 1;
+            memmove(&c->keys[i], &c->keys[i + 1], after * sizeof *c->keys);
+            memmove(&c->values[i], &c->values[i + 1], after * sizeof *c->values);
+            memmove(&c->bases[i], &c->bases[i + 1], after * sizeof *c->bases);
+            c->count--;
+            return;
+        }
 }
 
 serve_config *config_copy(const serve_config *c)
@@ -60,11 +94,16 @@ serve_config *config_copy(const serve_config *c)
     serve_config *copy = config_new();
     if (!copy || !c) return copy;
     for (size_t i = 0; i < c->count; i++)
-        if (config_set(copy, c->keys[i], c->values[i]) != 0) {
+        if (config_set_at(copy, c->keys[i], c->values[i], c->bases[i]) != 0) {
             config_free(copy);
             return NULL;
         }
     return copy;
+}
+
+static bool same_base(const char *a, const char *b)
+{
+    return a && b ? strcmp(a, b) == 0 : !a && !b;
 }
 
 bool config_equal(const serve_config *a, const serve_config *b)
@@ -72,7 +111,8 @@ bool config_equal(const serve_config *a, const serve_config *b)
     size_t na = a ? a->count : 0, nb = b ? b->count : 0;
     if (na != nb) return false;
     for (size_t i = 0; i < na; i++)
-        if (strcmp(a->keys[i], b->keys[i]) || strcmp(a->values[i], b->values[i]))
+        if (strcmp(a->keys[i], b->keys[i]) || strcmp(a->values[i], b->values[i]) ||
+            !same_base(a->bases[i], b->bases[i]))
             return false;
     return true;
 }
@@ -242,6 +282,8 @@ void backend_spec_free(struct backend_spec *b)
 {
     free(b->name);
     free(b->plugin);
+    free(b->plugin_file);
+    free(b->plugin_digest);
     config_free(b->config);
     memset(b, 0, sizeof *b);
 }
@@ -357,16 +399,31 @@ bool backend_spec_copy(struct backend_spec *dst, const struct backend_spec *src)
     memset(dst, 0, sizeof *dst);
     dst->name = strdup(src->name);
     dst->plugin = strdup(src->plugin);
+    dst->plugin_file = src->plugin_file ? strdup(src->plugin_file) : NULL;
+    dst->plugin_digest = src->plugin_digest ? strdup(src->plugin_digest) : NULL;
     dst->options = src->options;
     dst->config = config_copy(src->config);
-    bool ok = dst->name && dst->plugin && dst->config;
+    bool ok = dst->name && dst->plugin && dst->config && !src->plugin_file == !dst->plugin_file &&
+              !src->plugin_digest == !dst->plugin_digest;
     if (!ok) backend_spec_free(dst);
     return ok;
 }
 
+const char *backend_spec_load_path(const struct backend_spec *b)
+{
+    return b->plugin_file ? b->plugin_file : b->plugin;
+}
+
+bool backend_spec_same_code(const struct backend_spec *a, const struct backend_spec *b)
+{
+    if (strcmp(a->plugin, b->plugin) != 0) return false;
+    if (!a->plugin_digest || !b->plugin_digest) return !a->plugin_digest && !b->plugin_digest;
+    return strcmp(a->plugin_digest, b->plugin_digest) == 0;
+}
+
 bool backend_spec_equal(const struct backend_spec *a, const struct backend_spec *b)
 {
-    return strcmp(a->name, b->name) == 0 && strcmp(a->plugin, b->plugin) == 0 &&
+    return strcmp(a->name, b->name) == 0 && backend_spec_same_code(a, b) &&
            backend_options_equal(&a->options, &b->options) &&
            config_equal(a->config, b->config);
 }
@@ -426,11 +483,19 @@ bool route_valid(const char *route, char *err, size_t len)
 void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
 {
     const struct backend_options *o = &b->options;
-    msgpack_pack_map(pk, 12);
+    msgpack_pack_map(pk, 13 + (b->plugin_file != NULL) + (b->plugin_digest != NULL));
     mp_pack_key(pk, "name");
     mp_pack_str(pk, b->name);
     mp_pack_key(pk, "plugin");
     mp_pack_str(pk, b->plugin);
+    if (b->plugin_file) {
+        mp_pack_key(pk, "plugin_file");
+        mp_pack_str(pk, b->plugin_file);
+    }
+    if (b->plugin_digest) {
+        mp_pack_key(pk, "plugin_digest");
+        mp_pack_str(pk, b->plugin_digest);
+    }
     mp_pack_key(pk, "num_replicas");
     msgpack_pack_uint32(pk, o->num_replicas);
     mp_pack_key(pk, "max_batch_size");
@@ -450,12 +515,40 @@ void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
     mp_pack_key(pk, "max_memory");
     msgpack_pack_uint64(pk, o->max_memory);
     mp_pack_key(pk, "config");
-    size_t n = b->config ? b->config->count : 0;
+    config_pack(pk, b->config);
+    mp_pack_key(pk, "config_base");
+    config_pack_bases(pk, b->config);
+}
+
+void config_pack(msgpack_packer *pk, const serve_config *c)
+{
+    size_t n = c ? c->count : 0;
     msgpack_pack_map(pk, n);
     for (size_t i = 0; i < n; i++) {
-        mp_pack_str(pk, b->config->keys[i]);
-        mp_pack_str(pk, b->config->values[i]);
+        mp_pack_str(pk, c->keys[i]);
+        mp_pack_str(pk, c->values[i]);
     }
+}
+
+void config_pack_bases(msgpack_packer *pk, const serve_config *c)
+{
+    size_t n = c ? c->count : 0, with = 0;
+    for (size_t i = 0; i < n; i++) with += c->bases[i] != NULL;
+    msgpack_pack_map(pk, with);
+    for (size_t i = 0; i < n; i++)
+        if (c->bases[i]) {
+            mp_pack_str(pk, c->keys[i]);
+            mp_pack_str(pk, c->bases[i]);
+        }
+}
+
+const char *config_base_in(const msgpack_object *bases, const char *key, char *buf, size_t len)
+{
+    const msgpack_object *o = mp_get(bases, key);
+    if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size >= len) return NULL;
+    memcpy(buf, o->via.str.ptr, o->via.str.size);
+    buf[o->via.str.size] = '\0';
+    return buf;
 }
 
 static bool unpack_u32(const msgpack_object *map, const char *key, uint32_t *out,
@@ -498,6 +591,12 @@ bool backend_spec_unpack(const msgpack_object *o, struct backend_spec *b,
         snprintf(err, len, "backend %s: plugin missing", b->name);
         goto fail;
     }
+    /* Both or neither: a copy is only known by its digest. */
+    if (mp_as_str(mp_get(o, "plugin_file"), &b->plugin_file) &&
+        !mp_as_str(mp_get(o, "plugin_digest"), &b->plugin_digest)) {
+        free(b->plugin_file);
+        b->plugin_file = NULL;
+    }
     if (!unpack_u32(o, "num_replicas", &opt->num_replicas, err, len) ||
         !unpack_u32(o, "max_batch_size", &opt->max_batch_size, err, len) ||
         !unpack_u32(o, "max_concurrent_queries", &opt->max_concurrent_queries, err, len) ||
@@ -532,11 +631,12 @@ bool backend_spec_unpack(const msgpack_object *o, struct backend_spec *b,
         snprintf(err, len, "backend %s: config must be a map of strings", b->name);
         goto fail;
     }
+    const msgpack_object *bases = mp_get(o, "config_base");
     for (uint32_t i = 0; cfg && cfg->type == MSGPACK_OBJECT_MAP && i < cfg->via.map.size; i++) {
-        char *k = NULL, *v = NULL;
+        char *k = NULL, *v = NULL, base[4096];
         bool ok = mp_as_str(&cfg->via.map.ptr[i].key, &k) &&
                   mp_as_str(&cfg->via.map.ptr[i].val, &v) && *k &&
-                  config_set(b->config, k, v) == 0;
+                  config_set_at(b->config, k, v, config_base_in(bases, k, base, sizeof base)) == 0;
         free(k);
         free(v);
         if (!ok) {

@@ -19,9 +19,18 @@ struct serve_config {
     size_t count;
     char **keys;
     char **values;
+    /* Per entry: the folder a relative path value is relative to (the
+     * deploy file's, or the working directory of the command that set it);
+     * NULL when unknown. See serve_config_path. */
+    char **bases;
 };
 
 serve_config *config_new(void);
+/* Sets key to value, relative paths in it being relative to `base`
+ * (NULL: unknown). 0, or -1 when out of memory. */
+int config_set_at(serve_config *c, const char *key, const char *value, const char *base);
+/* Removes key, if set. */
+void config_unset(serve_config *c, const char *key);
 serve_config *config_copy(const serve_config *c);
 void config_free(serve_config *c);
 int config_set(serve_config *c, const char *key, const char *value);
@@ -54,7 +63,12 @@ uint32_t backend_options_concurrency(const struct backend_options *o);
 
 struct backend_spec {
     char *name;
-    char *plugin; /* absolute path to the .so */
+    char *plugin; /* absolute path to the .so, as the user named it */
+    /* The private copy replicas load (plugin_store.h) and its content
+     * digest; NULL until the control plane imports the file (and where
+     * nothing does: unit tests, serve try), when replicas load `plugin`. */
+    char *plugin_file;
+    char *plugin_digest;
     struct backend_options options;
     serve_config *config;
 };
@@ -103,6 +117,10 @@ bool endpoint_traffic_valid(const struct endpoint_spec *e, char *err, size_t len
 
 bool backend_spec_copy(struct backend_spec *dst, const struct backend_spec *src);
 bool endpoint_spec_copy(struct endpoint_spec *dst, const struct endpoint_spec *src);
+/* What replicas dlopen: the private copy, or the plugin itself. */
+const char *backend_spec_load_path(const struct backend_spec *b);
+/* Same plugin path and same file content (where both were imported). */
+bool backend_spec_same_code(const struct backend_spec *a, const struct backend_spec *b);
 bool backend_spec_equal(const struct backend_spec *a, const struct backend_spec *b);
 bool endpoint_spec_equal(const struct endpoint_spec *a, const struct endpoint_spec *b);
 
@@ -115,6 +133,11 @@ bool route_valid(const char *route, char *err, size_t len);
 bool backend_options_valid(const struct backend_options *o, char *err,
                            size_t len);
 
+/* The config as a map of strings; its bases as a map key -> folder. */
+void config_pack(msgpack_packer *pk, const serve_config *c);
+void config_pack_bases(msgpack_packer *pk, const serve_config *c);
+/* key's folder in such a map of bases, copied into buf; NULL if none. */
+const char *config_base_in(const msgpack_object *bases, const char *key, char *buf, size_t len);
 void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b);
 bool backend_spec_unpack(const msgpack_object *o, struct backend_spec *b,
                          char *err, size_t len);

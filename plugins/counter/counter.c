@@ -17,14 +17,10 @@ struct counter {
 
 static int read_step(const serve_config *config, long long *step)
 {
-    const char *v = serve_config_get(config, "step");
-    if (!v) {
-        *step = 1;
-        return 0;
-    }
-    char *end;
-    *step = strtoll(v, &end, 10);
-    return *v && !*end ? 0 : -1;
+    int64_t v;
+    if (serve_config_int(config, "step", 1, &v) != SERVE_OK) return -1;
+    *step = (long long)v;
+    return 0;
 }
 
 static int counter_init(serve_replica *replica, const serve_config *config, void **state)
@@ -34,21 +30,14 @@ static int counter_init(serve_replica *replica, const serve_config *config, void
         serve_replica_fail(replica, "out of memory");
         return -1;
     }
-    const char *start = serve_config_get(config, "start");
-    if (start) {
-        char *end;
-        c->count = strtoll(start, &end, 10);
-        if (*start == '\0' || *end != '\0') {
-            serve_replica_fail(replica, "config start=%s is not an integer", start);
-            free(c);
-            return -1;
-        }
-    }
-    if (read_step(config, &c->step) != 0) {
-        serve_replica_fail(replica, "config step=%s is not an integer", serve_config_get(config, "step"));
+    /* A refused value is init's reason: "config start=x: not an integer". */
+    int64_t start;
+    if (serve_config_int(config, "start", 0, &start) != SERVE_OK ||
+        read_step(config, &c->step) != 0) {
         free(c);
         return -1;
     }
+    c->count = (long long)start;
     *state = c;
     return 0;
 }

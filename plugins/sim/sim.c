@@ -17,16 +17,14 @@ struct sim {
 static int read_us(serve_replica *replica, const serve_config *config, const char *key,
                    long *out)
 {
-    const char *v = serve_config_get(config, key);
-    if (!v) return 0;
-    char *end;
-    errno = 0;
-    long us = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || errno || us < 0 || us > 600000000) {
-        serve_replica_fail(replica, "config %s=%s: expected microseconds, 0..600000000", key, v);
+    int64_t us;
+    if (serve_config_int(config, key, 0, &us) != SERVE_OK) return -1; /* its reason is init's */
+    if (us < 0 || us > 600000000) {
+        serve_replica_fail(replica, "config %s=%lld: expected microseconds, 0..600000000", key,
+                           (long long)us);
         return -1;
     }
-    *out = us;
+    *out = (long)us;
     return 0;
 }
 

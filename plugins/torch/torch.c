@@ -32,13 +32,23 @@ struct torch_replica {
 
 static int torch_init(serve_replica *replica, const serve_config *config, void **state)
 {
-    const char *model = serve_config_get(config, "model");
+    /* model: relative to the deploy file (or the --config command's
+     * working directory), so a deploy file works from any directory. */
+    char model[4096];
+    int64_t threads;
+    if (serve_config_path(config, "model", NULL, model, sizeof model) != SERVE_OK ||
+        serve_config_int(config, "threads", 0, &threads) != SERVE_OK)
+        return -1; /* the getter's reason is init's */
     const char *device = serve_config_get(config, "device");
-    const char *threads = serve_config_get(config, "threads");
     const char *dtype = serve_config_get(config, "dtype");
     const char *shape = serve_config_get(config, "input_shape");
-    if (!model) {
+    if (!model[0]) {
         serve_replica_fail(replica, "config model=PATH (a TorchScript file) is required");
+        return -1;
+    }
+    if (threads < 0 || threads > 1024) {
+        serve_replica_fail(replica, "config threads=%lld: expected 0 (libtorch's default) to 1024",
+                           (long long)threads);
         return -1;
     }
     struct torch_replica *t = calloc(1, sizeof *t);
@@ -53,7 +63,7 @@ static int torch_init(serve_replica *replica, const serve_config *config, void *
         return -1;
     }
     char err[1024];
-    if (torch_shim_load(model, device ? device : "cpu", threads ? atoi(threads) : 0, dtype,
+    if (torch_shim_load(model, device ? device : "cpu", (int)threads, dtype,
                         &t->model, err, sizeof err) != 0) {
         serve_replica_fail(replica, "%s: %s", model, err);
         free(t);

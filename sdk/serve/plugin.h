@@ -308,6 +308,44 @@ SERVE_EXPORT const char *serve_config_key(const serve_config *config,
 SERVE_EXPORT const char *serve_config_value(const serve_config *config,
                                             size_t i);
 
+/* Typed values. Each getter stores the value of `key` in *out and returns
+ * SERVE_OK, or stores `def` when the key is absent (also SERVE_OK). A value
+ * that is not of the type leaves *out alone and returns SERVE_EINVAL, and
+ * the getter keeps a one-line reason naming the key, e.g.
+ * "config threads=abc: not an integer": an init that then fails without
+ * calling serve_replica_fail gets that reason, which reaches
+ * the user (`init failed: config threads=abc: not an integer`), so
+ *
+ *     int64_t threads;
+ *     if (serve_config_int(config, "threads", 1, &threads) != SERVE_OK) return -1;
+ *
+ * is all a plugin writes. The reason is kept per thread (the last refusal
+ * of the calling thread; serve_config_error reads it). Any thread, as the
+ * other config functions, in both isolation modes.
+ *
+ *   int     decimal, optional sign: "8", "-1"
+ *   number  what strtod reads, finite: "0.5", "1e-3"
+ *   bool    true/false, yes/no, on/off, 1/0, any case
+ *   size    bytes, with an optional K, M or G suffix (powers of 1024): "512M"
+ *   path    a relative value is resolved against the folder of the deploy
+ *           file that set it, or the working directory of the `serve`
+ *           command that set it (`--config`); an absolute one is kept.
+ *           `out` gets a NUL-terminated path of at most outlen - 1 bytes;
+ *           SERVE_EINVAL when it does not fit. A NULL `def` with the key
+ *           absent gives "". */
+SERVE_EXPORT int serve_config_int(const serve_config *config, const char *key, int64_t def,
+                                  int64_t *out);
+SERVE_EXPORT int serve_config_number(const serve_config *config, const char *key, double def,
+                                     double *out);
+SERVE_EXPORT int serve_config_bool(const serve_config *config, const char *key, int def,
+                                   int *out);
+SERVE_EXPORT int serve_config_size(const serve_config *config, const char *key, uint64_t def,
+                                   uint64_t *out);
+SERVE_EXPORT int serve_config_path(const serve_config *config, const char *key, const char *def,
+                                   char *out, size_t outlen);
+/* The calling thread's last refusal by a typed getter; "" when none. */
+SERVE_EXPORT const char *serve_config_error(void);
+
 /* ------------------------------------------------------------------------
  * The replica context
  * ------------------------------------------------------------------------ */
