@@ -69,6 +69,12 @@ static int torch_init(serve_replica *replica, const serve_config *config, void *
         free(t);
         return -1;
     }
+    if (!t->input_rank && torch_shim_input_shape(t->model, t->input_shape, &t->input_rank) == 0) {
+        char read[128];
+        shape_format(t->input_shape, t->input_rank, read, sizeof read);
+        serve_log(replica, SERVE_LOG_INFO, "torch: input rows of shape %s, read from %s", read,
+                  model);
+    }
     if (t->input_rank) {
         /* One warm-up forward, so the first request does not pay for it. */
         size_t n = 1;
@@ -128,19 +134,61 @@ static bool same_shape(const int64_t *a, int ra, const int64_t *b, int rb)
     return true;
 }
 
+/* One stacked forward over the rows idx[0..k) (all of one shape); their
+ * requests answered. Where it fails, the rows are split in halves and run
+ * again, down to single rows: a row that fails alone gets 400 with
+ * libtorch's reason (its input is what the model refused), and its
+ * batch-mates their answers. */
+static void forward_rows(struct torch_replica *t, serve_request *const *requests,
+                         const struct row *rows, const size_t *idx, size_t k)
+{
+    const struct row *first = &rows[idx[0]];
+    size_t row_size = first->count;
+    /* Stacked once into one tensor's memory: the shim borrows it. */
+    float *stacked = malloc(k * row_size * sizeof *stacked);
+    float *out = NULL;
+    int64_t out_shape[TORCH_SHIM_MAX_RANK];
+    int out_rank = 0;
+    char err[1024];
+    if (!stacked) {
+        for (size_t i = 0; i < k; i++) serve_respond_error(requests[idx[i]], 500, "torch: out of memory");
+        return;
+    }
+    memcpy(stacked, first->data, row_size * sizeof *stacked); /* k >= 1 */
+    for (size_t i = 1; i < k; i++)
+        memcpy(stacked + row_size * i, rows[idx[i]].data, row_size * sizeof *stacked);
+    int rc = torch_shim_forward(t->model, stacked, (int64_t)k, first->shape, first->rank, &out,
+                                out_shape, &out_rank, err, sizeof err);
+    t->forward_calls++;
+    free(stacked);
+    if (rc == 0) {
+        size_t out_size = 1;
+        for (int d = 0; d < out_rank; d++) out_size *= (size_t)out_shape[d];
+        for (size_t i = 0; i < k; i++)
+            answer_row(requests[idx[i]], out + out_size * i, out_shape, out_rank, k);
+        free(out);
+        return;
+    }
+    if (k == 1) {
+        serve_respond_error(requests[idx[0]], 400, err);
+        return;
+    }
+    forward_rows(t, requests, rows, idx, k / 2);
+    forward_rows(t, requests, rows, idx + k / 2, k - k / 2);
+}
+
 static int torch_handle_batch(void *state, serve_request *const *requests, size_t n)
 {
     struct torch_replica *t = state;
     struct row *rows = calloc(n, sizeof *rows);
-    bool *good = calloc(n, sizeof *good);
-    if (!rows || !good) {
+    bool *pending = calloc(n, sizeof *pending);
+    size_t *idx = calloc(n, sizeof *idx);
+    if (!rows || !pending || !idx) {
         free(rows);
-        free(good);
+        free(pending);
+        free(idx);
         return -1; /* the runtime answers 500 */
     }
-    const int64_t *shape = t->input_rank ? t->input_shape : NULL;
-    int rank = t->input_rank;
-    size_t good_rows = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len;
         const char *body = serve_request_body(requests[i], &len);
@@ -151,56 +199,33 @@ static int torch_handle_batch(void *state, serve_request *const *requests, size_
             serve_respond_error(requests[i], 400, err);
             continue;
         }
-        if (!shape) { /* the first good row sets the shape of this batch */
-            shape = rows[i].shape;
-            rank = rows[i].rank;
-        }
-        if (!same_shape(rows[i].shape, rows[i].rank, shape, rank)) {
+        if (t->input_rank &&
+            !same_shape(rows[i].shape, rows[i].rank, t->input_shape, t->input_rank)) {
             char expected[128], got[128], msg[320];
-            shape_format(shape, rank, expected, sizeof expected);
+            shape_format(t->input_shape, t->input_rank, expected, sizeof expected);
             shape_format(rows[i].shape, rows[i].rank, got, sizeof got);
             snprintf(msg, sizeof msg, "expected an input row of shape %s, got %s", expected, got);
             serve_respond_error(requests[i], 400, msg);
             continue;
         }
-        good[i] = true;
-        good_rows++;
+        pending[i] = true;
     }
-    if (good_rows) {
-        size_t row_size = rows[0].count;
-        for (size_t i = 0; i < n; i++)
-            if (good[i]) row_size = rows[i].count;
-        /* Stacked once into one tensor's memory: the shim borrows it. */
-        float *stacked = malloc(good_rows * row_size * sizeof *stacked);
-        float *out = NULL;
-        int64_t out_shape[TORCH_SHIM_MAX_RANK];
-        int out_rank = 0;
-        char err[1024];
-        int rc = -1;
-        if (stacked) {
-            size_t k = 0;
-            for (size_t i = 0; i < n; i++)
-                if (good[i]) memcpy(stacked + row_size * k++, rows[i].data, row_size * sizeof *stacked);
-            rc = torch_shim_forward(t->model, stacked, (int64_t)good_rows, shape, rank, &out,
-                                    out_shape, &out_rank, err, sizeof err);
-            t->forward_calls++;
-        } else {
-            snprintf(err, sizeof err, "out of memory");
-        }
-        size_t out_size = 1;
-        for (int d = 0; d < out_rank; d++) out_size *= (size_t)out_shape[d];
-        for (size_t i = 0, k = 0; i < n; i++) {
-            if (!good[i]) continue;
-            if (rc == 0) answer_row(requests[i], out + out_size * k++, out_shape, out_rank, good_rows);
-            else serve_respond_error(requests[i], 500, err);
-        }
-        if (rc != 0) serve_log(t->replica, SERVE_LOG_ERROR, "torch: %s", err);
-        free(out);
-        free(stacked);
+    /* One forward per shape (one in all when the shape is known): a row of
+     * another shape never decides what its batch-mates are checked against. */
+    for (size_t i = 0; i < n; i++) {
+        if (!pending[i]) continue;
+        size_t k = 0;
+        for (size_t j = i; j < n; j++)
+            if (pending[j] && same_shape(rows[j].shape, rows[j].rank, rows[i].shape, rows[i].rank)) {
+                idx[k++] = j;
+                pending[j] = false;
+            }
+        forward_rows(t, requests, rows, idx, k);
     }
     for (size_t i = 0; i < n; i++) row_free(&rows[i]);
     free(rows);
-    free(good);
+    free(pending);
+    free(idx);
     return 0;
 }
 

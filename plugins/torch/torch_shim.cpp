@@ -38,12 +38,30 @@ static void limit_blas_threads(int threads)
     dlclose(blas);
 }
 
+// The line of a libtorch message that says what went wrong. A TorchScript
+// interpreter error starts with "The following operation failed..." and a
+// traceback, and names the reason on a line "RuntimeError: REASON" (or
+// another "...Error: "); other messages put it first and go on with a C++
+// backtrace.
+static std::string reason_line(const std::string &text)
+{
+    size_t at = std::string::npos;
+    for (size_t line = 0; line < text.size();) {
+        size_t end = text.find('\n', line);
+        if (end == std::string::npos) end = text.size();
+        size_t colon = text.find("Error: ", line);
+        if (colon != std::string::npos && colon < end && text.compare(line, 2, "  ") != 0)
+            at = colon + 7;
+        line = end + 1;
+    }
+    size_t start = at != std::string::npos ? at : 0;
+    size_t end = text.find('\n', start);
+    return text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
 static void fail(char *err, size_t errlen, const char *what, const char *detail)
 {
-    std::string text = detail ? detail : "";
-    // libtorch messages go on with a C++ backtrace after the first line.
-    size_t cut = text.find('\n');
-    if (cut != std::string::npos) text.resize(cut);
+    std::string text = reason_line(detail ? detail : "");
     std::snprintf(err, errlen, "%s: %s", what, text.c_str());
 }
 
@@ -117,10 +135,27 @@ extern "C" int torch_shim_forward(torch_shim_model *m, const float *input, int64
         std::memcpy(copy, y.data_ptr<float>(), bytes);
         *output = copy;
         return 0;
+    } catch (const c10::Error &e) {
+        fail(err, errlen, "forward failed", e.what_without_backtrace());
     } catch (const std::exception &e) {
         fail(err, errlen, "forward failed", e.what());
     } catch (...) {
         fail(err, errlen, "forward failed", "unknown error");
+    }
+    return -1;
+}
+
+extern "C" int torch_shim_input_shape(torch_shim_model *m, int64_t *shape, int *rank)
+{
+    try {
+        for (const torch::Tensor &p : m->module.parameters(/*recurse=*/true)) {
+            // The first weight of a Linear layer is [out, in]: rows of `in`.
+            if (p.dim() != 2) return -1;
+            shape[0] = p.size(1);
+            *rank = 1;
+            return 0;
+        }
+    } catch (...) {
     }
     return -1;
 }

@@ -27,6 +27,11 @@ int torch_shim_forward(torch_shim_model *m, const float *input, int64_t rows,
                        const int64_t *row_shape, int rank, float **output,
                        int64_t *out_row_shape, int *out_rank, char *err, size_t errlen);
 
+/* The input row shape, where the model says it: a model whose first
+ * parameter is a Linear layer's weight [out, in] takes rows of `in`. 0
+ * with shape and rank set, or -1 when it cannot be read. */
+int torch_shim_input_shape(torch_shim_model *m, int64_t *shape, int *rank);
+
 void torch_shim_free(torch_shim_model *m);
 
 #ifdef __cplusplus

@@ -26,6 +26,21 @@ with torch.no_grad():
 """
 
 
+PICKY = r"""
+import sys, torch
+class Picky(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(64))
+        self.fc = torch.nn.Linear(64, 10)
+    def forward(self, x):
+        if bool((x[:, 0] < -100).any()):
+            raise RuntimeError("row with a sentinel")
+        return self.fc(x * self.scale)
+torch.jit.script(Picky()).save(sys.argv[1])
+"""
+
+
 def reference(rows):
     proc = subprocess.run(["/usr/bin/python3", "-c", REFERENCE, MODEL], input=json.dumps(rows),
                           capture_output=True, text=True, timeout=120, check=True)
@@ -85,6 +100,50 @@ class Torch(ServeTestCase):
         self.assertEqual(answers[1].json()["error"],
                          "expected an input row of shape [64], got [63]")
         self.assertEqual(answers[0].headers["x-forward-rows"], "2")
+
+    def test_without_input_shape_the_model_says_it(self):
+        # No input_shape: the rows' shape is read from the model (its first
+        # layer), so a burst of good rows with one short row among them gets
+        # 15 answers and one 400 naming both shapes.
+        self.server.deploy("mlp", PLUGIN, "/mlp", "--config", "model=" + MODEL,
+                           "--config", "threads=1", "--max-batch-size", "32",
+                           "--batch-wait-timeout-ms", "1000")
+        rng = random.Random(7)
+        rows = [[rng.uniform(-1, 1) for _ in range(64)] for _ in range(15)]
+        bodies = [json.dumps(r) for r in rows]
+        bodies.insert(5, json.dumps([0.1] * 63))
+        answers = self.server.concurrent([b.encode() for b in bodies], "/mlp")
+        self.assertEqual([a.status for a in answers], [200] * 5 + [400] + [200] * 10)
+        self.assertEqual(answers[5].json()["error"],
+                         "expected an input row of shape [64], got [63]")
+        expected = reference(rows)
+        for a, want in zip(answers[:5] + answers[6:], expected):
+            for g, w in zip(a.json(), want):
+                self.assertAlmostEqual(g, w, delta=1e-5)
+
+    def test_a_failed_forward_is_split_so_only_the_bad_rows_fail(self):
+        # A model whose input shape cannot be read (its first parameter is
+        # not a Linear weight) and that refuses a row with a sentinel: the
+        # batch's stacked forward fails, is split down to the rows that
+        # fail, and those get 400 with libtorch's own reason.
+        path = os.path.join(self.server.state_dir, "picky.pt")
+        script = os.path.join(self.server.state_dir, "picky.py")  # script needs a source file
+        with open(script, "w") as f:
+            f.write(PICKY)
+        subprocess.run(["/usr/bin/python3", script, path], check=True, timeout=120)
+        self.server.deploy("picky", PLUGIN, "/picky", "--config", "model=" + path,
+                           "--config", "threads=1", "--max-batch-size", "32",
+                           "--batch-wait-timeout-ms", "1000")
+        bodies = [json.dumps([0.25] * 64)] * 14
+        bodies.insert(3, json.dumps([-1000.0] + [0.25] * 63))
+        bodies.insert(9, json.dumps([0.25] * 63))
+        answers = self.server.concurrent([b.encode() for b in bodies], "/picky")
+        statuses = [a.status for a in answers]
+        self.assertEqual(statuses, [200] * 3 + [400] + [200] * 5 + [400] + [200] * 6, answers)
+        self.assertIn("row with a sentinel", answers[3].json()["error"])
+        self.assertNotIn("TorchScript interpreter", answers[3].json()["error"])
+        self.assertIn("must match the size of tensor", answers[9].json()["error"])
+        self.assertTrue(self.server.alive())
 
     def test_msgpack_and_json_give_the_same_numbers(self):
         self.deploy_mlp()
