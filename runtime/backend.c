@@ -44,6 +44,7 @@ struct replica {
     int reconfigure_rc;
     bool down;      /* the kind said it cannot take work (backend_replica_down) */
     bool requeued;  /* its last batch came back unrun */
+    struct log_rate batch_failures; /* the worker's */
 };
 
 struct backend {
@@ -175,8 +176,12 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n, bo
         requeue_batch(r, batch, n, rc);
         return (uint32_t)n;
     }
-    /* A kind that runs batches elsewhere reports their time itself. */
-    if (!b->kind->idle) backend_replica_batch_ran(&r->base, n, serve__now_ns() - started);
+    /* A kind that runs batches elsewhere reports their time (and
+     * failures) itself. */
+    if (!b->kind->idle) {
+        backend_replica_batch_ran(&r->base, n, serve__now_ns() - started);
+        if (rc != 0) log_batch_failed(&r->batch_failures, b->spec.name, r->base.index, rc, n);
+    }
     uint32_t finished = 0;
     for (size_t i = 0; i < n; i++) {
         serve_request *req = batch[i];

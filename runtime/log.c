@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "replica_context.h"
 
 static int log_level = SERVE_LOG_INFO;
@@ -72,4 +73,27 @@ SERVE_EXPORT void serve_log(const serve_replica *replica, int level,
     va_start(ap, fmt);
     log_line(level, context, fmt, ap);
     va_end(ap);
+}
+
+bool log_rate_allow(struct log_rate *r, uint64_t interval_ns, unsigned *suppressed)
+{
+    uint64_t now = serve__now_ns();
+    if (r->last_ns && now - r->last_ns < interval_ns) {
+        r->suppressed++;
+        return false;
+    }
+    *suppressed = r->suppressed;
+    r->suppressed = 0;
+    r->last_ns = now;
+    return true;
+}
+
+void log_batch_failed(struct log_rate *r, const char *backend, int replica, int rc, size_t n)
+{
+    unsigned suppressed;
+    if (!log_rate_allow(r, 1000000000ull, &suppressed)) return;
+    char more[64] = "";
+    if (suppressed) snprintf(more, sizeof more, " (and %u more since the last line)", suppressed);
+    LOG_WARN("backend=%s replica=%d: handle_batch returned %d for a batch of %zu; the requests "
+             "it left unanswered got 500%s", backend, replica, rc, n, more);
 }

@@ -61,6 +61,7 @@ static struct {
     pthread_mutex_t results_lock;
     bool stopping;
     uint64_t next_call_id;
+    struct log_rate batch_failures; /* the main thread's */
 } host = {.ch = {.memfd = -1}, .calls_lock = PTHREAD_MUTEX_INITIALIZER,
           .results_lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -271,6 +272,7 @@ static void run_batch(serve_request **batch, size_t n)
     int rc = host.lib.plugin->handle_batch(host.state, batch, n);
     uint64_t took = serve__now_ns() - started;
     atomic_store(&host.ch.shared->batch_started_ns, 0);
+    if (rc != 0) log_batch_failed(&host.batch_failures, host.backend, host.index, rc, n);
 
     /* The answers given during the batch as one write (one wake-up). */
     shm_ring_lock(&host.answers);

@@ -135,6 +135,23 @@ class Batching(ServeTestCase):
         failed = [a for a in answers if a.status == 500][0]
         self.assertIn("plugin failed on this batch", failed.json()["error"])
 
+    def test_a_failed_batch_is_logged_at_most_once_a_second(self):
+        for isolation in ("process", "thread"):
+            with self.subTest(isolation=isolation):
+                name = "f_" + isolation
+                self.server.deploy(name, test_plugin("faulty"), "/" + name, "--isolation",
+                                   isolation)
+                started = time.monotonic()
+                for _ in range(5):
+                    self.assertEqual(self.server.post("/" + name, b"crashbatch").status, 500)
+                took = time.monotonic() - started
+                line = "backend=%s replica=0: handle_batch returned -1 for a batch of 1" % name
+                deadline = time.monotonic() + 10
+                while line not in self.server.log():
+                    self.assertLess(time.monotonic(), deadline, self.server.log()[-2000:])
+                    time.sleep(0.05)
+                self.assertLessEqual(self.server.log().count(line), 1 + int(took))
+
     def test_deferred_answers_from_another_thread(self):
         self.server.deploy("f", test_plugin("faulty"), "/f", "--max-batch-size", "4",
                            "--batch-wait-timeout-ms", "50")
