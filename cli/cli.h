@@ -22,7 +22,7 @@ extern const struct cli_command cmd_create_backend, cmd_delete_backend, cmd_list
 extern const struct cli_command cmd_create_endpoint, cmd_delete_endpoint, cmd_list_endpoints;
 extern const struct cli_command cmd_call;
 extern const struct cli_command cmd_update_backend, cmd_set_traffic, cmd_shadow_traffic, cmd_deploy;
-extern const struct cli_command cmd_bench;
+extern const struct cli_command cmd_bench, cmd_try;
 
 /* The backend options shared by create-backend and update-backend. */
 #define BACKEND_OPTIONS_HELP                                                              \

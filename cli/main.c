@@ -14,7 +14,7 @@ static const struct cli_command *const commands[] = {
     &cmd_create_backend,  &cmd_update_backend, &cmd_delete_backend, &cmd_list_backends,
     &cmd_create_endpoint, &cmd_delete_endpoint, &cmd_list_endpoints,
     &cmd_set_traffic,     &cmd_shadow_traffic, &cmd_deploy,         &cmd_call,
-    &cmd_bench,
+    &cmd_bench,           &cmd_try,
 };
 #define COMMAND_COUNT (sizeof commands / sizeof *commands)
 
@@ -43,9 +43,10 @@ static void print_usage(FILE *out)
 void cli_print_help(const struct cli_command *c)
 {
     printf("usage: serve %s\n\n%s\n\n%s", c->usage, c->summary, c->help);
-    printf("  --state-dir DIR   the server's state folder (env SERVE_STATE_DIR)\n");
-    /* Every command but start talks to a running server. */
-    if (c != &cmd_start)
+    /* try runs without a server; every other command but start talks to a
+     * running one. */
+    if (c != &cmd_try) printf("  --state-dir DIR   the server's state folder (env SERVE_STATE_DIR)\n");
+    if (c != &cmd_start && c != &cmd_try)
         printf("  --control-timeout S\n"
                "                    give up when the server has not answered in S seconds\n"
                "                    (default 30; 0: no limit)\n");

@@ -376,7 +376,7 @@ _serve_positional()
             compopt -o nospace 2>/dev/null
             ;;
         create-backend:1 | create-endpoint:1 | shadow-traffic:3) ;; # new names, a fraction
-        create-backend:2) _serve_plugins "$cur" ;;
+        create-backend:2 | try:1) _serve_plugins "$cur" ;;
         deploy:1) _serve_files "$cur" yaml ;;
         *) return 1 ;;
     esac

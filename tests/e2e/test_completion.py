@@ -22,7 +22,7 @@ BASH = shutil.which("bash")
 
 COMMANDS = {"start", "stop", "status", "create-backend", "update-backend", "delete-backend",
             "list-backends", "create-endpoint", "delete-endpoint", "list-endpoints",
-            "set-traffic", "shadow-traffic", "deploy", "call", "bench"}
+            "set-traffic", "shadow-traffic", "deploy", "call", "bench", "try"}
 SHIPPED_PLUGINS = {"echo", "counter", "sim", "torch", "cuda"}
 
 # Sources the script, then completes the line as bash would: $1 COMP_LINE,
