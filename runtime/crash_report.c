@@ -8,8 +8,10 @@
 #include <link.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -154,6 +156,39 @@ static uintptr_t faulting_pc(const void *ucontext)
 #endif
 }
 
+/* Append-only, so that the signal handler reads it without a lock: an
+ * entry is complete before the count that shows it is published. */
+#define PLUGIN_NOTES 128
+static struct {
+    const char *loaded, *shown;
+} plugin_notes[PLUGIN_NOTES];
+static atomic_int plugin_note_count;
+static pthread_mutex_t plugin_notes_lock = PTHREAD_MUTEX_INITIALIZER;
+
+void crash_report_note_plugin(const char *loaded, const char *shown)
+{
+    if (!loaded || !shown || strcmp(loaded, shown) == 0) return;
+    pthread_mutex_lock(&plugin_notes_lock);
+    int n = atomic_load_explicit(&plugin_note_count, memory_order_relaxed);
+    bool known = false;
+    for (int i = 0; i < n && !known; i++) known = strcmp(plugin_notes[i].loaded, loaded) == 0;
+    if (!known && n < PLUGIN_NOTES) {
+        plugin_notes[n].loaded = strdup(loaded);
+        plugin_notes[n].shown = strdup(shown);
+        if (plugin_notes[n].loaded && plugin_notes[n].shown)
+            atomic_store_explicit(&plugin_note_count, n + 1, memory_order_release);
+    }
+    pthread_mutex_unlock(&plugin_notes_lock);
+}
+
+static const char *shown_name(const char *loaded)
+{
+    int n = atomic_load_explicit(&plugin_note_count, memory_order_acquire);
+    for (int i = 0; i < n; i++)
+        if (strcmp(plugin_notes[i].loaded, loaded) == 0) return plugin_notes[i].shown;
+    return loaded;
+}
+
 /* The file of the first object loaded after start-up found at the faulting
  * PC or, going out, in the backtrace: the plugin whose code crashed, even
  * when it crashed inside libc (a memcpy given NULL). NULL: none. */
@@ -165,7 +200,7 @@ static const char *crashing_plugin(uintptr_t pc, void *const *frames, int n)
         if (!at || loaded_at_startup(at)) continue;
         Dl_info info;
         if (dladdr((void *)at, &info) && info.dli_fname && info.dli_fname[0])
-            return info.dli_fname;
+            return shown_name(info.dli_fname);
     }
     return NULL;
 }

@@ -26,6 +26,11 @@ void crash_report_install(void);
  * at its start. */
 void crash_report_set_context(const char *backend, int replica);
 
+/* A plugin file loaded as `loaded` (the server's private copy) that the
+ * user knows as `shown`: a crash in its code names `shown`. Any thread; the
+ * first 128 notes are kept. */
+void crash_report_note_plugin(const char *loaded, const char *shown);
+
 /* Gives the calling thread an alternate signal stack, released when the
  * thread ends; a no-op when it has one. For threads of serve that run no
  * replica (the HTTP I/O threads). */

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crash_report.h"
+
 /* Distinguishes "missing" and "not a shared object" before dlopen, whose
  * messages for those cases are long and vary between libc versions. */
 static bool precheck(const char *file, const char *path, char *err, size_t errlen)
@@ -91,6 +93,7 @@ bool plugin_load(const char *file, const char *path, struct plugin_lib *lib, cha
     }
     lib->handle = handle;
     lib->plugin = plugin;
+    crash_report_note_plugin(file, path); /* a crash names the plugin as the user does */
     return true;
 }
 
