@@ -477,7 +477,13 @@ typedef void (*serve_call_done_fn)(const serve_result *result, void *arg);
 
 /* Sends the call; the call object is consumed in every case. Returns 0 when
  * `done` will be (or was) called; on SERVE_EINVAL (call or done NULL) it is
- * never called. */
+ * never called.
+ * Order rule: when `done` answers a request of the batch, call
+ * serve_request_defer on that request BEFORE this: `done` may run before
+ * serve_call_send returns, and a request answered while not deferred was
+ * answered inside handle_batch (a later defer fails with SERVE_ESTATE). For
+ * several calls per request, defer once, send them all, and answer from the
+ * last callback to finish (serve-plugin(3) has such a fan-out). */
 SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done,
                                  void *arg);
 
