@@ -57,6 +57,13 @@ class BadPlugins(ServeTestCase):
         self.assertEqual(line, "serve: create-backend: plugin %s: built for SDK ABI version 99, "
                          "this server speaks version 1" % path)
 
+    def test_a_plugin_for_a_newer_server_says_so(self):
+        path = test_plugin("newer_sdk")
+        line = self.assert_refused(path)
+        self.assertEqual(line, "serve: create-backend: plugin %s: needs a newer server: it calls "
+                         "serve_request_tensor_count, which this server (SDK ABI version 1) "
+                         "does not have" % path)
+
     def test_init_failure_carries_the_plugins_reason(self):
         path = test_plugin("init_fail")
         self.assert_refused(path, path, "init failed: model file /models/x.pt is missing",
