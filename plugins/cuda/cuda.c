@@ -30,16 +30,25 @@ static int cuda_init(serve_replica *replica, const serve_config *config, void **
         serve_replica_fail(replica, "out of memory");
         return -1;
     }
-    const char *v;
-    c->dim = (v = serve_config_get(config, "dim")) ? strtoul(v, NULL, 10) : 64;
-    c->max_rows = (v = serve_config_get(config, "max_rows")) ? strtoul(v, NULL, 10) : 1024;
-    c->scale = (v = serve_config_get(config, "scale")) ? strtof(v, NULL) : 1.0f;
-    c->shift = (v = serve_config_get(config, "shift")) ? strtof(v, NULL) : 0.0f;
-    int device = (v = serve_config_get(config, "device")) ? atoi(v) : 0;
+    int64_t dim, max_rows, device;
+    double scale, shift;
+    /* A refused value is init's reason ("config dim=x: not an integer"). */
+    if (serve_config_int(config, "dim", 64, &dim) != SERVE_OK ||
+        serve_config_int(config, "max_rows", 1024, &max_rows) != SERVE_OK ||
+        serve_config_number(config, "scale", 1.0, &scale) != SERVE_OK ||
+        serve_config_number(config, "shift", 0.0, &shift) != SERVE_OK ||
+        serve_config_int(config, "device", 0, &device) != SERVE_OK) {
+        free(c);
+        return -1;
+    }
+    c->dim = dim > 0 && dim <= (1 << 20) ? (size_t)dim : 0;
+    c->max_rows = max_rows > 0 && max_rows <= (1 << 24) ? (size_t)max_rows : 0;
+    c->scale = (float)scale;
+    c->shift = (float)shift;
     char err[512];
     if (!c->dim || !c->max_rows ||
-        cuda_transform_open(device, c->dim * c->max_rows, &c->gpu, err, sizeof err) != 0) {
-        serve_replica_fail(replica, "%s", c->dim && c->max_rows ? err : "dim and max_rows must be positive");
+        cuda_transform_open((int)device, c->dim * c->max_rows, &c->gpu, err, sizeof err) != 0) {
+        serve_replica_fail(replica, "%s", c->dim && c->max_rows ? err : "dim (1..1048576) and max_rows (1..16777216) must be positive");
         free(c);
         return -1;
     }

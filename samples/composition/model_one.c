@@ -17,9 +17,13 @@ static int model_one_init(serve_replica *replica, const serve_config *config, vo
         serve_replica_fail(replica, "out of memory");
         return -1;
     }
-    const char *seed = serve_config_get(config, "seed");
-    m->seed = seed ? (unsigned)strtoul(seed, NULL, 10)
-                   : (unsigned)time(NULL) ^ (unsigned)serve_replica_index(replica);
+    int64_t seed;
+    if (serve_config_int(config, "seed", -1, &seed) != SERVE_OK) { /* its reason is init's */
+        free(m);
+        return -1;
+    }
+    m->seed = seed >= 0 ? (unsigned)seed
+                        : (unsigned)time(NULL) ^ (unsigned)serve_replica_index(replica);
     m->replica = replica;
     *state = m;
     return 0;

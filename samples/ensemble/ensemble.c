@@ -76,7 +76,8 @@ static void on_member(const serve_result *r, void *arg)
 static int ensemble_init(serve_replica *replica, const serve_config *config, void **state)
 {
     const char *members = serve_config_get(config, "members");
-    const char *repeat = serve_config_get(config, "repeat");
+    int64_t repeat;
+    if (serve_config_int(config, "repeat", 1, &repeat) != SERVE_OK) return -1; /* its reason */
     if (!members || !*members) {
         serve_replica_fail(replica, "config members=E1,E2,... is required");
         return -1;
@@ -89,7 +90,7 @@ static int ensemble_init(serve_replica *replica, const serve_config *config, voi
         serve_replica_fail(replica, "out of memory");
         return -1;
     }
-    e->repeat = repeat ? atoi(repeat) : 1;
+    e->repeat = repeat >= 1 && repeat <= 1024 ? (int)repeat : 0;
     for (char *m = strtok_r(list, ",", &save); m && e->count < MAX_MEMBERS;
          m = strtok_r(NULL, ",", &save))
         e->members[e->count++] = serve_replica_handle(replica, m);
