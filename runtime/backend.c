@@ -12,6 +12,7 @@
 
 #include "answer_queue.h"
 #include "clock.h"
+#include "config_typed.h"
 #include "log.h"
 #include "metrics.h"
 #include "mp.h"
@@ -42,6 +43,7 @@ struct replica {
     serve_request *deferred_head;
     bool reconfigure_pending;
     int reconfigure_rc;
+    char reconfigure_why[512]; /* with a refusal: why, or "" */
     bool down;      /* the kind said it cannot take work (backend_replica_down) */
     bool requeued;  /* its last batch came back unrun */
     struct log_rate batch_failures; /* the worker's */
@@ -308,7 +310,11 @@ static void *replica_main(void *arg)
             /* Between batches: no handle_batch of this replica runs now. */
             const serve_config *config = b->pending_config;
             pthread_mutex_unlock(&b->mutex);
+            config_error_clear();
             int rc = b->kind->reconfigure(&r->base, config);
+            /* The plugin's reason, where a typed getter gave one. */
+            snprintf(r->reconfigure_why, sizeof r->reconfigure_why, "%s",
+                     rc ? serve_config_error() : "");
             pthread_mutex_lock(&b->mutex);
             r->reconfigure_rc = rc;
             r->reconfigure_pending = false;
@@ -816,8 +822,16 @@ bool backend_reconfigure(struct backend *b, const serve_config *config, char *er
     }
     long failed = reconfigure_all(b, copy, took);
     if (failed >= 0) {
-        snprintf(err, errlen, "plugin %s: reconfigure failed on replica %ld of backend %s (code %d)",
-                 b->spec.plugin, failed, b->spec.name, b->replicas[failed].reconfigure_rc);
+        const struct replica *r = &b->replicas[failed];
+        if (r->reconfigure_why[0])
+            snprintf(err, errlen, "plugin %s: reconfigure failed on replica %ld of backend %s: %s",
+                     b->spec.plugin, failed, b->spec.name, r->reconfigure_why);
+        else
+            snprintf(err, errlen,
+                     "plugin %s: reconfigure failed on replica %ld of backend %s (code %d)",
+                     b->spec.plugin, failed, b->spec.name, r->reconfigure_rc);
+        LOG_WARN("backend=%s: new config refused, the replicas keep the old one: %s",
+                 b->spec.name, err);
         /* The old config back everywhere, so all replicas agree again. */
         reconfigure_all(b, b->spec.config, NULL);
         config_free(copy);

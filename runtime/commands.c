@@ -51,8 +51,10 @@ bool server_add_live_backend(struct server *s, const struct backend_spec *spec,
     struct backend *b = backend_create(spec, err, errlen);
     if (!b) return false;
     s->live[i] = b;
-    LOG_INFO("backend=%s: started %u replica(s) of %s", spec->name,
-             spec->options.num_replicas, spec->plugin);
+    LOG_INFO("backend=%s: started %u replica(s) of %s%s%s%s", spec->name,
+             spec->options.num_replicas, spec->plugin,
+             spec->plugin_digest ? " (the copy of digest " : "",
+             spec->plugin_digest ? spec->plugin_digest : "", spec->plugin_digest ? ")" : "");
     return true;
 }
 

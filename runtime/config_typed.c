@@ -17,6 +17,11 @@ static _Thread_local char last_error[512];
 
 void config_error_clear(void) { last_error[0] = '\0'; }
 
+void config_error_set(const char *reason)
+{
+    snprintf(last_error, sizeof last_error, "%s", reason ? reason : "");
+}
+
 SERVE_EXPORT const char *serve_config_error(void) { return last_error; }
 
 static int refuse(const char *key, const char *value, const char *what)

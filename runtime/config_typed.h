@@ -6,7 +6,10 @@
 
 #include "serve/plugin.h"
 
-/* Before calling init: no refusal of an earlier call counts. */
+/* Before calling init or reconfigure: no refusal of an earlier call counts. */
 void config_error_clear(void);
+/* The calling thread's reason, as a getter would set it: a process
+ * replica's kind hands on the reason its child reported. */
+void config_error_set(const char *reason);
 
 #endif

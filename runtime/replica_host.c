@@ -402,10 +402,12 @@ static void serve_work(void)
         } else if (type == MSG_RECONFIGURE) {
             struct wire_in r = wire_in_of(&head);
             serve_config *config = read_config(&r, prefix.count);
+            config_error_clear();
             int rc = host.lib.plugin->reconfigure ? host.lib.plugin->reconfigure(host.state, config)
                                                   : -1;
             config_free(config);
-            send_reply(MSG_RECONFIGURED, "", (uint32_t)rc);
+            /* A typed getter's refusal is the reason the user reads. */
+            send_reply(MSG_RECONFIGURED, rc ? serve_config_error() : "", (uint32_t)rc);
         } else if (type == MSG_STOP) {
             break;
         }
@@ -416,7 +418,7 @@ static void serve_work(void)
 
 int replica_host_main(int argc, char **argv)
 {
-    if (argc != 5) {
+    if (argc != 5 && argc != 7) { /* backend=NAME replica=N may follow, for ps */
         fprintf(stderr, "serve: __replica-host is started by the server, not by hand\n");
         return 2;
     }

@@ -35,6 +35,7 @@
 
 #include "backend.h"
 #include "clock.h"
+#include "config_typed.h"
 #include "log.h"
 #include "replica_host.h"
 #include "replica_process_internal.h"
@@ -363,6 +364,7 @@ static int process_reconfigure(struct replica_base *r, const serve_config *confi
     shm_ring_unlock(&inc->work);
     wait_worker(inc, &inc->reconfigures_done, target);
     int rc = atomic_load(&inc->gone) ? 0 : atomic_load(&inc->reconfigure_rc);
+    if (rc && inc->reconfigure_why[0]) config_error_set(inc->reconfigure_why);
     incarnation_release(inc);
     return rc;
 }

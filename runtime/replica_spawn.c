@@ -161,7 +161,11 @@ struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size
      * its own process group keeps a terminal's Ctrl-C for the server. */
     char parent[32];
     snprintf(parent, sizeof parent, "%ld", (long)getpid());
-    char *argv[] = {"serve", "__replica-host", "3", "4", parent, NULL};
+    /* The last two are for ps(1) and top(1) only: which replica this is. */
+    char backend_arg[160], replica_arg[32];
+    snprintf(backend_arg, sizeof backend_arg, "backend=%s", spec->name);
+    snprintf(replica_arg, sizeof replica_arg, "replica=%d", p->base->index);
+    char *argv[] = {"serve", "__replica-host", "3", "4", parent, backend_arg, replica_arg, NULL};
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     posix_spawn_file_actions_init(&actions);

@@ -207,12 +207,16 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
         backend_replica_wake(p->base);
         break;
     }
-    case MSG_RECONFIGURED:
-        wire_get_str(&r);
+    case MSG_RECONFIGURED: {
+        const char *why = wire_get_str(&r);
+        /* For the worker that waits for it (process_reconfigure): stored
+         * before the count that releases it. */
+        snprintf(inc->reconfigure_why, sizeof inc->reconfigure_why, "%s", r.bad ? "" : why);
         atomic_store(&inc->reconfigure_rc, (int)wire_get_u32(&r));
         atomic_fetch_add(&inc->reconfigures_done, 1);
         park_wake(&inc->worker_park);
         break;
+    }
     default: free(body); break;
     }
     return true;

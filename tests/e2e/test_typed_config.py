@@ -44,6 +44,19 @@ class Refusals(ServeTestCase):
                                "path=" + "x" * 2000, check=False)
         self.assertIn("init failed: config path=%s...: path too long" % ("x" * 61), proc.stderr)
 
+    def test_a_refused_reconfigure_says_why(self):
+        for isolation in ("process", "thread"):
+            with self.subTest(isolation=isolation):
+                name = "c_" + isolation
+                self.server.deploy(name, "counter", "/" + name, "--isolation", isolation)
+                proc = self.server.cli("update-backend", name, "--config", "step=two",
+                                       check=False)
+                self.assertEqual(proc.returncode, 1)
+                self.assertIn("reconfigure failed on replica 0 of backend %s: config step=two: "
+                              "not an integer" % name, proc.stderr)
+                self.assertIn("backend=%s: new config refused" % name, self.server.log())
+                self.assertEqual(self.server.post("/" + name, b"").body, b"1")
+
     def test_good_values_and_defaults(self):
         self.server.deploy("t", test_plugin("typed"), "/t", "--config", "int=-7",
                            "--config", "number=1e-3", "--config", "bool=Off",
