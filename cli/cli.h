@@ -52,6 +52,10 @@ extern const struct option backend_long_options[];
  * printed). */
 int parse_backend_option(int c, struct backend_spec *spec);
 
+/* --data STR or --data @FILE ("-" for standard input) into a malloc'd
+ * buffer; NULL with errno set when the file cannot be read. */
+char *cli_read_data(const char *arg, size_t *len);
+
 /* Prints "serve: CMD: MESSAGE" to stderr; returns 1 (for `return fail(...)`). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

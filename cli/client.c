@@ -359,3 +359,38 @@ void cli_print_endpoints_live(const msgpack_object *endpoints, const msgpack_obj
         printf("\n");
     }
 }
+
+char *cli_read_data(const char *arg, size_t *len)
+{
+    if (arg[0] != '@') {
+        *len = strlen(arg);
+        return strdup(arg);
+    }
+    FILE *f = strcmp(arg + 1, "-") == 0 ? stdin : fopen(arg + 1, "rb");
+    if (!f) return NULL;
+    size_t cap = 65536, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0) break;
+        if (n == cap) {
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+    }
+    bool failed = ferror(f);
+    if (f != stdin) fclose(f);
+    if (failed) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}

@@ -9,42 +9,6 @@
 #include "../runtime/mp.h"
 #include "cli.h"
 
-/* --data STR or --data @FILE ("-" for standard input) into a malloc'd buffer. */
-static char *read_data(const char *arg, size_t *len)
-{
-    if (arg[0] != '@') {
-        *len = strlen(arg);
-        return strdup(arg);
-    }
-    FILE *f = strcmp(arg + 1, "-") == 0 ? stdin : fopen(arg + 1, "rb");
-    if (!f) return NULL;
-    size_t cap = 65536, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-        if (n == cap) {
-            char *grown = realloc(buf, cap * 2);
-            if (!grown) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = grown;
-            cap *= 2;
-        }
-    }
-    bool failed = ferror(f);
-    if (f != stdin) fclose(f);
-    if (failed) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 static int run_call(int argc, char **argv, const char *state_dir)
 {
     static const struct option long_options[] = {{"data", required_argument, NULL, 'd'},
@@ -68,7 +32,7 @@ static int run_call(int argc, char **argv, const char *state_dir)
     if (argc - optind != 1)
         return cli_fail("call", "usage: serve call ENDPOINT [--data STR|@FILE] [--query K=V]...");
     size_t len = 0;
-    char *data = data_arg ? read_data(data_arg, &len) : strdup("");
+    char *data = data_arg ? cli_read_data(data_arg, &len) : strdup("");
     if (!data) return cli_fail("call", "--data %s: %s", data_arg, strerror(errno));
 
     struct cli_request req;

@@ -133,39 +133,6 @@ static void delivered(serve_request *req)
     request_release(req);
 }
 
-static bool read_body(const char *arg, void **body, size_t *len)
-{
-    if (arg[0] != '@') {
-        *len = strlen(arg);
-        *body = strdup(arg);
-        return *body != NULL;
-    }
-    FILE *f = fopen(arg + 1, "rb");
-    if (!f) return false;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + n, 1, cap - n, f)) > 0;) {
-        n += got;
-        if (n == cap) {
-            char *grown = realloc(buf, cap *= 2);
-            if (!grown) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = grown;
-        }
-    }
-    bool ok = buf && !ferror(f);
-    fclose(f);
-    if (!ok) {
-        free(buf);
-        return false;
-    }
-    *body = buf;
-    *len = n;
-    return true;
-}
-
 static serve_request *make_request(size_t index, void *body, size_t len,
                                    const char *content_type)
 {
@@ -273,7 +240,7 @@ static int run_try(int argc, char **argv, const char *state_dir)
     void *bodies[MAX_BODIES];
     size_t lens[MAX_BODIES];
     for (size_t i = 0; i < count; i++)
-        if (!read_body(data[i], &bodies[i], &lens[i])) {
+        if (!(bodies[i] = cli_read_data(data[i], &lens[i]))) {
             cli_fail("try", "--data %s: %s", data[i], strerror(errno));
             while (i--) free(bodies[i]);
             goto out;
