@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -39,6 +40,10 @@ static bool precheck(const char *file, const char *path, char *err, size_t errle
     return true;
 }
 
+/* The descriptor of ABI version 1 as first released: up to destroy. A
+ * plugin without serve_plugin_descriptor_size has exactly this much. */
+#define DESCRIPTOR_FIRST_SIZE (offsetof(serve_plugin, destroy) + sizeof(void (*)(void *)))
+
 bool plugin_load(const char *file, const char *path, struct plugin_lib *lib, char *err,
                  size_t errlen)
 {
@@ -72,6 +77,9 @@ bool plugin_load(const char *file, const char *path, struct plugin_lib *lib, cha
     serve_plugin_entry_fn entry;
     memcpy(&entry, &sym, sizeof entry); /* object pointer to function pointer */
     const serve_plugin *plugin = entry();
+    /* How much of the descriptor the plugin has: what its header defined. */
+    const uint32_t *size_sym = dlsym(handle, SERVE_PLUGIN_SIZE_SYMBOL);
+    size_t size = size_sym ? *size_sym : DESCRIPTOR_FIRST_SIZE;
     const char *why = NULL;
     if (!plugin) {
         why = "serve_plugin_entry returned NULL";
@@ -81,6 +89,8 @@ bool plugin_load(const char *file, const char *path, struct plugin_lib *lib, cha
                  path, plugin->abi_version, SERVE_ABI_VERSION);
         dlclose(handle);
         return false;
+    } else if (size < DESCRIPTOR_FIRST_SIZE) {
+        why = "descriptor smaller than the first one of this ABI version";
     } else if (!plugin->name || !*plugin->name) {
         why = "descriptor has no name";
     } else if (!plugin->handle_batch) {
@@ -92,7 +102,8 @@ bool plugin_load(const char *file, const char *path, struct plugin_lib *lib, cha
         return false;
     }
     lib->handle = handle;
-    lib->plugin = plugin;
+    memcpy(&lib->descriptor, plugin, size < sizeof *plugin ? size : sizeof *plugin);
+    lib->plugin = &lib->descriptor;
     crash_report_note_plugin(file, path); /* a crash names the plugin as the user does */
     return true;
 }

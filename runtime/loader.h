@@ -9,7 +9,11 @@
 
 struct plugin_lib {
     void *handle;
-    const serve_plugin *plugin;
+    /* The runtime's copy of the plugin's descriptor (see serve_plugin):
+     * as many bytes as the plugin's descriptor has, the rest zero, so a
+     * field the plugin's header did not have reads as NULL. */
+    serve_plugin descriptor;
+    const serve_plugin *plugin; /* &descriptor */
 };
 
 /* Opens `file`, finds serve_plugin_entry, checks the ABI version, then the

@@ -186,7 +186,12 @@ typedef struct serve_plugin {
      * runtime; the plugin must not answer them afterwards. */
     void (*destroy)(void *state);
 
-    /* New fields are only ever added here, at the end. */
+    /* New fields are only ever added here, at the end. The descriptor
+     * states its size (SERVE_PLUGIN_DEFINE exports it as
+     * serve_plugin_descriptor_size): the runtime reads no field past what
+     * the plugin's own header defined, and sees the fields added since as
+     * NULL. A plugin whose entry point was written without the macro has
+     * the descriptor of ABI version 1 as first released (up to destroy). */
 } serve_plugin;
 
 /* The one symbol the runtime looks up in a plugin. */
@@ -196,11 +201,17 @@ typedef const serve_plugin *(*serve_plugin_entry_fn)(void);
 /* Defines the plugin's exported entry point returning &descriptor. Use once
  * per plugin, at file scope. */
 #define SERVE_PLUGIN_DEFINE(descriptor)                                \
+    SERVE_EXPORT extern const uint32_t serve_plugin_descriptor_size;   \
+    SERVE_EXPORT const uint32_t serve_plugin_descriptor_size =         \
+        (uint32_t)sizeof(descriptor);                                  \
     SERVE_EXPORT const serve_plugin *serve_plugin_entry(void);         \
     SERVE_EXPORT const serve_plugin *serve_plugin_entry(void)          \
     {                                                                  \
         return &(descriptor);                                          \
     }
+
+/* The symbol holding the descriptor's size, where the plugin has it. */
+#define SERVE_PLUGIN_SIZE_SYMBOL "serve_plugin_descriptor_size"
 
 /* ------------------------------------------------------------------------
  * Reading a request

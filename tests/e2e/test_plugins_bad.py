@@ -64,6 +64,24 @@ class BadPlugins(ServeTestCase):
                          "serve_request_tensor_count, which this server (SDK ABI version 1) "
                          "does not have" % path)
 
+    def test_descriptors_of_other_sizes(self):
+        # Built before the descriptor stated its size (data right after
+        # it), and built against a newer header (fields this server does
+        # not know): both load, in both isolation modes, and serve.
+        for plugin, answer in (("old_descriptor", b"old"), ("newer_descriptor", b"newer")):
+            for isolation in ("process", "thread"):
+                with self.subTest(plugin=plugin, isolation=isolation):
+                    name = "%s_%s" % (plugin, isolation)
+                    self.server.deploy(name, test_plugin(plugin), "/" + name,
+                                       "--isolation", isolation)
+                    self.assertEqual(self.server.post("/" + name, b"x").body, answer)
+                    self.server.cli("delete-endpoint", name)
+                    self.server.cli("delete-backend", name)
+        path = test_plugin("short_descriptor")
+        line = self.assert_refused(path)
+        self.assertEqual(line, "serve: create-backend: plugin %s: descriptor smaller than the "
+                         "first one of this ABI version" % path)
+
     def test_init_failure_carries_the_plugins_reason(self):
         path = test_plugin("init_fail")
         self.assert_refused(path, path, "init failed: model file /models/x.pt is missing",
