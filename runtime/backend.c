@@ -112,6 +112,18 @@ static void push_answers(serve_request **batch, size_t n)
     }
 }
 
+/* A queued request nobody waits for (timed out: answered 504 already; or
+ * its client went away): dropped before it runs, the queue's execution
+ * reference with it. Never the last reference. */
+static bool drop_abandoned(struct backend *b, serve_request *req)
+{
+    if (!request_abandoned(req)) return false;
+    if (atomic_load(&req->state) == REQ_CANCELLED)
+        atomic_fetch_add_explicit(&b->m->cancelled_total, 1, memory_order_relaxed);
+    request_release(req);
+    return true;
+}
+
 static struct replica *unpark_one_ready(struct backend *b);
 
 /* The kind could not take the batch and touched none of it: back to the
@@ -240,7 +252,7 @@ static serve_request *take_reentrant(struct backend *b)
     for (serve_request **link = &b->queue_head, *prev = NULL; *link;
          prev = *link, link = &(*link)->next) {
         serve_request *req = *link;
-        if (!req->reentrant || atomic_load(&req->state) == REQ_TIMED_OUT) continue;
+        if (!req->reentrant || request_abandoned(req)) continue;
         *link = req->next;
         if (b->queue_tail == req) b->queue_tail = prev;
         b->queue_len--;
@@ -392,10 +404,7 @@ static void *replica_main(void *arg)
             if (!b->queue_head) b->queue_tail = NULL;
             b->queue_len--;
             req->next = NULL;
-            if (atomic_load(&req->state) == REQ_TIMED_OUT) {
-                request_release(req); /* answered 504 already; not the last ref */
-                continue;
-            }
+            if (drop_abandoned(b, req)) continue;
             req->replica = r;
             batch[n++] = req;
         }
@@ -591,10 +600,7 @@ static bool dispatch_here(struct backend *b, struct replica *only, bool nowait)
         if (!b->queue_head) b->queue_tail = NULL;
         b->queue_len--;
         req->next = NULL;
-        if (atomic_load(&req->state) == REQ_TIMED_OUT) {
-            request_release(req); /* answered 504 already; not the last ref */
-            continue;
-        }
+        if (drop_abandoned(b, req)) continue;
         req->replica = r;
         r->in_flight++;
         dispatched = true;
@@ -663,9 +669,7 @@ static void reject_queue(struct backend *b, const char *msg)
     while (req) {
         serve_request *next = req->next;
         req->next = NULL;
-        if (atomic_load(&req->state) == REQ_TIMED_OUT) {
-            request_release(req);
-        } else {
+        if (!drop_abandoned(b, req)) {
             request_answer_runtime(req, 503, msg);
             deliver_or_drop(req);
         }
@@ -967,7 +971,7 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     char unavailable[sizeof b->unavailable];
     memcpy(unavailable, b->unavailable, sizeof unavailable);
     pthread_mutex_unlock(&b->mutex);
-    msgpack_pack_map(pk, 12);
+    msgpack_pack_map(pk, 13);
     mp_pack_key(pk, "busy_replicas");
     msgpack_pack_uint64(pk, busy);
     mp_pack_key(pk, "concurrency"); /* max_concurrent_queries in force */
@@ -984,6 +988,8 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     msgpack_pack_uint64(pk, atomic_load(&b->m->requests_total));
     mp_pack_key(pk, "batches");
     msgpack_pack_uint64(pk, atomic_load(&b->m->batches_total));
+    mp_pack_key(pk, "cancelled");
+    msgpack_pack_uint64(pk, atomic_load(&b->m->cancelled_total));
     mp_pack_key(pk, "isolation");
     mp_pack_str(pk, b->kind->name);
     mp_pack_key(pk, "crashes");
@@ -1028,6 +1034,7 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
         {"serve_replica_in_flight", "gauge", "Requests a replica holds: executing or deferred."},
         {"serve_handle_calls_total", "counter", "Handle calls sent by a backend's replicas, by target endpoint."},
         {"serve_backend_replica_restarts_total", "counter", "Replicas started again because an update replaced them."},
+        {"serve_backend_cancelled_total", "counter", "Queued requests dropped before they ran because their client went away."},
         {"serve_backend_replica_crashes_total", "counter", "Process replicas that died, by reason: signal, exit, hang (past --hang-timeout-ms) or memory (past --max-memory); each is restarted."},
     };
     static const char *const crash_reasons[CRASH_REASONS] = {"signal", "exit", "hang", "memory"};
@@ -1078,6 +1085,10 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
             case 11:
                 evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
                                     atomic_load(&m->replica_restarts));
+                break;
+            case 12:
+                evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
+                                    atomic_load(&m->cancelled_total));
                 break;
             default:
                 for (int c = 0; c < CRASH_REASONS; c++)

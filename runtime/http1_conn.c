@@ -65,6 +65,7 @@ struct http1_exchange {
     size_t body_len, body_cap;
     /* An answer ready while an earlier one is not: written in turn. */
     struct evbuffer *answer;
+    void *owner; /* the front end's (http1_set_owner) */
 };
 
 struct conn {
@@ -786,11 +787,13 @@ static void conn_close(struct conn *c)
 {
     struct http1 *h = c->h;
     conn_unlink_partial(c);
+    struct http1_exchange *abandoned = NULL;
     for (struct http1_exchange *ex = c->queue, *next; ex; ex = next) {
         next = ex->next;
         if (ex->complete && !ex->answered) {
             ex->conn = NULL; /* the front end answers it later; dropped then */
-            ex->next = NULL;
+            ex->next = abandoned;
+            abandoned = ex;
         } else {
             exchange_free(ex);
         }
@@ -806,6 +809,12 @@ static void conn_close(struct conn *c)
     atomic_fetch_sub_explicit(h->limits.open, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&h->open_here, 1, memory_order_relaxed);
     free(c);
+    /* Told last: the front end may answer (and so free) each at once. */
+    for (struct http1_exchange *ex = abandoned, *next; ex; ex = next) {
+        next = ex->next;
+        ex->next = NULL;
+        if (h->handler->on_abandon) h->handler->on_abandon(h->ctx, ex);
+    }
 }
 
 static void conn_set_timer(struct conn *c, int kind, const struct timeval *tv)
@@ -912,9 +921,13 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         c->busy--;
     } else if (n == 0) {
         /* The client is done sending: a request it left partial is
-         * dropped, those read whole are still answered. */
+         * dropped. One still waiting for its answer means the client has
+         * gone (as most clients close, not half-close): the connection
+         * closes and the front end cancels what it had not answered. */
         conn_unlink_partial(c);
         c->input_done = true;
+        for (struct http1_exchange *ex = c->queue; ex; ex = ex->next)
+            if (ex->complete && !ex->answered) c->broken = true;
     } else if (errno != EAGAIN && errno != EINTR) {
         c->broken = true;
     }
@@ -1107,6 +1120,10 @@ size_t http1_open_connections(const struct http1 *h)
 {
     return atomic_load_explicit(&h->open_here, memory_order_relaxed);
 }
+
+void http1_set_owner(struct http1_exchange *ex, void *owner) { ex->owner = owner; }
+
+void *http1_owner(const struct http1_exchange *ex) { return ex->owner; }
 
 size_t http1_refused(const struct http1 *h)
 {

@@ -52,6 +52,11 @@ struct http1_handler {
     bool (*check_expect)(void *ctx, struct http1_exchange *ex);
     /* A request is whole, body included. */
     void (*on_request)(void *ctx, struct http1_exchange *ex);
+    /* The client went away (its connection closed, or it sent EOF) while
+     * this request, read whole, had no answer: the front end may cancel
+     * its work. The exchange stays valid until answered (http1_answer,
+     * which then only frees it). Optional. */
+    void (*on_abandon)(void *ctx, struct http1_exchange *ex);
 };
 
 struct http1_limits {
@@ -108,6 +113,9 @@ void http1_header(const struct http1_exchange *ex, size_t i, const char **name, 
 const char *http1_find_header(const struct http1_exchange *ex, const char *name);
 /* The client's address, for logs ("-" when unknown). */
 const char *http1_peer(struct http1_exchange *ex);
+/* The front end's object for the exchange (its request), for on_abandon. */
+void http1_set_owner(struct http1_exchange *ex, void *owner);
+void *http1_owner(const struct http1_exchange *ex);
 /* The client's X-Request-ID when it is acceptable (1 to 128 printable
  * bytes, no spaces), else a fresh id written into `generated`. */
 const char *http1_request_id(const struct http1_exchange *ex, char generated[32]);

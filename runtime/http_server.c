@@ -483,12 +483,32 @@ static void on_request(void *ctx, struct http1_exchange *ex)
             access_log_request(req, "http", http1_peer(ex), route->endpoint, err.status, 0);
         answer_refusal(ex, req->id, &err, false);
         finish(t, req);
+    } else {
+        http1_set_owner(ex, req); /* for on_abandon: valid until finish */
     }
 done:
     free(r.decoded);
 }
 
-static const struct http1_handler front_end = {.check_expect = check_expect, .on_request = on_request};
+/* The client of a queued or running request went away. If the request
+ * had no answer yet it never will: a queued one is dropped before it runs
+ * (serve_backend_cancelled_total), a running one's answer is dropped. The
+ * access log says 499, as nginx does for a client that closed first. */
+static void on_abandon(void *ctx, struct http1_exchange *ex)
+{
+    struct io_thread *t = ctx;
+    serve_request *req = http1_owner(ex);
+    if (!req || !request_cancel(req)) return; /* its answer is on its way: dropped then */
+    dispatch_disarm(req);
+    if (access_log_on)
+        access_log_request(req, "http", http1_peer(ex), req->endpoint_metrics->name, 499, 0);
+    http1_answer_error(ex, 499, req->id, "the client closed the connection", true);
+    finish(t, req);
+}
+
+static const struct http1_handler front_end = {.check_expect = check_expect,
+                                               .on_request = on_request,
+                                               .on_abandon = on_abandon};
 
 /* One pass of the loop at a time: the replicas the pass's requests woke
  * are woken once it ends, so that each takes what the pass read as one

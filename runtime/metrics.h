@@ -71,6 +71,7 @@ struct backend_metrics {
     struct histogram batch_wait_seconds; /* first request queued -> batch dispatched */
     atomic_ulong rejected[REJECT_REASONS];
     atomic_ulong replica_restarts;       /* replicas started again by an update */
+    atomic_ulong cancelled_total;        /* queued requests dropped: their client went away */
     atomic_ulong crashes[4];             /* process replicas died, by enum crash_reason */
     char last_crash[300];                /* the last one's description (backend.c's lock) */
     struct handle_calls *_Atomic calls;  /* grows under the registry mutex */

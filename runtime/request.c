@@ -157,6 +157,12 @@ void request_id_generate(char out[32])
     *p = '\0';
 }
 
+bool request_cancel(serve_request *req)
+{
+    int expected = REQ_PENDING;
+    return atomic_compare_exchange_strong(&req->state, &expected, REQ_CANCELLED);
+}
+
 bool request_time_out(serve_request *req)
 {
     int expected = REQ_PENDING;

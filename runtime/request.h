@@ -30,7 +30,9 @@ struct dispatch_origin;
 struct replica;
 struct evbuffer;
 
-enum request_state { REQ_PENDING, REQ_ANSWERED, REQ_TIMED_OUT };
+/* PENDING until one of three wins the answer: the answer (ANSWERED), the
+ * request timeout (TIMED_OUT) or the client going away (CANCELLED). */
+enum request_state { REQ_PENDING, REQ_ANSWERED, REQ_TIMED_OUT, REQ_CANCELLED };
 
 struct response_header {
     char *name;
@@ -135,6 +137,18 @@ void request_id_generate(char out[32]);
  * shutdown): the same race as a plugin answer, without the plugin-side
  * double-answer check. Returns true when this answer won. */
 bool request_answer_runtime(serve_request *req, int status, const char *message);
+
+/* The client is gone (the front end's call): true when this won the race,
+ * so that nothing else answers and the request, if still queued, is never
+ * executed. */
+bool request_cancel(serve_request *req);
+
+/* Nobody waits for the answer any more: timed out, or cancelled. */
+static inline bool request_abandoned(serve_request *req)
+{
+    int state = atomic_load(&req->state);
+    return state == REQ_TIMED_OUT || state == REQ_CANCELLED;
+}
 
 /* Stores an answer and settles the race with the timeout, without
  * delivering it (the caller does: backend_deferred_answered_many). Takes

@@ -9,6 +9,8 @@
  *   never       defer and never answer
  *   crashbatch  return non-zero from handle_batch without answering
  *   timing      answer {"received": NS, "queued": NS, "dispatched": NS}
+ *   count       answer how many requests this process's replicas were handed
+ *   slow-echo:MS:...  sleep MS milliseconds, then answer the whole body
  *   segv        dereference NULL in handle_batch (the replica's thread)
  *   thread-segv defer, then dereference NULL in a thread of the plugin's own,
  *               which runs no replica (the crash report names the .so)
@@ -22,6 +24,7 @@
  *                       replica whose restart keeps failing) */
 #include <pthread.h>
 #include <serve/plugin.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +70,9 @@ static void *crash_later(void *arg)
     return NULL;
 }
 
+/* Requests this process's replicas were handed: "count" answers it. */
+static atomic_ulong executed;
+
 static int faulty_batch(void *state, serve_request *const *requests, size_t n)
 {
     int rc = 0;
@@ -76,6 +82,7 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
         const char *body = serve_request_body(req, &len);
         char what[64];
         snprintf(what, sizeof what, "%.*s", (int)(len < 63 ? len : 63), body);
+        unsigned long seen = atomic_fetch_add(&executed, 1) + 1;
         char ok[64];
         int oklen = snprintf(ok, sizeof ok, "ok batch=%zu", n);
         if (strcmp(what, "fail") == 0) {
@@ -89,6 +96,10 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
         } else if (strncmp(what, "sleep:", 6) == 0) {
             sleep_ms(atol(what + 6));
             serve_respond(req, 200, "text/plain", ok, (size_t)oklen);
+        } else if (strcmp(what, "count") == 0) {
+            char out[32];
+            int k = snprintf(out, sizeof out, "%lu", seen);
+            serve_respond(req, 200, "text/plain", out, (size_t)k);
         } else if (strncmp(what, "slow-echo:", 10) == 0) {
             sleep_ms(atol(what + 10));
             serve_respond(req, 200, "application/octet-stream", body, len);
