@@ -396,7 +396,7 @@ SERVE_EXPORT const char *serve_strerror(int code)
     case SERVE_EALREADY: return "request already answered";
     case SERVE_ENOMEM: return "out of memory";
     case SERVE_ESTATE: return "not allowed in this state";
-    case SERVE_ETIMEDOUT: return "request timed out; answer dropped";
+    case SERVE_ETIMEDOUT: return "request timed out or its client went away; answer dropped";
     default: return "unknown error";
     }
 }

@@ -122,7 +122,8 @@ enum serve_status_code {
     SERVE_ENOMEM = -3,     /* out of memory */
     SERVE_ESTATE = -4,     /* the call is not allowed in this state, e.g.
                               serve_request_defer outside handle_batch */
-    SERVE_ETIMEDOUT = -5,  /* the request timed out; the answer was dropped */
+    SERVE_ETIMEDOUT = -5,  /* the request timed out, or its client went away;
+                              the answer was dropped */
 };
 
 /* Returns a static, human-readable description of an error code. Never
