@@ -114,5 +114,6 @@ static const serve_plugin myplugin_plugin = {
     .destroy = myplugin_destroy,
 };
 
-/* Exports serve_plugin_entry(), the one symbol serve looks up. */
+/* Exports serve_plugin_entry(), which serve calls, and the descriptor's
+ * size (serve_plugin_descriptor_size), which it reads. */
 SERVE_PLUGIN_DEFINE(myplugin_plugin)

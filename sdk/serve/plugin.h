@@ -195,7 +195,8 @@ typedef struct serve_plugin {
      * the descriptor of ABI version 1 as first released (up to destroy). */
 } serve_plugin;
 
-/* The one symbol the runtime looks up in a plugin. */
+/* The entry point the runtime looks up in a plugin (SERVE_PLUGIN_DEFINE
+ * also exports serve_plugin_descriptor_size, its descriptor's size). */
 #define SERVE_PLUGIN_ENTRY_SYMBOL "serve_plugin_entry"
 typedef const serve_plugin *(*serve_plugin_entry_fn)(void);
 

@@ -205,13 +205,15 @@ class Install(unittest.TestCase):
 
     @unittest.skipUnless(shutil.which("nm"), "nm not found")
     def test_template_builds_are_plugins(self):
-        # NAME.so without a "lib" prefix; one exported symbol, the entry
-        # point; the SDK's functions left for the serve process to provide.
+        # NAME.so without a "lib" prefix; two exported symbols, the entry
+        # point and the descriptor's size; the SDK's functions left for the
+        # serve process to provide.
         self.assertEqual(sorted(f for f in os.listdir(self.cmake_build) if f.endswith(".so")),
                          ["shout.so"])
         for so in (self.pc_plugin, self.cmake_plugin):
             with self.subTest(plugin=so):
-                self.assertEqual(dynamic_symbols(so, "--defined-only"), ["serve_plugin_entry"])
+                self.assertEqual(dynamic_symbols(so, "--defined-only"),
+                                 ["serve_plugin_descriptor_size", "serve_plugin_entry"])
                 undefined = dynamic_symbols(so, "--undefined-only")
                 self.assertIn("serve_respond_take", undefined)
                 self.assertIn("serve_config_get", undefined)
