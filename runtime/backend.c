@@ -124,6 +124,22 @@ static bool drop_abandoned(struct backend *b, serve_request *req)
     return true;
 }
 
+/* Under b->mutex: the first queued request someone still waits for,
+ * unlinked; those before it that nobody waits for are dropped. NULL when
+ * none is left. */
+static serve_request *queue_pop(struct backend *b)
+{
+    while (b->queue_head) {
+        serve_request *req = b->queue_head;
+        b->queue_head = req->next;
+        if (!b->queue_head) b->queue_tail = NULL;
+        b->queue_len--;
+        req->next = NULL;
+        if (!drop_abandoned(b, req)) return req;
+    }
+    return NULL;
+}
+
 static struct replica *unpark_one_ready(struct backend *b);
 
 /* The kind could not take the batch and touched none of it: back to the
@@ -398,13 +414,7 @@ static void *replica_main(void *arg)
         if (!rejecting && b->concurrency - r->in_flight < limit)
             limit = b->concurrency - r->in_flight;
         size_t n = 0;
-        while (n < limit && b->queue_head) {
-            serve_request *req = b->queue_head;
-            b->queue_head = req->next;
-            if (!b->queue_head) b->queue_tail = NULL;
-            b->queue_len--;
-            req->next = NULL;
-            if (drop_abandoned(b, req)) continue;
+        for (serve_request *req; n < limit && (req = queue_pop(b));) {
             req->replica = r;
             batch[n++] = req;
         }
@@ -594,13 +604,9 @@ static bool dispatch_here(struct backend *b, struct replica *only, bool nowait)
     /* The enqueuing thread hands over its one request; the answers'
      * reader refills what the answers freed. */
     while (b->queue_head && can_dispatch_here(b, r) && !b->reject_queued && !b->stopping) {
-        serve_request *req = b->queue_head;
-        if (req->body_len > DISPATCH_HERE_BYTES) break;
-        b->queue_head = req->next;
-        if (!b->queue_head) b->queue_tail = NULL;
-        b->queue_len--;
-        req->next = NULL;
-        if (drop_abandoned(b, req)) continue;
+        if (b->queue_head->body_len > DISPATCH_HERE_BYTES) break;
+        serve_request *req = queue_pop(b);
+        if (!req) break;
         req->replica = r;
         r->in_flight++;
         dispatched = true;
