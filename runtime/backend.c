@@ -151,12 +151,12 @@ static void requeue_batch(struct replica *r, serve_request **batch, size_t n, in
     struct backend *b = r->backend;
     atomic_fetch_sub_explicit(&b->m->batches_total, 1, memory_order_relaxed);
     atomic_fetch_sub_explicit(&b->m->requests_total, n, memory_order_relaxed);
+    for (size_t i = 0; i < n; i++) batch[i]->in_batch = false;
+    pthread_mutex_lock(&b->mutex);
     for (size_t i = 0; i < n; i++) {
-        batch[i]->in_batch = false;
-        batch[i]->replica = NULL;
+        batch[i]->replica = NULL; /* under the mutex: backend_request_cancelled reads it */
         request_release(batch[i]); /* the batch reference; the queue keeps the execution one */
     }
-    pthread_mutex_lock(&b->mutex);
     for (size_t i = n; i-- > 0;) {
         batch[i]->next = b->queue_head;
         b->queue_head = batch[i];
@@ -662,6 +662,18 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
     pthread_mutex_unlock(&b->mutex);
     if (idle) wake_replica(idle);
     return ENQUEUE_OK;
+}
+
+void backend_request_cancelled(serve_request *req)
+{
+    struct backend *b = req->backend;
+    if (!b || !b->kind->cancelled) return;
+    pthread_mutex_lock(&b->mutex);
+    struct replica *r = req->replica; /* NULL while queued: dropped there */
+    pthread_mutex_unlock(&b->mutex);
+    /* The replica outlives the request's hold on it: the backend, which
+     * the request references, owns its replicas until the last release. */
+    if (r) b->kind->cancelled(&r->base, req);
 }
 
 /* Answers everything queued with 503 and msg. */

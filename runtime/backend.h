@@ -68,6 +68,10 @@ void backend_flush_wakeups(void);
  * still-deferred requests with 503. */
 void backend_stop(struct backend *b);
 
+/* Any thread, once `req` was cancelled or timed out (its state says so):
+ * a replica that holds it is told, for serve_request_cancelled. */
+void backend_request_cancelled(serve_request *req);
+
 /* True when the replicas can take a new config (the thread kind: the
  * plugin has a reconfigure callback). */
 bool backend_can_reconfigure(const struct backend *b);

@@ -109,6 +109,7 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd, (void)what;
     serve_request *req = arg;
     if (!request_time_out(req)) return; /* the answer won; it is on its way */
+    backend_request_cancelled(req); /* serve_request_cancelled, where it runs */
     char msg[256];
     backend_timed_out(req->backend, req, msg, sizeof msg);
     metrics_count_response(req->endpoint_metrics, 504, serve__now_ns() - req->received_ns);

@@ -500,6 +500,7 @@ static void on_abandon(void *ctx, struct http1_exchange *ex)
     serve_request *req = http1_owner(ex);
     if (!req || !request_cancel(req)) return; /* its answer is on its way: dropped then */
     dispatch_disarm(req);
+    backend_request_cancelled(req); /* serve_request_cancelled, where it runs */
     if (access_log_on)
         access_log_request(req, "http", http1_peer(ex), req->endpoint_metrics->name, 499, 0);
     http1_answer_error(ex, 499, req->id, "the client closed the connection", true);

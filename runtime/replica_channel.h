@@ -44,11 +44,19 @@ enum replica_msg {
 
 #define REPLICA_NO_SLOT UINT32_MAX
 
+#define CHANNEL_CANCEL_SLOTS 16384
+
 /* The shared header, first in the mapping. */
 struct replica_shared {
     /* CLOCK_MONOTONIC ns at which the running handle_batch began; 0 when
      * none runs. Written by the replica, read by the server's hang check. */
     _Atomic uint64_t batch_started_ns;
+    /* A bit per slot: its request was cancelled (the client went away, or
+     * it timed out). Set by the server under its slot lock while the
+     * request holds the slot, cleared when the slot is given again; read
+     * by serve_request_cancelled in the replica. Slots past the bitmap are
+     * never reported. */
+    _Atomic uint64_t cancelled[CHANNEL_CANCEL_SLOTS / 64];
 };
 
 struct replica_channel {

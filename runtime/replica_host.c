@@ -123,9 +123,18 @@ static void report_bug(const serve_request *req, const char *what)
               req && req->id ? req->id : "-", what);
 }
 
+static bool cancelled(const serve_request *req)
+{
+    uint32_t slot = req->slot;
+    if (slot >= CHANNEL_CANCEL_SLOTS) return false;
+    uint64_t word = atomic_load_explicit(&host.ch.shared->cancelled[slot / 64], memory_order_relaxed);
+    return (word >> (slot % 64)) & 1;
+}
+
 static const struct request_host request_host = {.defer = defer,
                                                  .deferred_answered = deferred_answered,
-                                                 .report_bug = report_bug};
+                                                 .report_bug = report_bug,
+                                                 .cancelled = cancelled};
 
 /* Any thread: a handle call goes to the server. */
 static int forward_call(serve_request *call)

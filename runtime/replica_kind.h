@@ -90,6 +90,12 @@ struct replica_kind {
      * instead of waking the worker to do it. */
     int (*run_batch_nowait)(struct replica_base *r, serve_request **reqs, size_t n);
 
+    /* Optional: any thread (an I/O thread: it must not block). `req`, which
+     * the backend handed this replica, was cancelled (its client went away
+     * or it timed out): let serve_request_cancelled report it where the
+     * plugin runs. The request may be answered meanwhile; then nothing. */
+    void (*cancelled)(struct replica_base *r, serve_request *req);
+
     /* The replica's worker thread, between two batches; only when the
      * group's can_reconfigure. 0 when the replica took the config. */
     int (*reconfigure)(struct replica_base *r, const serve_config *config);

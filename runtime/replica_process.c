@@ -74,7 +74,24 @@ static bool slot_put(struct incarnation *inc, serve_request *req)
     uint32_t slot = inc->free_slots[--inc->free_count];
     inc->slots[slot] = req;
     req->slot = slot;
+    if (slot < CHANNEL_CANCEL_SLOTS) /* a new request: not cancelled */
+        atomic_fetch_and(&inc->ch.shared->cancelled[slot / 64], ~(UINT64_C(1) << (slot % 64)));
     return true;
+}
+
+/* Sets req's bit while it holds its slot (under the slot lock, so never
+ * the bit of a request that took the slot after it). */
+static void process_cancelled(struct replica_base *r, serve_request *req)
+{
+    struct process_replica *p = r->data;
+    struct incarnation *inc = current(p);
+    if (!inc) return;
+    pthread_mutex_lock(&inc->slots_lock);
+    uint32_t slot = req->slot;
+    if (slot < inc->slot_cap && inc->slots[slot] == req && slot < CHANNEL_CANCEL_SLOTS)
+        atomic_fetch_or(&inc->ch.shared->cancelled[slot / 64], UINT64_C(1) << (slot % 64));
+    pthread_mutex_unlock(&inc->slots_lock);
+    incarnation_release(inc);
 }
 
 static bool sleep_backoff(struct process_replica *p, uint64_t ms)
@@ -411,6 +428,7 @@ const struct replica_kind replica_kind_process = {
     .run_batch = process_run_batch,
     .idle = process_idle,
     .run_batch_nowait = process_run_batch_nowait,
+    .cancelled = process_cancelled,
     .reconfigure = process_reconfigure,
     .stop = process_stop,
 };

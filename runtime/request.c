@@ -290,6 +290,14 @@ SERVE_EXPORT int serve_respond_error(serve_request *req, int status,
     return respond(req, status, "application/json", body, len, free);
 }
 
+SERVE_EXPORT int serve_request_cancelled(const serve_request *req)
+{
+    if (!req) return 0;
+    if (host) return host->cancelled(req);
+    int state = atomic_load(&req->state);
+    return state == REQ_TIMED_OUT || state == REQ_CANCELLED;
+}
+
 SERVE_EXPORT int serve_request_defer(serve_request *req)
 {
     if (!req) return SERVE_EINVAL;

@@ -170,6 +170,7 @@ struct request_host {
     void (*defer)(serve_request *req); /* sets req->deferred */
     void (*deferred_answered)(serve_request *req, bool answer_won);
     void (*report_bug)(const serve_request *req, const char *what);
+    bool (*cancelled)(const serve_request *req); /* serve_request_cancelled */
 };
 void request_set_host(const struct request_host *host);
 

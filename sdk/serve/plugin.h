@@ -298,6 +298,14 @@ SERVE_EXPORT int serve_respond_take(serve_request *req, int status,
 SERVE_EXPORT int serve_respond_error(serve_request *req, int status,
                                      const char *message);
 
+/* 1 when nobody waits for the answer of `req` any more: its client went
+ * away (closed the connection) or it timed out; 0 otherwise. An answer
+ * given to such a request is dropped, so a plugin that works long on one
+ * (a generation loop, a deferred request) checks this between steps and
+ * stops early. Any thread, while the request is valid; cheap (an atomic
+ * load), in both isolation modes. */
+SERVE_EXPORT int serve_request_cancelled(const serve_request *req);
+
 /* Called during handle_batch: the plugin will answer `req` later, from any
  * thread, after handle_batch returned. This is how a plugin waits on other
  * work without holding its worker thread. A deferred request still counts

@@ -69,5 +69,43 @@ class QueuedRequestsOfGoneClients(unittest.TestCase):
         self.check("thread")
 
 
+class RunningRequestsOfGoneClients(unittest.TestCase):
+    """A request already running sees serve_request_cancelled turn true,
+    soon after its client left or its timeout passed, and stops."""
+
+    def check(self, isolation):
+        limit = 10 if SANITIZED else 3
+        s = Server()
+        try:
+            # One replica: "cancels" waits behind the long request, so its
+            # answer comes only once that request stopped.
+            s.deploy("f", test_plugin("faulty"), "/f", "--isolation", isolation)
+            before = int(s.post("/f", b"cancels").body)
+            sock = socket.create_connection((s.host, s.port))
+            sock.sendall(b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n"
+                         b"wait-cancel:20000")
+            time.sleep(0.5)  # running now
+            left = time.monotonic()
+            sock.close()
+            self.assertEqual(int(s.post("/f", b"cancels", timeout=30).body), before + 1)
+            self.assertLess(time.monotonic() - left, limit, "the plugin saw the cancel late")
+
+            # The same for a request that times out.
+            s.cli("update-backend", "f", "--request-timeout-ms", "300")
+            before = int(s.post("/f", b"cancels").body)
+            started = time.monotonic()
+            self.assertEqual(s.post("/f", b"wait-cancel:20000", timeout=30).status, 504)
+            self.assertEqual(int(s.post("/f", b"cancels", timeout=30).body), before + 1)
+            self.assertLess(time.monotonic() - started, limit)
+        finally:
+            s.close()
+
+    def test_process_replica(self):
+        self.check("process")
+
+    def test_thread_replica(self):
+        self.check("thread")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -10,6 +10,8 @@
  *   crashbatch  return non-zero from handle_batch without answering
  *   timing      answer {"received": NS, "queued": NS, "dispatched": NS}
  *   count       answer how many requests this process's replicas were handed
+ *   wait-cancel:MS  work up to MS ms, stopping once serve_request_cancelled
+ *   cancels     answer how many wait-cancel requests saw their cancel
  *   slow-echo:MS:...  sleep MS milliseconds, then answer the whole body
  *   segv        dereference NULL in handle_batch (the replica's thread)
  *   thread-segv defer, then dereference NULL in a thread of the plugin's own,
@@ -72,6 +74,8 @@ static void *crash_later(void *arg)
 
 /* Requests this process's replicas were handed: "count" answers it. */
 static atomic_ulong executed;
+/* wait-cancel requests that saw serve_request_cancelled: "cancels". */
+static atomic_ulong cancels_seen;
 
 static int faulty_batch(void *state, serve_request *const *requests, size_t n)
 {
@@ -96,6 +100,20 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
         } else if (strncmp(what, "sleep:", 6) == 0) {
             sleep_ms(atol(what + 6));
             serve_respond(req, 200, "text/plain", ok, (size_t)oklen);
+        } else if (strncmp(what, "wait-cancel:", 12) == 0) {
+            /* A long job that checks, every 2 ms, whether anyone still
+             * waits for it, and stops when not. */
+            long left = atol(what + 12);
+            while (left > 0 && !serve_request_cancelled(req)) {
+                sleep_ms(2);
+                left -= 2;
+            }
+            if (serve_request_cancelled(req)) atomic_fetch_add(&cancels_seen, 1);
+            serve_respond(req, 200, "text/plain", "done", 4); /* dropped when cancelled */
+        } else if (strcmp(what, "cancels") == 0) {
+            char out[32];
+            int k = snprintf(out, sizeof out, "%lu", atomic_load(&cancels_seen));
+            serve_respond(req, 200, "text/plain", out, (size_t)k);
         } else if (strcmp(what, "count") == 0) {
             char out[32];
             int k = snprintf(out, sizeof out, "%lu", seen);
