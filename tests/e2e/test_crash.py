@@ -53,7 +53,14 @@ class CrashDuringControl(unittest.TestCase):
 
             t = threading.Thread(target=stream)
             t.start()
-            time.sleep(rng.uniform(0.05, 0.4))
+            # The kill falls anywhere in the stream once it has begun: the
+            # first command (a replica process to start, a plugin file to
+            # copy) may take longer than the shortest wait on a loaded
+            # machine.
+            deadline = time.monotonic() + 60
+            while not acked and t.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.35))
             server.kill()
             stop.set()
             t.join()
