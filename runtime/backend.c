@@ -18,6 +18,7 @@
 #include "mp.h"
 #include "park.h"
 #include "replica_kind.h"
+#include "signal_name.h"
 
 enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT, PARKED_DOWN, PARKED_BUSY };
 
@@ -789,11 +790,15 @@ void backend_replica_wake(struct replica_base *base)
     if (wake) park_wake(&r->park);
 }
 
-void backend_replica_crashed(struct replica_base *base, enum crash_reason reason, const char *text)
+void backend_replica_crashed(struct replica_base *base, enum crash_reason reason, int sig,
+                             const char *text)
 {
     struct replica *r = (struct replica *)base;
     struct backend *b = r->backend;
     atomic_fetch_add_explicit(&b->m->crashes[reason], 1, memory_order_relaxed);
+    if (reason == CRASH_SIGNAL)
+        atomic_fetch_add_explicit(&b->m->crash_signals[sig > 0 && sig < 65 ? sig : 0], 1,
+                                  memory_order_relaxed);
     pthread_mutex_lock(&last_crash_lock);
     snprintf(b->m->last_crash, sizeof b->m->last_crash, "%s", text);
     pthread_mutex_unlock(&last_crash_lock);
@@ -1053,7 +1058,7 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
         {"serve_handle_calls_total", "counter", "Handle calls sent by a backend's replicas, by target endpoint."},
         {"serve_backend_replica_restarts_total", "counter", "Replicas started again because an update replaced them."},
         {"serve_backend_cancelled_total", "counter", "Queued requests dropped before they ran because their client went away."},
-        {"serve_backend_replica_crashes_total", "counter", "Process replicas that died, by reason: signal, exit, hang (past --hang-timeout-ms) or memory (past --max-memory); each is restarted."},
+        {"serve_backend_replica_crashes_total", "counter", "Process replicas that died, by reason: the signal's name (SIGSEGV), exit, hang (past --hang-timeout-ms) or memory (past --max-memory); each is restarted."},
     };
     static const char *const crash_reasons[CRASH_REASONS] = {"signal", "exit", "hang", "memory"};
     static const char *const reasons[REJECT_REASONS] = {"backpressure", "timeout", "plugin_error"};
@@ -1109,7 +1114,14 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                                     atomic_load(&m->cancelled_total));
                 break;
             default:
-                for (int c = 0; c < CRASH_REASONS; c++)
+                /* By signal name (those seen), then exit, hang and memory. */
+                for (int sig = 0; sig < 65; sig++) {
+                    unsigned long n = atomic_load(&m->crash_signals[sig]);
+                    if (n)
+                        evbuffer_add_printf(out, "%s{%s,reason=\"%s\"} %lu\n", series[k].name,
+                                            labels, sig ? signal_name(sig) : "signal", n);
+                }
+                for (int c = CRASH_EXIT; c < CRASH_REASONS; c++)
                     evbuffer_add_printf(out, "%s{%s,reason=\"%s\"} %lu\n", series[k].name,
                                         labels, crash_reasons[c], atomic_load(&m->crashes[c]));
                 break;

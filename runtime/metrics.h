@@ -73,6 +73,7 @@ struct backend_metrics {
     atomic_ulong replica_restarts;       /* replicas started again by an update */
     atomic_ulong cancelled_total;        /* queued requests dropped: their client went away */
     atomic_ulong crashes[4];             /* process replicas died, by enum crash_reason */
+    atomic_ulong crash_signals[65];      /* ... of which by a signal, by its number (0: other) */
     char last_crash[300];                /* the last one's description (backend.c's lock) */
     struct handle_calls *_Atomic calls;  /* grows under the registry mutex */
     char name[];

@@ -128,8 +128,10 @@ void backend_replica_wake(struct replica_base *r);
  * and the log line for one past the request or hang timeout. Called by the
  * backend for kinds without `idle`, by the kind itself for the others. */
 void backend_replica_batch_ran(struct replica_base *r, size_t n, uint64_t took);
-/* Counts a crash (metrics, status) with its one-line description. */
-void backend_replica_crashed(struct replica_base *r, enum crash_reason reason, const char *text);
+/* Counts a crash (metrics, status) with its one-line description; `sig`
+ * is the signal it died of for CRASH_SIGNAL. */
+void backend_replica_crashed(struct replica_base *r, enum crash_reason reason, int sig,
+                             const char *text);
 
 /* The one line for an init that failed (both kinds). */
 void replica_init_error(char *err, size_t errlen, const char *plugin, int index, size_t count,

@@ -184,7 +184,8 @@ static void *monitor_main(void *arg)
                   (unsigned long long)backoff_ms);
         char line[300];
         snprintf(line, sizeof line, "replica %d %s", index, text);
-        backend_replica_crashed(p->base, reason, line);
+        backend_replica_crashed(p->base, reason, WIFSIGNALED(status) ? WTERMSIG(status) : 0,
+                                line);
         incarnation_release(inc);
         if (!sleep_backoff(p, backoff_ms)) break;
         backoff_ms = backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff_ms * 2;

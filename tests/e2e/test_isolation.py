@@ -32,14 +32,14 @@ SLACK_S = 8 if SANITIZED else 3
 
 MODES = {
     # body: (status, message pattern, metric reason, extra backend options)
-    "segv": (502, r"died \(SIGSEGV\)", "signal", ()),
-    "abort": (502, r"died \(SIGABRT\)", "signal", ()),
+    "segv": (502, r"died \(SIGSEGV\)", "SIGSEGV", ()),
+    "abort": (502, r"died \(SIGABRT\)", "SIGABRT", ()),
     "exit": (502, r"died \(exit status 3\)", "exit", ()),
     "loop": (504, r"hung \(handle_batch ran past --hang-timeout-ms 300; killed\)", "hang",
              ("--hang-timeout-ms", "300")),
     "grow": (502, r"died \(killed at \d+M resident, over --max-memory 256M\)", "memory",
              ("--max-memory", "256M")),
-    "thread-segv": (502, r"died \(SIGSEGV\)", "signal", ()),
+    "thread-segv": (502, r"died \(SIGSEGV\)", "SIGSEGV", ()),
 }
 
 
