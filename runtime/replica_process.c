@@ -382,7 +382,11 @@ static int process_reconfigure(struct replica_base *r, const serve_config *confi
     shm_ring_unlock(&inc->work);
     wait_worker(inc, &inc->reconfigures_done, target);
     int rc = atomic_load(&inc->gone) ? 0 : atomic_load(&inc->reconfigure_rc);
-    if (rc && inc->reconfigure_why[0]) config_error_set(inc->reconfigure_why);
+    if (rc) {
+        pthread_mutex_lock(&inc->slots_lock);
+        if (inc->reconfigure_why[0]) config_error_set(inc->reconfigure_why);
+        pthread_mutex_unlock(&inc->slots_lock);
+    }
     incarnation_release(inc);
     return rc;
 }

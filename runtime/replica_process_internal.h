@@ -47,7 +47,7 @@ struct incarnation {
     atomic_uint batches_sent;    /* by the worker */
     atomic_uint batches_done;    /* by the monitor, as the child reports them */
     atomic_int reconfigure_rc;
-    char reconfigure_why[512]; /* the child's reason for a refusal, with reconfigure_rc */
+    char reconfigure_why[512]; /* the child's reason for a refusal (under slots_lock) */
     struct wire_out work_head;    /* under work's lock */
     struct wire_out results_head; /* under results' lock */
 };

@@ -209,9 +209,13 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
     }
     case MSG_RECONFIGURED: {
         const char *why = wire_get_str(&r);
-        /* For the worker that waits for it (process_reconfigure): stored
-         * before the count that releases it. */
+        /* For the worker that waits for it (process_reconfigure), under the
+         * slot lock: the worker's read of the last reason and this write of
+         * the next one are ordered only through the child, which a thread
+         * checker cannot see. */
+        pthread_mutex_lock(&inc->slots_lock);
         snprintf(inc->reconfigure_why, sizeof inc->reconfigure_why, "%s", r.bad ? "" : why);
+        pthread_mutex_unlock(&inc->slots_lock);
         atomic_store(&inc->reconfigure_rc, (int)wire_get_u32(&r));
         atomic_fetch_add(&inc->reconfigures_done, 1);
         park_wake(&inc->worker_park);
