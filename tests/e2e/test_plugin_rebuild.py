@@ -157,6 +157,30 @@ class Rebuild(unittest.TestCase):
         return path
 
 
+class StoreRefused(unittest.TestCase):
+    def test_a_copy_that_cannot_be_made_fails_the_command_and_changes_nothing(self):
+        # The state dir's plugins/ is taken by a file: the copy cannot be
+        # written; create-backend says why, and the server goes on serving.
+        s = Server()
+        try:
+            s.deploy("echo", "echo", "/echo")
+            store = os.path.join(s.state_dir, "plugins")
+            shutil.rmtree(store)
+            with open(store, "w") as f:
+                f.write("not a folder")
+            proc = s.cli("create-backend", "c", "counter", check=False)
+            self.assertEqual(proc.returncode, 1)
+            # (echo's copy went with the folder: it is the first to be made again)
+            self.assertRegex(proc.stderr, r"^serve: create-backend: plugin \S+\.so: cannot copy "
+                                          r"it to \S+/plugins/[0-9a-f]{16}-\w+\.so: Not a "
+                                          r"directory\n$")
+            self.assertEqual([b["spec"]["name"] for b in s.status()["backends"]], ["echo"])
+            self.assertEqual(s.post("/echo", b"still").body, b"still")
+            os.unlink(store)
+        finally:
+            s.close()
+
+
 class RebuildThreadMode(Rebuild):
     isolation = "thread"
 
