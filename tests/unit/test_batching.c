@@ -513,7 +513,14 @@ TEST_IMPL(batching_async_kind_gets_whole_batches)
     tb.defer = true;
     tb_kind_in_use = &tb_async_kind;
     struct backend *b = tb_backend("tb-whole", 1, 4, 0, 8, 100);
+    /* The 12 arrive together, as one pass of an I/O thread hands them over
+     * (wake-ups held): a worker woken by the first alone would, with no
+     * batch wait, rightly take a batch of one (seen under TSan). */
+    tb_sleep_ms(500); /* the worker parks (wide: sanitized builds are slow) */
+    backend_hold_wakeups(true);
     tb_enqueue(b, 12);
+    backend_flush_wakeups();
+    backend_hold_wakeups(false);
     tb_wait_for(&tb.ndeferred, 8); /* two batches, 8 in flight: the limit */
     tb_answer_one();
     tb_sleep_ms(300);
