@@ -18,6 +18,7 @@
 #include "mp.h"
 #include "park.h"
 #include "replica_kind.h"
+#include "stream.h"
 #include "signal_name.h"
 
 enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT, PARKED_DOWN, PARKED_BUSY };
@@ -252,6 +253,19 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n, bo
     return finished;
 }
 
+/* A step of continuous batching with no new request: handle_batch(NULL,
+ * 0) for a plugin that asked for it (serve_replica_continue). */
+static void run_step(struct replica *r)
+{
+    struct backend *b = r->backend;
+    uint64_t started = serve__now_ns();
+    int rc = b->kind->run_batch(&r->base, NULL, 0);
+    if (!b->kind->idle) {
+        backend_replica_batch_ran(&r->base, 0, serve__now_ns() - started);
+        if (rc != 0) log_batch_failed(&r->batch_failures, b->spec.name, r->base.index, rc, 0);
+    }
+}
+
 static void reject_batch(struct backend *b, serve_request **batch, size_t n)
 {
     char msg[256];
@@ -385,23 +399,40 @@ static void *replica_main(void *arg)
             r->in_flight -= finished;
             continue;
         }
+        /* Continuous batching: the plugin's open streams hold part of
+         * its max batch size; a step it asked for runs at once, with what
+         * fits of the queue (maybe nothing). */
+        bool continuous = atomic_load_explicit(&r->base.continuous, memory_order_relaxed);
+        size_t open_room = max_batch;
+        if (continuous) open_room = r->in_flight < max_batch ? max_batch - r->in_flight : 0;
+        if (r->base.again && !rejecting && (b->queue_len == 0 || open_room == 0)) {
+            pthread_mutex_unlock(&b->mutex);
+            run_step(r);
+            pthread_mutex_lock(&b->mutex);
+            continue;
+        }
         if (b->queue_len == 0) {
             replica_park(b, r, PARKED_READY, 0);
             continue;
         }
-        if (!rejecting && b->queue_len < max_batch && b->kind->idle && !b->kind->idle(&r->base)) {
+        if (continuous && open_room == 0 && !rejecting) {
+            replica_park(b, r, PARKED_AT_LIMIT, 0);
+            continue;
+        }
+        if (!rejecting && !continuous && b->queue_len < max_batch && b->kind->idle &&
+            !b->kind->idle(&r->base)) {
             /* A partial batch forms once the replica is free, so that what
              * arrives meanwhile joins it. */
             replica_park(b, r, PARKED_BUSY, 0);
             continue;
         }
         uint64_t deadline = b->queue_head->enqueued_ns + b->batch_wait_ns;
-        if (!rejecting && !b->stopping && b->queue_len < max_batch &&
-            serve__now_ns() < deadline) {
+        if (!rejecting && !b->stopping && b->queue_len < max_batch && !r->base.again &&
+            !(continuous && r->in_flight) && serve__now_ns() < deadline) {
             replica_park(b, r, PARKED_READY, deadline);
             continue;
         }
-        if (!rejecting && b->kind->idle) {
+        if (!rejecting && b->kind->idle && !continuous) {
             /* A kind that holds batches elsewhere gets whole ones: answers
              * come back a few at a time, and a batch cut to the few slots
              * they freed would run at a batch's cost for a fraction of it. */
@@ -414,6 +445,7 @@ static void *replica_main(void *arg)
         size_t limit = max_batch;
         if (!rejecting && b->concurrency - r->in_flight < limit)
             limit = b->concurrency - r->in_flight;
+        if (!rejecting && open_room < limit) limit = open_room;
         size_t n = 0;
         for (serve_request *req; n < limit && (req = queue_pop(b));) {
             req->replica = r;
@@ -677,6 +709,13 @@ void backend_request_cancelled(serve_request *req)
     if (r) b->kind->cancelled(&r->base, req);
 }
 
+void backend_stream_drained(serve_request *req, uint64_t drained)
+{
+    struct backend *b = req->backend;
+    struct replica *r = req->replica; /* a streaming request stays on its replica */
+    if (b && r && b->kind->stream_drained) b->kind->stream_drained(&r->base, req, drained);
+}
+
 /* Answers everything queued with 503 and msg. */
 static void reject_queue(struct backend *b, const char *msg)
 {
@@ -719,7 +758,10 @@ void backend_stop(struct backend *b)
             serve_request *req = r->deferred_head;
             pthread_mutex_unlock(&b->mutex);
             if (!req) break;
-            backend_deferred_answered(req, request_answer_runtime(req, 503, msg));
+            if (req->stream) /* its head may be out: it ends as a failed stream */
+                stream_finish_local(req, msg);
+            else
+                backend_deferred_answered(req, request_answer_runtime(req, 503, msg));
         }
     }
 }

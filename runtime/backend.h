@@ -72,6 +72,10 @@ void backend_stop(struct backend *b);
  * a replica that holds it is told, for serve_request_cancelled. */
 void backend_request_cancelled(serve_request *req);
 
+/* Any thread: a stream of req drained (stream.c); its replica's kind is
+ * told when it keeps its own count. */
+void backend_stream_drained(serve_request *req, uint64_t drained);
+
 /* True when the replicas can take a new config (the thread kind: the
  * plugin has a reconfigure callback). */
 bool backend_can_reconfigure(const struct backend *b);

@@ -59,6 +59,7 @@ struct http1_exchange {
     bool close_after;
     bool split;        /* the target is split into path and query */
     bool root_path;    /* an absolute-form target without a path */
+    bool streaming;    /* its answer's head is out; chunks follow until the end */
     uint32_t path_off, query_off;
     /* The body, in a block that carries its budget reservation. */
     char *body;
@@ -355,7 +356,7 @@ static size_t format_decimal(char *out, size_t v)
 
 /* Writes status line, headers and body (none for HEAD) to `out`. */
 static void write_answer(struct evbuffer *out, struct http1 *h, const struct http1_exchange *ex,
-                         const struct http1_answer *a, bool close)
+                         const struct http1_answer *a, bool close, bool chunked)
 {
     struct head_writer w = {.out = out};
     char digits[24];
@@ -366,9 +367,13 @@ static void write_answer(struct evbuffer *out, struct http1 *h, const struct htt
     head_put(&w, "\r\n", 2);
     head_puts(&w, date_header(h));
     if (a->content_type) head_header(&w, "Content-Type", a->content_type);
-    head_put(&w, "Content-Length: ", 16);
-    head_put(&w, digits, format_decimal(digits, a->body_len));
-    head_put(&w, "\r\n", 2);
+    if (chunked) {
+        head_puts(&w, "Transfer-Encoding: chunked\r\n");
+    } else {
+        head_put(&w, "Content-Length: ", 16);
+        head_put(&w, digits, format_decimal(digits, a->body_len));
+        head_put(&w, "\r\n", 2);
+    }
     if (a->request_id) head_header(&w, "X-Request-ID", a->request_id);
     if (a->allow) head_header(&w, "Allow", a->allow);
     for (size_t i = 0; i < a->header_count; i++)
@@ -379,6 +384,7 @@ static void write_answer(struct evbuffer *out, struct http1 *h, const struct htt
         head_puts(&w, "Connection: keep-alive\r\n");
     head_put(&w, "\r\n", 2);
     evbuffer_add(out, w.buf, w.len);
+    if (chunked) return;
 
     void *owned = a->free_body ? (void *)a->body : NULL;
     if (a->body_len && !ex->head_only) {
@@ -418,6 +424,76 @@ static void conn_release_answered(struct conn *c)
             break;
         }
     }
+    /* A stream next in order: what it wrote while waiting goes out, and
+     * its next pieces go straight to the output. */
+    if (!c->closing && c->queue && c->queue->streaming && c->queue->answer)
+        evbuffer_add_buffer(c->out, c->queue->answer);
+}
+
+/* ---- Streamed answers ---- */
+
+bool http1_can_stream(const struct http1_exchange *ex) { return !ex->http10 && !ex->head_only; }
+
+/* Where the exchange's bytes go now: the output when it is next in order,
+ * else its own buffer (NULL: nowhere, the connection is gone or closing). */
+static struct evbuffer *stream_target(struct http1_exchange *ex)
+{
+    struct conn *c = ex->conn;
+    if (!c || c->closing) return NULL;
+    if (c->queue == ex) return c->out;
+    if (!ex->answer) ex->answer = evbuffer_new();
+    return ex->answer;
+}
+
+void http1_stream_begin(struct http1_exchange *ex, const struct http1_answer *head)
+{
+    struct evbuffer *out = stream_target(ex);
+    ex->streaming = true;
+    ex->close_after = head->close || !ex->keep_alive;
+    if (!out) return;
+    write_answer(out, ex->conn->h, ex, head, ex->close_after, true);
+    if (!ex->conn->busy) conn_after_io(ex->conn);
+}
+
+void http1_stream_write(struct http1_exchange *ex, struct evbuffer *data)
+{
+    size_t len = evbuffer_get_length(data);
+    struct evbuffer *out = stream_target(ex);
+    if (!out || !len) {
+        evbuffer_drain(data, len);
+        return;
+    }
+    char size[24];
+    int n = snprintf(size, sizeof size, "%zx\r\n", len);
+    evbuffer_add(out, size, (size_t)n);
+    evbuffer_add_buffer(out, data);
+    evbuffer_add(out, "\r\n", 2);
+    if (!ex->conn->busy) conn_after_io(ex->conn);
+}
+
+void http1_stream_end(struct http1_exchange *ex, bool failed)
+{
+    struct conn *c = ex->conn;
+    if (!c) {
+        exchange_free(ex);
+        return;
+    }
+    struct evbuffer *out = stream_target(ex);
+    if (out && !failed) evbuffer_add(out, "0\r\n\r\n", 5);
+    /* A failed stream has no well-formed end: closing the connection after
+     * what was sent is how HTTP/1.1 says the answer is incomplete. */
+    if (failed) ex->close_after = true;
+    ex->answered = true;
+    conn_release_answered(c);
+    if (!c->busy) conn_after_io(c);
+}
+
+size_t http1_stream_unsent(const struct http1_exchange *ex)
+{
+    const struct conn *c = ex->conn;
+    if (!c) return 0;
+    if (c->queue == ex) return evbuffer_get_length(c->out);
+    return ex->answer ? evbuffer_get_length(ex->answer) : 0;
 }
 
 void http1_answer(struct http1_exchange *ex, const struct http1_answer *a)
@@ -440,7 +516,7 @@ void http1_answer(struct http1_exchange *ex, const struct http1_answer *a)
         if (a->free_body) a->free_body((void *)a->body);
         close = true;
     } else {
-        write_answer(out, c->h, ex, a, close);
+        write_answer(out, c->h, ex, a, close, false);
     }
     ex->answered = true;
     ex->close_after = close;
@@ -946,6 +1022,9 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         event_del(&c->write_ev);
         c->writing = false;
     }
+    /* A stream next in order may have room again for its writer. */
+    if (c->queue && c->queue->streaming && !c->queue->answered && c->h->handler->on_drain)
+        c->h->handler->on_drain(c->h->ctx, c->queue);
     c->timer = TIMER_NONE; /* progress: the write deadline starts again */
     conn_after_io(c);
 }

@@ -35,6 +35,7 @@
 #include <stddef.h>
 
 struct event_base;
+struct evbuffer;
 struct response_header;
 
 /* One request on a connection, from its first byte until its answer has
@@ -57,6 +58,10 @@ struct http1_handler {
      * its work. The exchange stays valid until answered (http1_answer,
      * which then only frees it). Optional. */
     void (*on_abandon)(void *ctx, struct http1_exchange *ex);
+    /* Some of the output of a streamed answer (next in order) has been
+     * written to the socket: http1_stream_unsent says what is left.
+     * Optional. */
+    void (*on_drain)(void *ctx, struct http1_exchange *ex);
 };
 
 struct http1_limits {
@@ -144,6 +149,22 @@ struct http1_answer {
 
 /* Answers the exchange (once). */
 void http1_answer(struct http1_exchange *ex, const struct http1_answer *answer);
+/* A streamed answer: the head now (Transfer-Encoding: chunked; `head`'s
+ * body is ignored), then any number of pieces, each sent as one chunk, then
+ * the end: the last chunk, or for a failed stream none, and the connection
+ * closes after what was sent (so the client sees the answer is cut). Only
+ * for an exchange that http1_can_stream (HTTP/1.1, not HEAD); answers after
+ * it on the connection wait their turn as usual. After the connection has
+ * gone every call only drops what it is given; http1_stream_end then frees
+ * the exchange. */
+bool http1_can_stream(const struct http1_exchange *ex);
+void http1_stream_begin(struct http1_exchange *ex, const struct http1_answer *head);
+/* Sends what `data` holds as one chunk and empties it. */
+void http1_stream_write(struct http1_exchange *ex, struct evbuffer *data);
+void http1_stream_end(struct http1_exchange *ex, bool failed);
+/* Bytes of this exchange's answer held by the layer, not yet written. */
+size_t http1_stream_unsent(const struct http1_exchange *ex);
+
 /* Answers {"error": message} as JSON. */
 void http1_answer_error(struct http1_exchange *ex, int status, const char *request_id,
                         const char *message, bool close);

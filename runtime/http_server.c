@@ -30,6 +30,7 @@
 #include "http1_conn.h"
 #include "log.h"
 #include "metrics.h"
+#include "stream.h"
 
 struct io_thread {
     struct http_server *server;
@@ -44,6 +45,7 @@ struct io_thread {
      * epoll_wait (event_active would take the base's lock and the loop
      * would read the eventfd). */
     struct answer_queue answers;
+    struct evbuffer *pieces; /* a stream's pieces on their way to its connection */
     struct event *wake;
     struct routes *routes;
     atomic_size_t outstanding;
@@ -122,13 +124,67 @@ static void io_thread_wake(struct io_thread *t)
  * time; a replica pushes its batch's answers to req->answers itself). */
 static void deliver_to_io_thread(serve_request *req)
 {
-    answer_queue_push(req->answers, req);
+    if (stream_piecewise(req))
+        stream_deliver_end(req);
+    else
+        answer_queue_push(req->answers, req);
+}
+
+/* A stream has news (stream.h): its request goes on the answer queue. */
+static void stream_to_io_thread(serve_request *req)
+{
+    struct io_thread *t = req->origin;
+    answer_queue_push(&t->answers, req);
 }
 
 static void finish(struct io_thread *t, serve_request *req)
 {
     atomic_fetch_sub_explicit(&t->outstanding, 1, memory_order_relaxed);
     request_release(req);
+}
+
+/* One look at a streamed answer: the head the first time, what was
+ * written since as one chunk, and at the end the last chunk (or, for a
+ * failed stream, a closed connection). */
+static void stream_step(struct io_thread *t, serve_request *req)
+{
+    struct stream_look look;
+    stream_look(req, t->pieces, &look);
+    if (atomic_load(&req->state) == REQ_CANCELLED) {
+        /* The client went (on_abandon, on this thread, has finished the
+         * exchange): what the plugin wrote goes nowhere. */
+        evbuffer_drain(t->pieces, evbuffer_get_length(t->pieces));
+        request_release(req); /* the look's */
+        return;
+    }
+    struct http1_exchange *ex = req->origin_request;
+    if (look.first) {
+        dispatch_disarm(req);
+        struct http1_answer head = {.status = req->status, .content_type = req->content_type,
+                                    .request_id = req->id, .headers = req->response_headers,
+                                    .header_count = req->response_header_count};
+        http1_stream_begin(ex, &head);
+    }
+    if (look.bytes) http1_stream_write(ex, t->pieces);
+    if (!look.final) {
+        stream_sent(req, http1_stream_unsent(ex));
+        request_release(req); /* the look's */
+        return;
+    }
+    if (look.failed)
+        LOG_WARN("endpoint=%s request=%s: the stream failed after its head was sent: %s; "
+                 "connection closed without the last chunk",
+                 req->endpoint_metrics->name, req->id, look.fail_message);
+    if (access_log_on)
+        access_log_request(req, "http", http1_peer(ex), req->endpoint_metrics->name, req->status,
+                           stream_bytes(req));
+    http1_stream_end(ex, look.failed);
+    metrics_count_stream(req->endpoint_metrics, stream_bytes(req),
+                         stream_first_byte_ns(req), req->received_ns);
+    metrics_count_response(req->endpoint_metrics, req->status, serve__now_ns() - req->received_ns);
+    request_release(req); /* the execution reference, handed over */
+    finish(t, req);       /* the origin's */
+    request_release(req); /* the look's */
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -156,6 +212,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     while (done) {
         serve_request *req = done;
         done = req->next;
+        if (stream_piecewise(req)) {
+            stream_step(t, req);
+            continue;
+        }
         dispatch_disarm(req);
         send_answer(req->origin_request, req);
         request_release(req); /* the execution reference, handed over */
@@ -474,6 +534,7 @@ static void on_request(void *ctx, struct http1_exchange *ex)
     }
     req->received_ns = serve__now_ns();
     req->answers = &t->answers; /* a replica hands back a batch's answers at once */
+    if (http1_can_stream(ex)) req->stream_ready = stream_to_io_thread;
     req->origin = t;
     req->origin_request = ex;
     atomic_fetch_add_explicit(&t->outstanding, 1, memory_order_relaxed);
@@ -498,18 +559,30 @@ static void on_abandon(void *ctx, struct http1_exchange *ex)
 {
     struct io_thread *t = ctx;
     serve_request *req = http1_owner(ex);
-    if (!req || !request_cancel(req)) return; /* its answer is on its way: dropped then */
+    bool streaming;
+    if (!req || !request_cancel(req, &streaming)) return; /* its answer is on its way */
     dispatch_disarm(req);
     backend_request_cancelled(req); /* serve_request_cancelled, where it runs */
+    if (streaming) stream_cancelled(req); /* a writer waiting for room is told */
     if (access_log_on)
         access_log_request(req, "http", http1_peer(ex), req->endpoint_metrics->name, 499, 0);
     http1_answer_error(ex, 499, req->id, "the client closed the connection", true);
     finish(t, req);
 }
 
+/* Part of a stream's output was written: its writer may have room. */
+static void on_drain(void *ctx, struct http1_exchange *ex)
+{
+    (void)ctx;
+    serve_request *req = http1_owner(ex);
+    if (req && req->stream && atomic_load(&req->state) != REQ_CANCELLED)
+        stream_sent(req, http1_stream_unsent(ex));
+}
+
 static const struct http1_handler front_end = {.check_expect = check_expect,
                                                .on_request = on_request,
-                                               .on_abandon = on_abandon};
+                                               .on_abandon = on_abandon,
+                                               .on_drain = on_drain};
 
 /* One pass of the loop at a time: the replicas the pass's requests woke
  * are woken once it ends, so that each takes what the pass read as one
@@ -587,6 +660,7 @@ static bool io_thread_init(struct io_thread *t, struct http_server *s,
     t->server = s;
     pthread_mutex_init(&t->mutex, NULL);
     t->base = event_base_new();
+    if (!(t->pieces = evbuffer_new())) return false;
     bool queue_ok = answer_queue_init(&t->answers);
     t->wake = t->base && queue_ok ? event_new(t->base, answer_queue_fd(&t->answers),
                                               EV_READ | EV_PERSIST | EV_ET, on_wake, t)

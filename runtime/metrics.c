@@ -74,6 +74,7 @@ struct endpoint_metrics *metrics_endpoint(const char *name)
         if (m) {
             memcpy(m->name, name, n);
             histogram_init_seconds(&m->request_seconds);
+            histogram_init_seconds(&m->first_byte_seconds);
             m->next = registry;
             registry = m;
         }
@@ -87,6 +88,15 @@ void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t ela
     if (!m || status < 100 || status > 599 || !metrics_enabled) return;
     atomic_fetch_add_explicit(&m->by_status[status - 100], 1, memory_order_relaxed);
     histogram_observe(&m->request_seconds, elapsed_ns);
+}
+
+void metrics_count_stream(struct endpoint_metrics *m, uint64_t bytes, uint64_t first_ns,
+                          uint64_t received_ns)
+{
+    if (!m || !metrics_enabled) return;
+    atomic_fetch_add_explicit(&m->streams, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->streamed_bytes, bytes, memory_order_relaxed);
+    if (first_ns) histogram_observe(&m->first_byte_seconds, first_ns - received_ns);
 }
 
 static struct backend_metrics *backends; /* guarded by registry_mutex */
@@ -159,6 +169,24 @@ void metrics_write_endpoints(struct evbuffer *out)
         snprintf(labels, sizeof labels, "endpoint=\"%s\"", m->name);
         histogram_write(&m->request_seconds, out, "serve_http_request_seconds", labels);
     }
+    evbuffer_add_printf(out, "# HELP serve_http_first_byte_seconds Streamed answers: time from "
+                             "request received to the plugin's first piece.\n"
+                             "# TYPE serve_http_first_byte_seconds histogram\n");
+    for (struct endpoint_metrics *m = registry; m; m = m->next) {
+        char labels[160];
+        snprintf(labels, sizeof labels, "endpoint=\"%s\"", m->name);
+        histogram_write(&m->first_byte_seconds, out, "serve_http_first_byte_seconds", labels);
+    }
+    evbuffer_add_printf(out, "# HELP serve_http_streamed_bytes_total Bytes of streamed answers.\n"
+                             "# TYPE serve_http_streamed_bytes_total counter\n");
+    for (struct endpoint_metrics *m = registry; m; m = m->next)
+        evbuffer_add_printf(out, "serve_http_streamed_bytes_total{endpoint=\"%s\"} %lu\n", m->name,
+                            atomic_load(&m->streamed_bytes));
+    evbuffer_add_printf(out, "# HELP serve_http_streams_total Streamed answers ended.\n"
+                             "# TYPE serve_http_streams_total counter\n");
+    for (struct endpoint_metrics *m = registry; m; m = m->next)
+        evbuffer_add_printf(out, "serve_http_streams_total{endpoint=\"%s\"} %lu\n", m->name,
+                            atomic_load(&m->streams));
     pthread_mutex_unlock(&registry_mutex);
 }
 

@@ -41,6 +41,9 @@ struct endpoint_metrics {
     struct endpoint_metrics *next;
     atomic_ulong by_status[500]; /* 100..599 */
     struct histogram request_seconds;
+    struct histogram first_byte_seconds; /* streams: received -> first piece written */
+    atomic_ulong streamed_bytes;          /* streams: bytes the plugins wrote */
+    atomic_ulong streams;
     char name[];
 };
 
@@ -48,6 +51,10 @@ struct endpoint_metrics {
  * created on first use, never freed before metrics_shutdown. */
 struct endpoint_metrics *metrics_endpoint(const char *name);
 void metrics_count_response(struct endpoint_metrics *m, int status, uint64_t elapsed_ns);
+/* A streamed answer ended: its bytes and its time to first byte (first_ns
+ * 0: nothing was written). */
+void metrics_count_stream(struct endpoint_metrics *m, uint64_t bytes, uint64_t first_ns,
+                          uint64_t received_ns);
 
 enum reject_reason { REJECT_BACKPRESSURE, REJECT_TIMEOUT, REJECT_PLUGIN_ERROR, REJECT_REASONS };
 

@@ -11,6 +11,10 @@ struct serve_replica {
     struct backend_metrics *metrics; /* the backend's, never NULL */
     int index;
     char failure[1024];       /* set by serve_replica_fail during init */
+    /* The worker thread's own: handle_batch runs, and it asked for another
+     * step (serve_replica_continue). */
+    bool in_batch;
+    bool again;
     /* Handles the plugin asked for; pushed lock-free from any thread,
      * freed after destroy. */
     _Atomic(struct serve_handle *) handles;

@@ -18,8 +18,10 @@
 #ifndef SERVE_RUNTIME_REPLICA_KIND_H
 #define SERVE_RUNTIME_REPLICA_KIND_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "request.h"
 #include "spec.h"
@@ -44,6 +46,13 @@ struct replica_base {
     struct backend_metrics *metrics;     /* the backend's, never NULL */
     int index;                           /* 0 .. num_replicas-1 */
     void *data;                          /* the kind's, set by start */
+    /* Continuous batching (serve_replica_continue). `again`: the batch
+     * just run asked for another step at once (set by a kind whose
+     * run_batch runs the plugin, after each run); `continuous`: the plugin
+     * has asked once, so its deferred requests count against the max batch
+     * size (set by either kind; for process replicas by the monitor). */
+    bool again;
+    atomic_bool continuous;
 };
 
 struct replica_kind {
@@ -95,6 +104,11 @@ struct replica_kind {
      * or it timed out): let serve_request_cancelled report it where the
      * plugin runs. The request may be answered meanwhile; then nothing. */
     void (*cancelled)(struct replica_base *r, serve_request *req);
+
+    /* Optional: any thread. A stream of `req` (a request this replica
+     * holds) has drained to `drained` bytes in all: a kind whose plugin
+     * counts what is unsent elsewhere is told (process replicas). */
+    void (*stream_drained)(struct replica_base *r, serve_request *req, uint64_t drained);
 
     /* The replica's worker thread, between two batches; only when the
      * group's can_reconfigure. 0 when the replica took the config. */

@@ -74,7 +74,21 @@ static bool thread_start(struct replica_base *r, char *err, size_t errlen)
 static int thread_run_batch(struct replica_base *r, serve_request **reqs, size_t n)
 {
     struct thread_replica *t = r->data;
-    return t->plugin->handle_batch(t->state, reqs, n);
+    t->context.in_batch = true;
+    int rc = t->plugin->handle_batch(t->state, n ? reqs : NULL, n);
+    t->context.in_batch = false;
+    r->again = t->context.again;
+    t->context.again = false;
+    if (r->again) atomic_store(&r->continuous, true);
+    return rc;
+}
+
+/* The request's client went away or it timed out: the plugin's cancel
+ * callback, where its descriptor has one. */
+static void thread_cancelled(struct replica_base *r, serve_request *req)
+{
+    struct thread_replica *t = r->data;
+    if (t && t->plugin->cancel) t->plugin->cancel(t->state, req);
 }
 
 static int thread_reconfigure(struct replica_base *r, const serve_config *config)
@@ -108,6 +122,7 @@ const struct replica_kind replica_kind_thread = {
     .close = thread_close,
     .start = thread_start,
     .run_batch = thread_run_batch,
+    .cancelled = thread_cancelled,
     .reconfigure = thread_reconfigure,
     .stop = thread_stop,
 };
@@ -120,6 +135,14 @@ SERVE_EXPORT const char *serve_replica_backend(const serve_replica *replica)
 SERVE_EXPORT int serve_replica_index(const serve_replica *replica)
 {
     return replica ? replica->index : -1;
+}
+
+SERVE_EXPORT int serve_replica_continue(serve_replica *replica)
+{
+    if (!replica) return SERVE_EINVAL;
+    if (!replica->in_batch) return SERVE_ESTATE;
+    replica->again = true;
+    return SERVE_OK;
 }
 
 SERVE_EXPORT void serve_replica_fail(serve_replica *replica, const char *fmt, ...)

@@ -1,6 +1,7 @@
 /* request.c - request lifetime, the SDK's request accessors and the answer
  * functions (see request.h for the ownership rules). */
 #include "request.h"
+#include "stream.h"
 
 #include <event2/buffer.h>
 #include <pthread.h>
@@ -124,6 +125,7 @@ void request_release(serve_request *req)
         for (size_t i = 0; i < req->header_count * 2; i++) free((char *)req->headers[i]);
         free(req->headers);
     }
+    if (req->stream) stream_free(req->stream);
     free(req->owned_id);
     free(req->callers);
     free(req->target_endpoint);
@@ -157,10 +159,13 @@ void request_id_generate(char out[32])
     *p = '\0';
 }
 
-bool request_cancel(serve_request *req)
+bool request_cancel(serve_request *req, bool *was_streaming)
 {
     int expected = REQ_PENDING;
-    return atomic_compare_exchange_strong(&req->state, &expected, REQ_CANCELLED);
+    *was_streaming = false;
+    if (atomic_compare_exchange_strong(&req->state, &expected, REQ_CANCELLED)) return true;
+    expected = REQ_STREAMING;
+    return *was_streaming = atomic_compare_exchange_strong(&req->state, &expected, REQ_CANCELLED);
 }
 
 bool request_time_out(serve_request *req)
@@ -227,6 +232,8 @@ bool request_answer_runtime(serve_request *req, int status, const char *message)
 static const struct request_host *host;
 
 void request_set_host(const struct request_host *h) { host = h; }
+
+const struct request_host *request_host_get(void) { return host; }
 
 void request_report_bug(const serve_request *req, const char *what)
 {
@@ -405,6 +412,7 @@ SERVE_EXPORT const char *serve_strerror(int code)
     case SERVE_ENOMEM: return "out of memory";
     case SERVE_ESTATE: return "not allowed in this state";
     case SERVE_ETIMEDOUT: return "request timed out or its client went away; answer dropped";
+    case SERVE_EAGAIN: return "stream buffer full: the client reads slower; try again when writable";
     default: return "unknown error";
     }
 }

@@ -32,7 +32,12 @@ struct evbuffer;
 
 /* PENDING until one of three wins the answer: the answer (ANSWERED), the
  * request timeout (TIMED_OUT) or the client going away (CANCELLED). */
-enum request_state { REQ_PENDING, REQ_ANSWERED, REQ_TIMED_OUT, REQ_CANCELLED };
+enum request_state { REQ_PENDING, REQ_ANSWERED, REQ_TIMED_OUT, REQ_CANCELLED, REQ_STREAMING };
+/* REQ_STREAMING: the answer has begun as a stream (stream.h). The timeout
+ * no longer applies (the client has its head); the client going away still
+ * does (STREAMING -> CANCELLED), and the stream's end moves it to ANSWERED. */
+
+struct stream;
 
 struct response_header {
     char *name;
@@ -67,6 +72,12 @@ struct serve_request {
     struct answer_queue *answers;
     void *origin;                 /* the front end's own data */
     void *origin_request;         /* e.g. the evhttp request to answer */
+
+    /* A streamed answer (stream.h), once begun; and how its origin takes
+     * pieces: called (any thread) when news is pending and the origin was
+     * not told yet. NULL: the origin takes the stream whole at the end. */
+    struct stream *stream;
+    void (*stream_ready)(serve_request *req);
 
     /* Handle calls (handles.c): the caller's callback, and what the call
      * owns instead of an HTTP connection. */
@@ -140,8 +151,9 @@ bool request_answer_runtime(serve_request *req, int status, const char *message)
 
 /* The client is gone (the front end's call): true when this won the race,
  * so that nothing else answers and the request, if still queued, is never
- * executed. */
-bool request_cancel(serve_request *req);
+ * executed. *was_streaming: it had begun a stream (req->stream is then
+ * set, and safe to read). */
+bool request_cancel(serve_request *req, bool *was_streaming);
 
 /* Nobody waits for the answer any more: timed out, or cancelled. */
 static inline bool request_abandoned(serve_request *req)
@@ -171,7 +183,15 @@ struct request_host {
     void (*deferred_answered)(serve_request *req, bool answer_won);
     void (*report_bug)(const serve_request *req, const char *what);
     bool (*cancelled)(const serve_request *req); /* serve_request_cancelled */
+    /* Streams (a process replica sends them to the server). */
+    int (*stream_begin)(serve_request *req, int status, const char *content_type);
+    int (*stream_write)(serve_request *req, const void *data, size_t len);
+    int (*stream_finish)(serve_request *req, const char *fail_message);
+    /* serve_replica_continue */
+    void (*continuous)(void);
 };
+/* The host in effect (NULL in the server). */
+const struct request_host *request_host_get(void);
 void request_set_host(const struct request_host *host);
 
 /* A plugin bug about req, reported where request_set_host says. */

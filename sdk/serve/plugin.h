@@ -124,6 +124,9 @@ enum serve_status_code {
                               serve_request_defer outside handle_batch */
     SERVE_ETIMEDOUT = -5,  /* the request timed out, or its client went away;
                               the answer was dropped */
+    SERVE_EAGAIN = -6,     /* a stream's buffer is full (its client reads
+                              slower than the plugin writes): nothing was
+                              written; try again once it is writable */
 };
 
 /* Returns a static, human-readable description of an error code. Never
@@ -169,7 +172,8 @@ typedef struct serve_plugin {
                 void **state);
 
     /* Required. Called on the replica's worker thread with 1 <= n <=
-     * max_batch_size requests in arrival order. The array itself is only
+     * max_batch_size requests in arrival order (n may be 0 only for a
+     * replica that asked for it with serve_replica_continue). The array itself is only
      * valid during the call. Every request must be answered (now, or later
      * after serve_request_defer). A non-zero return value answers every
      * request that is still unanswered and not deferred with 500. A request
@@ -186,6 +190,17 @@ typedef struct serve_plugin {
      * Requests still deferred at that moment are answered 503 by the
      * runtime; the plugin must not answer them afterwards. */
     void (*destroy)(void *state);
+
+    /* Optional (added after the first release; read only from plugins
+     * whose descriptor has it). Called once for a request of this replica
+     * that is running or deferred when its client goes away or it times
+     * out, so that work on it stops early (a generation loop, handle calls
+     * in flight). It runs on a runtime thread (in thread mode: possibly the
+     * server's I/O thread), so it must only note the fact or wake the
+     * plugin's own thread: never block, never answer from it. The request
+     * is valid during the call even if another thread has just answered
+     * it; serve_request_cancelled(req) is already 1. */
+    void (*cancel)(void *state, serve_request *req);
 
     /* New fields are only ever added here, at the end. The descriptor
      * states its size (SERVE_PLUGIN_DEFINE exports it as
@@ -306,6 +321,83 @@ SERVE_EXPORT int serve_respond_error(serve_request *req, int status,
  * load), in both isolation modes. */
 SERVE_EXPORT int serve_request_cancelled(const serve_request *req);
 
+/* ------------------------------------------------------------------------
+ * Streaming answers
+ *
+ * A request may be answered as a stream instead of one buffer: begin it
+ * with a status and a content type, write any number of pieces, then end
+ * it. The client gets the head at once and each piece as it is written:
+ * HTTP/1.1 chunked transfer (an HTTP/1.0 client, a HEAD request or a handle
+ * call without a chunk callback gets the whole answer at the end, with a
+ * length). A `text/event-stream` answer written with serve_stream_event is
+ * a stream of Server-Sent Events.
+ *
+ * Every function below may be called from any thread, in both isolation
+ * modes, once the stream has begun; begin itself during handle_batch or on
+ * a deferred request. Calls for one stream must not overlap (one producer
+ * at a time). A begun stream is the request's answer: it ends with exactly
+ * one serve_stream_end or serve_stream_fail, after which the request must
+ * not be used again (as after serve_respond). Headers added with
+ * serve_response_add_header before begin are sent with the head.
+ *
+ * Writes never block. Each stream has a bounded buffer (`serve start
+ * --stream-buffer`, 256 KiB by default) of what was written and not yet
+ * sent to the client. A write that does not fit returns SERVE_EAGAIN and
+ * writes nothing (one piece larger than the whole bound goes only into an
+ * empty buffer): the plugin may ask to be told when the stream is writable
+ * again (serve_stream_on_writable), skip the piece, or give up with
+ * serve_stream_fail. Once the client has gone (or the request timed out),
+ * writes return SERVE_ETIMEDOUT and serve_request_cancelled is 1: the
+ * plugin stops producing and ends the stream (either call; nothing is sent).
+ * ------------------------------------------------------------------------ */
+
+/* Begins the answer of `req` as a stream with `status` (100..599) and a
+ * content type (NULL: "application/octet-stream"). Called during
+ * handle_batch it also defers the request (serve_request_defer). Returns
+ * SERVE_ETIMEDOUT when nobody waits any more (the request is then finished:
+ * do not use it again), SERVE_EALREADY when it was answered, SERVE_ESTATE
+ * outside handle_batch for a request that was not deferred. */
+SERVE_EXPORT int serve_stream_begin(serve_request *req, int status,
+                                    const char *content_type);
+
+/* Writes `len` bytes (copied) to the stream. SERVE_OK, SERVE_EAGAIN (the
+ * buffer is full: nothing written), SERVE_ETIMEDOUT (the client has gone),
+ * SERVE_ESTATE (not begun, or ended). A write of 0 bytes does nothing. */
+SERVE_EXPORT int serve_stream_write(serve_request *req, const void *data,
+                                    size_t len);
+
+/* Writes one Server-Sent Event: an `event:` line when `event` is not NULL,
+ * one `data:` line per line of `data`, and the blank line that ends the
+ * event. Same results as serve_stream_write; the event goes whole or not
+ * at all. */
+SERVE_EXPORT int serve_stream_event(serve_request *req, const char *event,
+                                    const char *data);
+
+/* Called once, on a runtime thread, when a stream that refused a write with
+ * SERVE_EAGAIN has room again (half its buffer free), or when the client has
+ * gone (serve_request_cancelled then says so). It must not block; writing
+ * to the stream from it is allowed. */
+typedef void (*serve_stream_writable_fn)(serve_request *req, void *arg);
+
+/* Arms `fn` for the next "writable again" of the stream, replacing one
+ * armed before. When the stream has room already, fn is called at once,
+ * on the calling thread. SERVE_ESTATE when the stream has not begun or has
+ * ended. */
+SERVE_EXPORT int serve_stream_on_writable(serve_request *req,
+                                          serve_stream_writable_fn fn,
+                                          void *arg);
+
+/* Ends the stream well: the client gets the last chunk. SERVE_OK, or
+ * SERVE_ETIMEDOUT when the client had gone (nothing more is sent). Either
+ * way the request is finished. */
+SERVE_EXPORT int serve_stream_end(serve_request *req);
+
+/* Ends the stream with an error after its head was sent: HTTP allows
+ * nothing better than closing the connection without the last chunk, so
+ * the client sees a truncated answer; the server log names the backend,
+ * the request and `message`. The request is finished. */
+SERVE_EXPORT int serve_stream_fail(serve_request *req, const char *message);
+
 /* Called during handle_batch: the plugin will answer `req` later, from any
  * thread, after handle_batch returned. This is how a plugin waits on other
  * work without holding its worker thread. A deferred request still counts
@@ -383,6 +475,19 @@ SERVE_EXPORT int serve_replica_index(const serve_replica *replica);
  * from init, before returning non-zero. */
 SERVE_EXPORT void serve_replica_fail(serve_replica *replica, const char *fmt,
                                      ...) SERVE_PRINTF(2, 3);
+
+/* Continuous batching. Called during handle_batch: call handle_batch of
+ * this replica again as soon as this one returns, with the requests that
+ * arrived meanwhile (possibly none: then n is 0 and `requests` NULL). A
+ * generation loop calls it while it holds open streams, runs one step of
+ * every open stream per handle_batch, and so admits new requests between
+ * its steps instead of after its longest generation. Once a replica has
+ * called it, the requests it holds deferred (its open streams) count
+ * against max_batch_size: open plus new never exceed it. Without the call,
+ * handle_batch runs only when requests wait (1 <= n), as always. Returns
+ * SERVE_ESTATE outside handle_batch. The worker thread is this replica's:
+ * a plugin whose steps run elsewhere has no use for it. */
+SERVE_EXPORT int serve_replica_continue(serve_replica *replica);
 
 /* Log levels for serve_log. */
 enum serve_log_level {

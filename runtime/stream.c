@@ -1,0 +1,412 @@
+/* stream.c - streamed answers (see stream.h) and the SDK's serve_stream_*. */
+#include "stream.h"
+
+#include <event2/buffer.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "clock.h"
+#include "log.h"
+
+struct stream {
+    pthread_mutex_t lock;
+    /* Written and not taken by the origin yet (server side). */
+    struct evbuffer *pending;
+    /* Bytes accepted from the writer, and bytes known to have left the
+     * server: their difference is what the bound limits. On the server,
+     * drained = written - pending - what the origin holds unsent; in a
+     * process replica, what the server last reported. */
+    uint64_t written;
+    uint64_t drained;
+    uint64_t drained_reported; /* server, process replicas: last told */
+    size_t origin_unsent;
+    bool queued;       /* the origin was told and has not looked yet */
+    bool looked;       /* the origin has looked once (the head is out) */
+    bool ended;        /* end or fail was called */
+    bool final;        /* the end was delivered: the origin's next look is the last */
+    bool final_seen;
+    bool failed;
+    char fail_message[256];
+    uint64_t first_byte_ns;
+    serve_stream_writable_fn writable;
+    void *writable_arg;
+};
+
+static atomic_size_t bound = STREAM_BUFFER_DEFAULT;
+
+void stream_set_bound(size_t bytes) { atomic_store(&bound, bytes ? bytes : STREAM_BUFFER_DEFAULT); }
+size_t stream_bound(void) { return atomic_load_explicit(&bound, memory_order_relaxed); }
+
+static struct stream *stream_new(void)
+{
+    struct stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    if (!(s->pending = evbuffer_new())) {
+        free(s);
+        return NULL;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    return s;
+}
+
+void stream_free(struct stream *s)
+{
+    if (!s) return;
+    evbuffer_free(s->pending);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+bool stream_piecewise(const serve_request *req) { return req->stream && req->stream_ready; }
+
+/* Under s->lock: whether a write of len fits. One piece larger than the
+ * whole bound goes only into an empty buffer, or it could never go. */
+static bool fits(const struct stream *s, size_t len)
+{
+    uint64_t unsent = s->written - s->drained;
+    return unsent == 0 || unsent + len <= stream_bound();
+}
+
+/* Under s->lock: room enough to call a waiting writer back. */
+static bool has_room(const struct stream *s) { return s->written - s->drained <= stream_bound() / 2; }
+
+/* Tells the origin there is news, unless it was told and has not looked. */
+static void notify_origin(serve_request *req)
+{
+    struct stream *s = req->stream;
+    pthread_mutex_lock(&s->lock);
+    bool tell = !s->queued;
+    s->queued = true;
+    pthread_mutex_unlock(&s->lock);
+    if (!tell) return;
+    request_ref(req); /* the origin's look drops it */
+    req->stream_ready(req);
+}
+
+int stream_begin_local(serve_request *req, int status, const char *content_type)
+{
+    char *ctype = strdup(content_type ? content_type : "application/octet-stream");
+    struct stream *s = stream_new();
+    if (!ctype || !s) {
+        free(ctype);
+        stream_free(s);
+        return SERVE_ENOMEM;
+    }
+    req->status = status;
+    free(req->content_type);
+    req->content_type = ctype;
+    req->stream = s;
+    int expected = REQ_PENDING;
+    if (!atomic_compare_exchange_strong(&req->state, &expected, REQ_STREAMING))
+        return SERVE_ETIMEDOUT;
+    /* Pieces and the end go to the origin's own deliver, not to an answer
+     * queue's chain (backend.c pushes chains only for plain answers). */
+    if (req->stream_ready) {
+        req->answers = NULL;
+        notify_origin(req);
+    }
+    return SERVE_OK;
+}
+
+int stream_write_local(serve_request *req, const void *data, size_t len, bool bounded)
+{
+    struct stream *s = req->stream;
+    if (request_abandoned(req)) return SERVE_ETIMEDOUT;
+    if (len == 0) return SERVE_OK;
+    pthread_mutex_lock(&s->lock);
+    if (s->ended) {
+        pthread_mutex_unlock(&s->lock);
+        return SERVE_ESTATE;
+    }
+    /* Whole-answer origins take no bound: the body is the answer. */
+    if (bounded && req->stream_ready && !fits(s, len)) {
+        pthread_mutex_unlock(&s->lock);
+        return SERVE_EAGAIN;
+    }
+    if (evbuffer_add(s->pending, data, len) != 0) {
+        pthread_mutex_unlock(&s->lock);
+        return SERVE_ENOMEM;
+    }
+    if (!s->first_byte_ns) s->first_byte_ns = serve__now_ns();
+    s->written += len;
+    pthread_mutex_unlock(&s->lock);
+    if (req->stream_ready) notify_origin(req);
+    return SERVE_OK;
+}
+
+int stream_finish_local(serve_request *req, const char *fail_message)
+{
+    struct stream *s = req->stream;
+    pthread_mutex_lock(&s->lock);
+    s->ended = true;
+    if (fail_message) {
+        s->failed = true;
+        snprintf(s->fail_message, sizeof s->fail_message, "%s", fail_message);
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (!req->stream_ready) {
+        /* The origin takes it whole: the stream becomes an ordinary answer
+         * (a failed one a 500, since no head has gone out). */
+        if (fail_message) {
+            size_t len = 0;
+            char *body = json_error_body(fail_message, &len);
+            req->status = 500;
+            free(req->content_type);
+            req->content_type = strdup("application/json");
+            req->response_body = body;
+            req->response_len = body ? len : 0;
+        } else {
+            size_t len = evbuffer_get_length(s->pending);
+            void *body = len ? malloc(len) : NULL;
+            if (len && !body) return SERVE_ENOMEM;
+            evbuffer_remove(s->pending, body, len);
+            req->response_body = body;
+            req->response_len = len;
+        }
+        req->free_response_body = free;
+    }
+    req->answered_ns = serve__now_ns();
+    int expected = REQ_STREAMING;
+    bool won = atomic_compare_exchange_strong(&req->state, &expected, REQ_ANSWERED);
+    bool w = won;
+    backend_deferred_answered_many(&req, &w, 1);
+    return won ? SERVE_OK : SERVE_ETIMEDOUT;
+}
+
+void stream_deliver_end(serve_request *req)
+{
+    struct stream *s = req->stream;
+    pthread_mutex_lock(&s->lock);
+    s->final = true;
+    bool tell = !s->queued;
+    s->queued = true;
+    pthread_mutex_unlock(&s->lock);
+    /* The execution reference rides along; the look that sees `final`
+     * drops it. */
+    if (tell) {
+        request_ref(req);
+        req->stream_ready(req);
+    }
+}
+
+void stream_look(serve_request *req, struct evbuffer *into, struct stream_look *look)
+{
+    struct stream *s = req->stream;
+    memset(look, 0, sizeof *look);
+    pthread_mutex_lock(&s->lock);
+    s->queued = false;
+    look->first = !s->looked;
+    s->looked = true;
+    look->bytes = evbuffer_get_length(s->pending);
+    if (look->bytes) evbuffer_add_buffer(into, s->pending);
+    if (s->final && !s->final_seen) {
+        s->final_seen = true;
+        look->final = true;
+        look->failed = s->failed;
+        memcpy(look->fail_message, s->fail_message, sizeof look->fail_message);
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+void stream_sent(serve_request *req, size_t unsent)
+{
+    struct stream *s = req->stream;
+    serve_stream_writable_fn fn = NULL;
+    void *arg = NULL;
+    uint64_t report = 0;
+    pthread_mutex_lock(&s->lock);
+    s->origin_unsent = unsent;
+    s->drained = s->written - evbuffer_get_length(s->pending) - unsent;
+    if (s->writable && has_room(s)) {
+        fn = s->writable;
+        arg = s->writable_arg;
+        s->writable = NULL;
+    }
+    /* A process replica keeps its own count of what is unsent: told every
+     * half bound drained, it never sees more than half a bound too much. */
+    if (s->drained - s->drained_reported >= stream_bound() / 2) {
+        report = s->drained;
+        s->drained_reported = report;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (fn) fn(req, arg);
+    if (report) backend_stream_drained(req, report);
+}
+
+void stream_cancelled(serve_request *req)
+{
+    struct stream *s = req->stream;
+    if (!s) return;
+    pthread_mutex_lock(&s->lock);
+    serve_stream_writable_fn fn = s->writable;
+    void *arg = s->writable_arg;
+    s->writable = NULL;
+    pthread_mutex_unlock(&s->lock);
+    if (fn) fn(req, arg);
+}
+
+uint64_t stream_bytes(const serve_request *req)
+{
+    struct stream *s = req->stream;
+    if (!s) return 0;
+    pthread_mutex_lock(&s->lock);
+    uint64_t n = s->written;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+uint64_t stream_first_byte_ns(const serve_request *req)
+{
+    struct stream *s = req->stream;
+    if (!s) return 0;
+    pthread_mutex_lock(&s->lock);
+    uint64_t t = s->first_byte_ns;
+    pthread_mutex_unlock(&s->lock);
+    return t;
+}
+
+void stream_drained_update(serve_request *req, uint64_t drained)
+{
+    struct stream *s = req->stream;
+    if (!s) return;
+    serve_stream_writable_fn fn = NULL;
+    void *arg = NULL;
+    pthread_mutex_lock(&s->lock);
+    /* A report for the slot's previous stream can arrive late: it cannot
+     * have drained more than this one wrote. */
+    if (drained > s->drained && drained <= s->written) s->drained = drained;
+    if (s->writable && has_room(s)) {
+        fn = s->writable;
+        arg = s->writable_arg;
+        s->writable = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+    if (fn) fn(req, arg);
+}
+
+int stream_reserve(serve_request *req, size_t len)
+{
+    struct stream *s = req->stream;
+    pthread_mutex_lock(&s->lock);
+    int rc = SERVE_ESTATE;
+    if (!s->ended) {
+        rc = fits(s, len) ? SERVE_OK : SERVE_EAGAIN;
+        if (rc == SERVE_OK) {
+            s->written += len;
+            if (!s->first_byte_ns) s->first_byte_ns = serve__now_ns();
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return rc;
+}
+
+/* ---- The SDK ---- */
+
+SERVE_EXPORT int serve_stream_begin(serve_request *req, int status, const char *content_type)
+{
+    if (!req || status < 100 || status > 599) return SERVE_EINVAL;
+    if (req->answered || req->stream) return SERVE_EALREADY;
+    if (!req->in_batch && !req->deferred) return SERVE_ESTATE;
+    if (!req->deferred) {
+        int rc = serve_request_defer(req);
+        if (rc != SERVE_OK) return rc;
+    }
+    req->answered = true; /* a later serve_respond is a second answer */
+    const struct request_host *host = request_host_get();
+    int rc = host ? host->stream_begin(req, status, content_type)
+                  : stream_begin_local(req, status, content_type);
+    if (rc == SERVE_ETIMEDOUT && !host) {
+        /* Nobody waits: the request is finished here. */
+        bool won = false;
+        backend_deferred_answered_many(&req, &won, 1);
+    }
+    return rc;
+}
+
+SERVE_EXPORT int serve_stream_write(serve_request *req, const void *data, size_t len)
+{
+    if (!req || (!data && len)) return SERVE_EINVAL;
+    if (!req->stream) return SERVE_ESTATE;
+    if (serve_request_cancelled(req)) return SERVE_ETIMEDOUT;
+    const struct request_host *host = request_host_get();
+    return host ? host->stream_write(req, data, len) : stream_write_local(req, data, len, true);
+}
+
+SERVE_EXPORT int serve_stream_event(serve_request *req, const char *event, const char *data)
+{
+    if (!req || !data) return SERVE_EINVAL;
+    if (event && strpbrk(event, "\r\n")) return SERVE_EINVAL;
+    size_t cap = strlen(data) * 7 + (event ? strlen(event) : 0) + 32; /* each \n: a 7-byte line */
+    char small[512];
+    char *out = cap <= sizeof small ? small : malloc(cap);
+    if (!out) return SERVE_ENOMEM;
+    size_t n = 0;
+    if (event) n += (size_t)sprintf(out, "event: %s\n", event);
+    /* One data: line per line of data (a CR LF or CR ends a line too). */
+    const char *p = data;
+    for (;;) {
+        size_t line = strcspn(p, "\r\n");
+        memcpy(out + n, "data: ", 6);
+        memcpy(out + n + 6, p, line);
+        n += 6 + line;
+        out[n++] = '\n';
+        p += line;
+        if (!*p) break;
+        if (p[0] == '\r' && p[1] == '\n') p++;
+        p++;
+        if (!*p) break;
+    }
+    out[n++] = '\n';
+    int rc = serve_stream_write(req, out, n);
+    if (out != small) free(out);
+    return rc;
+}
+
+SERVE_EXPORT int serve_stream_on_writable(serve_request *req, serve_stream_writable_fn fn, void *arg)
+{
+    if (!req || !fn) return SERVE_EINVAL;
+    struct stream *s = req->stream;
+    if (!s) return SERVE_ESTATE;
+    pthread_mutex_lock(&s->lock);
+    if (s->ended) {
+        pthread_mutex_unlock(&s->lock);
+        return SERVE_ESTATE;
+    }
+    bool now = has_room(s) || serve_request_cancelled(req);
+    if (!now) {
+        s->writable = fn;
+        s->writable_arg = arg;
+    }
+    pthread_mutex_unlock(&s->lock);
+    /* Room may have come between the refused write and this call. */
+    if (now) fn(req, arg);
+    return SERVE_OK;
+}
+
+static int finish(serve_request *req, const char *fail_message)
+{
+    if (!req) return SERVE_EINVAL;
+    struct stream *s = req->stream;
+    if (!s) return SERVE_ESTATE;
+    pthread_mutex_lock(&s->lock);
+    bool ended = s->ended;
+    s->ended = true; /* no write after this */
+    pthread_mutex_unlock(&s->lock);
+    if (ended) {
+        request_report_bug(req, "ended the same stream twice");
+        return SERVE_EALREADY;
+    }
+    const struct request_host *host = request_host_get();
+    return host ? host->stream_finish(req, fail_message) : stream_finish_local(req, fail_message);
+}
+
+SERVE_EXPORT int serve_stream_end(serve_request *req) { return finish(req, NULL); }
+
+SERVE_EXPORT int serve_stream_fail(serve_request *req, const char *message)
+{
+    return finish(req, message ? message : "the plugin failed the stream");
+}
