@@ -33,6 +33,8 @@ enum replica_msg {
     MSG_STOP,
     /* server -> replica, results ring */
     MSG_CALL_RESULT,  /* head: call id, status, content type, header pairs (count); body */
+    MSG_CANCEL,       /* head: slot: its request was cancelled (the cancel callback) */
+    MSG_STREAM_DRAINED, /* head: slot, bytes of its stream sent to the client in all */
     /* replica -> server */
     MSG_READY,        /* head: plugin name, can reconfigure */
     MSG_INIT_FAILED,  /* head: message */
@@ -40,6 +42,10 @@ enum replica_msg {
     MSG_BATCH_DONE,   /* head: n, ns in handle_batch; after the answers it gave */
     MSG_RECONFIGURED, /* head: rc */
     MSG_CALL,         /* head: call id, parent slot, endpoint, header pairs (count), query pairs; body */
+    MSG_STREAM_BEGIN, /* head: slot, status, content type, header pairs (count) */
+    MSG_STREAM_DATA,  /* head: slot; body: the piece */
+    MSG_STREAM_END,   /* head: slot, failed, message */
+    MSG_CONTINUOUS,   /* the plugin asked for continuous batching (once) */
 };
 
 #define REPLICA_NO_SLOT UINT32_MAX

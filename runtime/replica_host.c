@@ -36,6 +36,7 @@
 #include "replica_context.h"
 #include "replica_kind.h"
 #include "spec.h"
+#include "stream.h"
 
 struct pending_call {
     struct pending_call *next;
@@ -131,10 +132,104 @@ static bool cancelled(const serve_request *req)
     return (word >> (slot % 64)) & 1;
 }
 
+/* ---- Streams: each piece goes to the server as it is written ---- */
+
+/* Under the answers lock: the head of a stream. */
+static int stream_begin(serve_request *req, int status, const char *content_type)
+{
+    if (cancelled(req)) {
+        /* Nobody waits: finished as an answer the server drops. */
+        request_store_answer(req, 499, "application/json", NULL, 0, NULL);
+        deferred_answered(req, false);
+        return SERVE_ETIMEDOUT;
+    }
+    if (!stream_attach(req)) return SERVE_ENOMEM;
+    shm_ring_lock(&host.answers);
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_u32(w, req->slot);
+    wire_u32(w, (uint32_t)status);
+    wire_str(w, content_type ? content_type : "application/octet-stream");
+    for (size_t i = 0; i < req->response_header_count; i++) {
+        wire_str(w, req->response_headers[i].name);
+        wire_str(w, req->response_headers[i].value);
+    }
+    channel_put(&host.answers, MSG_STREAM_BEGIN, w, (uint32_t)req->response_header_count, NULL, 0);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+    return SERVE_OK;
+}
+
+static int stream_write(serve_request *req, const void *data, size_t len)
+{
+    if (len == 0) return SERVE_OK;
+    int rc = stream_reserve(req, len); /* the bound, counted here */
+    if (rc != SERVE_OK) return rc;
+    shm_ring_lock(&host.answers);
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_u32(w, req->slot);
+    channel_put(&host.answers, MSG_STREAM_DATA, w, 0, data, len);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+    return SERVE_OK;
+}
+
+static int stream_finish(serve_request *req, const char *fail_message)
+{
+    int rc = cancelled(req) ? SERVE_ETIMEDOUT : SERVE_OK;
+    pthread_mutex_lock(&host.calls_lock);
+    forget_deferred(req);
+    pthread_mutex_unlock(&host.calls_lock);
+    shm_ring_lock(&host.answers);
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_u32(w, req->slot);
+    wire_u32(w, fail_message != NULL);
+    wire_str(w, fail_message);
+    channel_put(&host.answers, MSG_STREAM_END, w, 0, NULL, 0);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+    request_release(req); /* the host's */
+    return rc;
+}
+
 static const struct request_host request_host = {.defer = defer,
                                                  .deferred_answered = deferred_answered,
                                                  .report_bug = report_bug,
-                                                 .cancelled = cancelled};
+                                                 .cancelled = cancelled,
+                                                 .stream_begin = stream_begin,
+                                                 .stream_write = stream_write,
+                                                 .stream_finish = stream_finish};
+
+/* The results thread: the request of `slot` that the plugin holds
+ * deferred, referenced; NULL when none does. */
+static serve_request *deferred_in_slot(uint32_t slot)
+{
+    pthread_mutex_lock(&host.calls_lock);
+    serve_request *req = host.deferred;
+    while (req && req->slot != slot) req = req->deferred_next;
+    if (req) request_ref(req);
+    pthread_mutex_unlock(&host.calls_lock);
+    return req;
+}
+
+/* The results thread, under results_lock: a note about a request. */
+static void on_note(uint32_t type, struct wire_in *r)
+{
+    uint32_t slot = wire_get_u32(r);
+    uint64_t value = wire_get_u64(r);
+    if (r->bad) return;
+    serve_request *req = deferred_in_slot(slot);
+    if (!req) return;
+    if (type == MSG_CANCEL) {
+        if (host.lib.plugin->cancel) host.lib.plugin->cancel(host.state, req);
+        stream_cancelled(req);
+    } else {
+        stream_drained_update(req, value);
+    }
+    request_release(req);
+}
 
 /* Any thread: a handle call goes to the server. */
 static int forward_call(serve_request *call)
@@ -199,6 +294,16 @@ static void *results_main(void *unused)
         uint32_t type;
         struct wire_prefix prefix;
         if (!channel_get(&host.results, shm_ring_wait_futex, NULL, &type, &prefix, &head)) break;
+        if (type == MSG_CANCEL || type == MSG_STREAM_DRAINED) {
+            channel_skip(&host.results, prefix.body_len, shm_ring_wait_futex, NULL);
+            struct wire_in r = wire_in_of(&head);
+            pthread_mutex_lock(&host.results_lock);
+            bool stopping = host.stopping;
+            if (!stopping) on_note(type, &r);
+            pthread_mutex_unlock(&host.results_lock);
+            if (stopping) break;
+            continue;
+        }
         void *body = malloc(prefix.body_len ? prefix.body_len : 1);
         if (!body) abort(); /* the stream cannot be resynchronised */
         shm_ring_read(&host.results, body, prefix.body_len, shm_ring_wait_futex, NULL);
@@ -270,6 +375,21 @@ static serve_request *read_request(const struct wire_out *head, const struct wir
     return req;
 }
 
+/* After handle_batch: whether the plugin asked for another step at once
+ * (serve_replica_continue); the first time, the server is told, so that
+ * the replica's open streams count against its max batch size. */
+static bool again, told_continuous;
+static void send_reply(uint32_t type, const char *text, uint32_t value);
+
+static void note_continuous(void)
+{
+    again = host.context.again;
+    host.context.again = false;
+    if (!again || told_continuous) return;
+    told_continuous = true;
+    send_reply(MSG_CONTINUOUS, "", 0);
+}
+
 static void run_batch(serve_request **batch, size_t n)
 {
     uint64_t started = serve__now_ns();
@@ -278,9 +398,16 @@ static void run_batch(serve_request **batch, size_t n)
         request_ref(batch[i]); /* the batch's, as a thread replica's worker holds */
         batch[i]->in_batch = true;
     }
-    int rc = host.lib.plugin->handle_batch(host.state, batch, n);
+    host.context.in_batch = true;
+    int rc = host.lib.plugin->handle_batch(host.state, n ? batch : NULL, n);
+    host.context.in_batch = false;
     uint64_t took = serve__now_ns() - started;
     atomic_store(&host.ch.shared->batch_started_ns, 0);
+    note_continuous();
+    if (n == 0) { /* a step of continuous batching: the server sent nothing */
+        if (rc != 0) log_batch_failed(&host.batch_failures, host.backend, host.index, rc, 0);
+        return;
+    }
     if (rc != 0) log_batch_failed(&host.batch_failures, host.backend, host.index, rc, n);
 
     /* The answers given during the batch as one write (one wake-up). */
@@ -393,6 +520,10 @@ static void serve_work(void)
     for (;;) {
         uint32_t type;
         struct wire_prefix prefix;
+        if (again && shm_ring_readable(&host.work) == 0) {
+            run_batch(NULL, 0); /* the next step, with nothing new */
+            continue;
+        }
         if (!channel_get(&host.work, shm_ring_wait_futex, NULL, &type, &prefix, &head)) break;
         if (type == MSG_REQUEST) {
             if (n == cap) {

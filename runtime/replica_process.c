@@ -79,6 +79,8 @@ static bool slot_put(struct incarnation *inc, serve_request *req)
     return true;
 }
 
+static void send_note(struct incarnation *inc, serve_request *req, uint32_t type, uint64_t value);
+
 /* Sets req's bit while it holds its slot (under the slot lock, so never
  * the bit of a request that took the slot after it). */
 static void process_cancelled(struct replica_base *r, serve_request *req)
@@ -91,6 +93,39 @@ static void process_cancelled(struct replica_base *r, serve_request *req)
     if (slot < inc->slot_cap && inc->slots[slot] == req && slot < CHANNEL_CANCEL_SLOTS)
         atomic_fetch_or(&inc->ch.shared->cancelled[slot / 64], UINT64_C(1) << (slot % 64));
     pthread_mutex_unlock(&inc->slots_lock);
+    send_note(inc, req, MSG_CANCEL, 0); /* the plugin's cancel callback, there */
+    incarnation_release(inc);
+}
+
+/* Tells the child something about the request of `slot` (MSG_CANCEL,
+ * MSG_STREAM_DRAINED), if it still holds the slot. Any thread, an I/O
+ * thread included: never waits, so a note that finds the results ring full
+ * is dropped (the cancelled bit still tells the plugin; the next drained
+ * note carries the total). */
+static void send_note(struct incarnation *inc, serve_request *req, uint32_t type, uint64_t value)
+{
+    shm_ring_lock(&inc->results);
+    pthread_mutex_lock(&inc->slots_lock);
+    uint32_t slot = req->slot;
+    bool holds = !inc->closed && slot < inc->slot_cap && inc->slots[slot] == req;
+    pthread_mutex_unlock(&inc->slots_lock);
+    struct wire_out *w = &inc->results_head;
+    wire_reset(w);
+    wire_u32(w, slot);
+    wire_u64(w, value);
+    if (holds && !w->failed && shm_ring_room(&inc->results) >= w->len + 64) {
+        channel_put(&inc->results, type, w, 0, NULL, 0);
+        shm_ring_end_message(&inc->results);
+    }
+    shm_ring_unlock(&inc->results);
+}
+
+static void process_stream_drained(struct replica_base *r, serve_request *req, uint64_t drained)
+{
+    struct process_replica *p = r->data;
+    struct incarnation *inc = current(p);
+    if (!inc) return;
+    send_note(inc, req, MSG_STREAM_DRAINED, drained);
     incarnation_release(inc);
 }
 
@@ -434,6 +469,7 @@ const struct replica_kind replica_kind_process = {
     .idle = process_idle,
     .run_batch_nowait = process_run_batch_nowait,
     .cancelled = process_cancelled,
+    .stream_drained = process_stream_drained,
     .reconfigure = process_reconfigure,
     .stop = process_stop,
 };

@@ -21,6 +21,7 @@
 #include "handles.h"
 #include "metrics.h"
 #include "replica_process_internal.h"
+#include "stream.h"
 
 #define MEMORY_CHECK_MS 20
 
@@ -176,6 +177,57 @@ static void on_answer(struct incarnation *inc, struct wire_in *r, uint32_t heade
     d->won[d->n++] = rc == SERVE_OK;
 }
 
+/* The request that holds `slot`, left there (only this thread takes
+ * slots, so it stays valid until this thread takes it). */
+static serve_request *slot_peek(struct incarnation *inc, uint32_t slot)
+{
+    pthread_mutex_lock(&inc->slots_lock);
+    serve_request *req = slot < inc->slot_cap ? inc->slots[slot] : NULL;
+    pthread_mutex_unlock(&inc->slots_lock);
+    return req;
+}
+
+/* A stream of the child's: its head, a piece, or its end, relayed to the
+ * server's side of the same stream (stream.h). */
+static void on_stream(struct incarnation *inc, uint32_t type, struct wire_in *r,
+                      uint32_t header_pairs, void *body, size_t body_len)
+{
+    uint32_t slot = wire_get_u32(r);
+    serve_request *req = r->bad ? NULL : slot_peek(inc, slot);
+    if (!req) return;
+    if (type == MSG_STREAM_BEGIN) {
+        int status = (int)wire_get_u32(r);
+        const char *ctype = wire_get_str(r);
+        for (uint32_t i = 0; i < header_pairs; i++) {
+            const char *name = wire_get_str(r);
+            const char *value = wire_get_str(r);
+            if (!r->bad) serve_response_add_header(req, name, value);
+        }
+        if (r->bad || status < 100 || status > 599 || req->stream) return;
+        req->answered = true;
+        /* Cancelled meanwhile: the end the child sends finishes it. */
+        stream_begin_local(req, status, ctype);
+    } else if (type == MSG_STREAM_DATA) {
+        /* The child counts the bound against what the server reports
+         * drained; here the piece is taken as it comes. */
+        if (req->stream) stream_write_local(req, body, body_len, false);
+    } else {
+        uint32_t failed = wire_get_u32(r);
+        const char *message = wire_get_str(r);
+        req = slot_take(inc, slot);
+        if (!req->stream) { /* ended before its head: a malformed answer */
+            char msg[256];
+            snprintf(msg, sizeof msg, "backend %s: the replica process ended a stream it had not begun",
+                     backend_name(req->backend));
+            req->answered = true;
+            bool won = request_answer_runtime(req, 502, msg);
+            backend_deferred_answered_many(&req, &won, 1);
+            return;
+        }
+        stream_finish_local(req, failed ? (r->bad ? "malformed end" : message) : NULL);
+    }
+}
+
 /* Reads and acts on one message. False when the child is gone mid-way. */
 static bool handle_message(struct process_replica *p, struct incarnation *inc, ring_wait_fn wait,
                            struct wire_out *head, struct delivery *d)
@@ -184,7 +236,7 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
     struct wire_prefix prefix;
     if (!channel_get(&inc->answers, wait, inc, &type, &prefix, head)) return false;
     void *body = NULL;
-    if (type == MSG_ANSWER || type == MSG_CALL) {
+    if (type == MSG_ANSWER || type == MSG_CALL || type == MSG_STREAM_DATA) {
         body = malloc(prefix.body_len ? prefix.body_len : 1);
         if (!body) return false; /* the stream cannot be resynchronised: killed */
         if (!shm_ring_read(&inc->answers, body, prefix.body_len, wait, inc)) {
@@ -198,6 +250,14 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
     switch (type) {
     case MSG_ANSWER: on_answer(inc, &r, prefix.count, body, prefix.body_len, d); break;
     case MSG_CALL: on_call(p, inc, &r, prefix.count, body, prefix.body_len); break;
+    case MSG_STREAM_BEGIN:
+    case MSG_STREAM_DATA:
+    case MSG_STREAM_END:
+        deliver(d); /* answers read before keep their order */
+        on_stream(inc, type, &r, prefix.count, body, prefix.body_len);
+        free(body);
+        break;
+    case MSG_CONTINUOUS: atomic_store(&p->base->continuous, true); break;
     case MSG_BATCH_DONE: {
         deliver(d); /* the batch's answers count before the batch's end */
         uint32_t n = wire_get_u32(&r);
@@ -343,7 +403,10 @@ size_t incarnation_fail_held(struct process_replica *p, struct incarnation *inc,
         else if (failed == LOGGED_IDS && at < idslen)
             at += (size_t)snprintf(ids + at, idslen - at, ",...");
         failed++;
-        backend_deferred_answered(req, request_answer_runtime(req, status, msg));
+        if (req->stream) /* its head is out: the stream ends cut, and is logged */
+            stream_finish_local(req, msg);
+        else
+            backend_deferred_answered(req, request_answer_runtime(req, status, msg));
     }
     return failed;
 }

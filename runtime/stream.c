@@ -61,6 +61,12 @@ void stream_free(struct stream *s)
     free(s);
 }
 
+bool stream_attach(serve_request *req)
+{
+    if (!req->stream) req->stream = stream_new();
+    return req->stream != NULL;
+}
+
 bool stream_piecewise(const serve_request *req) { return req->stream && req->stream_ready; }
 
 /* Under s->lock: whether a write of len fits. One piece larger than the
@@ -90,16 +96,13 @@ static void notify_origin(serve_request *req)
 int stream_begin_local(serve_request *req, int status, const char *content_type)
 {
     char *ctype = strdup(content_type ? content_type : "application/octet-stream");
-    struct stream *s = stream_new();
-    if (!ctype || !s) {
+    if (!ctype || !stream_attach(req)) {
         free(ctype);
-        stream_free(s);
         return SERVE_ENOMEM;
     }
     req->status = status;
     free(req->content_type);
     req->content_type = ctype;
-    req->stream = s;
     int expected = REQ_PENDING;
     if (!atomic_compare_exchange_strong(&req->state, &expected, REQ_STREAMING))
         return SERVE_ETIMEDOUT;
@@ -323,6 +326,8 @@ SERVE_EXPORT int serve_stream_begin(serve_request *req, int status, const char *
         /* Nobody waits: the request is finished here. */
         bool won = false;
         backend_deferred_answered_many(&req, &won, 1);
+    } else if (rc == SERVE_ENOMEM) {
+        req->answered = false; /* it may still be answered otherwise */
     }
     return rc;
 }

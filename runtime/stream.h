@@ -93,6 +93,8 @@ void stream_drained_update(serve_request *req, uint64_t drained);
  * SERVE_EAGAIN. */
 int stream_reserve(serve_request *req, size_t len);
 
+/* Gives req a stream (req->stream); false when out of memory. */
+bool stream_attach(serve_request *req);
 void stream_free(struct stream *s);
 
 #endif
