@@ -42,6 +42,7 @@ struct tokens {
     struct gen *open;
     size_t open_count, open_cap;
     atomic_ulong admitted, finished, cancelled_seen, cancel_callbacks, tokens, slow_writes;
+    size_t max_open; /* the most streams open at once */
 };
 
 static int read_us(serve_replica *replica, const serve_config *config, const char *key, long def,
@@ -97,10 +98,11 @@ static void answer_stats(struct tokens *t, serve_request *req)
     int n = snprintf(body, sizeof body,
                      "{\"admitted\": %lu, \"finished\": %lu, \"cancelled_seen\": %lu, "
                      "\"cancel_callbacks\": %lu, \"tokens\": %lu, \"slow_writes\": %lu, "
-                     "\"open\": %zu}",
+                     "\"open\": %zu, \"max_open\": %zu}",
                      atomic_load(&t->admitted), atomic_load(&t->finished),
                      atomic_load(&t->cancelled_seen), atomic_load(&t->cancel_callbacks),
-                     atomic_load(&t->tokens), atomic_load(&t->slow_writes), t->open_count);
+                     atomic_load(&t->tokens), atomic_load(&t->slow_writes), t->open_count,
+                     t->max_open);
     serve_respond(req, 200, "application/json", body, (size_t)n);
 }
 
@@ -126,6 +128,7 @@ static void admit(struct tokens *t, serve_request *req)
     if (serve_stream_begin(req, 200, "text/event-stream") != SERVE_OK) return; /* gone already */
     atomic_fetch_add(&t->admitted, 1);
     t->open[t->open_count++] = (struct gen){.req = req, .next = 0, .count = count};
+    if (t->open_count > t->max_open) t->max_open = t->open_count;
 }
 
 /* One token for every open stream; ended streams leave the list. */

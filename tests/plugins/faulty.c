@@ -21,6 +21,13 @@
  *   exit        exit(3)
  *   loop        spin for ever in handle_batch
  *   grow        allocate and touch memory without end
+ *   stream:N:MS     stream N pieces "piece I\n", one every MS ms, from a
+ *                   thread of the plugin's; stops when the client goes
+ *   stream-big:N    stream N bytes in 64 KiB pieces as fast as the client
+ *                   reads, waiting for "writable again" on SERVE_EAGAIN
+ *   stream-fail     stream one piece, then fail the stream
+ *   stream-crash    stream one piece, then crash (a thread of the plugin's)
+ *   stream-stats    answer "eagain=A writable=W cancels=C" of the streams
  * Config:
  *   crash_init_if=PATH  init dereferences NULL while PATH exists (a
  *                       replica whose restart keeps failing) */
@@ -51,6 +58,96 @@ static void *answer_later(void *arg)
     serve_respond(l->req, 200, "text/plain", "deferred", 8);
     free(l);
     return NULL;
+}
+
+/* ---- Streams, written from a thread of the plugin's ---- */
+
+static atomic_ulong stream_eagain, stream_writable, stream_cancels;
+
+struct streamer {
+    serve_request *req;
+    long count, ms, bytes;
+    int mode; /* 0 pieces, 1 big, 2 fail, 3 crash */
+    pthread_mutex_t lock;
+    pthread_cond_t room;
+    int writable;
+};
+
+static void on_writable(serve_request *req, void *arg)
+{
+    (void)req;
+    struct streamer *s = arg;
+    atomic_fetch_add(&stream_writable, 1);
+    pthread_mutex_lock(&s->lock);
+    s->writable = 1;
+    pthread_cond_signal(&s->room);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void crash(void);
+
+static void *stream_main(void *arg)
+{
+    struct streamer *s = arg;
+    serve_request *req = s->req;
+    if (s->mode == 1) {
+        static char piece[65536];
+        memset(piece, 'x', sizeof piece);
+        long left = s->bytes;
+        while (left > 0) {
+            size_t n = left < (long)sizeof piece ? (size_t)left : sizeof piece;
+            int rc = serve_stream_write(req, piece, n);
+            if (rc == SERVE_EAGAIN) {
+                atomic_fetch_add(&stream_eagain, 1);
+                pthread_mutex_lock(&s->lock);
+                s->writable = 0;
+                pthread_mutex_unlock(&s->lock);
+                serve_stream_on_writable(req, on_writable, s);
+                pthread_mutex_lock(&s->lock);
+                while (!s->writable) pthread_cond_wait(&s->room, &s->lock);
+                pthread_mutex_unlock(&s->lock);
+                continue;
+            }
+            if (rc != SERVE_OK) break;
+            left -= (long)n;
+        }
+    } else if (s->mode == 0) {
+        for (long i = 0; i < s->count; i++) {
+            char piece[32];
+            int n = snprintf(piece, sizeof piece, "piece %ld\n", i);
+            if (serve_stream_write(req, piece, (size_t)n) == SERVE_ETIMEDOUT) break;
+            if (i + 1 < s->count) sleep_ms(s->ms);
+        }
+    } else {
+        serve_stream_write(req, "partial\n", 8);
+        sleep_ms(100);
+        if (s->mode == 3) crash();
+        serve_stream_fail(req, "faulty: the stream failed on purpose");
+        free(s);
+        return NULL;
+    }
+    if (serve_request_cancelled(req)) atomic_fetch_add(&stream_cancels, 1);
+    serve_stream_end(req);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->room);
+    free(s);
+    return NULL;
+}
+
+static void start_stream(serve_request *req, int mode, long a, long b)
+{
+    if (serve_stream_begin(req, 200, "text/plain") != SERVE_OK) return;
+    struct streamer *s = calloc(1, sizeof *s);
+    s->req = req;
+    s->mode = mode;
+    s->count = a;
+    s->bytes = a;
+    s->ms = b;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->room, NULL);
+    pthread_t t;
+    pthread_create(&t, NULL, stream_main, s);
+    pthread_detach(t);
 }
 
 static void *volatile grown;
@@ -163,6 +260,21 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
                 *(void **)block = grown; /* kept, so the compiler keeps them */
                 grown = block;
             }
+        } else if (strncmp(what, "stream:", 7) == 0) {
+            char *colon = strchr(what + 7, ':');
+            start_stream(req, 0, atol(what + 7), colon ? atol(colon + 1) : 0);
+        } else if (strncmp(what, "stream-big:", 11) == 0) {
+            start_stream(req, 1, atol(what + 11), 0);
+        } else if (strcmp(what, "stream-fail") == 0) {
+            start_stream(req, 2, 0, 0);
+        } else if (strcmp(what, "stream-crash") == 0) {
+            start_stream(req, 3, 0, 0);
+        } else if (strcmp(what, "stream-stats") == 0) {
+            char out[96];
+            int k = snprintf(out, sizeof out, "eagain=%lu writable=%lu cancels=%lu",
+                             atomic_load(&stream_eagain), atomic_load(&stream_writable),
+                             atomic_load(&stream_cancels));
+            serve_respond(req, 200, "text/plain", out, (size_t)k);
         } else if (strcmp(what, "crashbatch") == 0) {
             rc = -1;
         } else {

@@ -1,0 +1,379 @@
+"""Streamed answers, with real clients (raw sockets and curl -N).
+
+Pieces arrive as the plugin writes them (HTTP/1.1 chunked transfer); a
+client that leaves mid-stream makes the plugin see the cancel and stop; a
+slow reader costs the server no more than the stream's buffer and does not
+hold up other streams; a stream that fails after its head closes the
+connection without the last chunk; a replica that dies mid-stream ends its
+streams the same way; HTTP/1.0 clients get the whole answer with a length;
+pipelined requests after a stream are answered in order. Continuous
+batching: a request that arrives while a long generation runs gets its
+first token long before that generation ends, and open plus new streams
+never exceed the max batch size. Both isolation modes."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+from serve_harness import SANITIZED, Server, rss_kb, test_plugin
+
+SLOW = 4 if SANITIZED else 1
+
+
+def read_head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("connection closed in the head: %r" % data)
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    return int(lines[0].split()[1]), headers, rest
+
+
+class ChunkReader:
+    """Reads chunks one by one, noting when each arrived."""
+
+    def __init__(self, sock, rest):
+        self.sock = sock
+        self.buf = rest
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError
+        self.buf += chunk
+
+    def next(self):
+        """(data, time) of the next chunk; data b"" for the last one."""
+        while b"\r\n" not in self.buf:
+            self._fill()
+        size_line, self.buf = self.buf.split(b"\r\n", 1)
+        size = int(size_line, 16)
+        while len(self.buf) < size + 2:
+            self._fill()
+        data, self.buf = self.buf[:size], self.buf[size + 2:]
+        return data, time.monotonic()
+
+
+def stream_request(s, path, body):
+    sock = socket.create_connection((s.host, s.port), timeout=30 * SLOW)
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        path.encode(), len(body), body))
+    return sock
+
+
+def tokens_stats(s, path="/tok"):
+    return s.get(path + "?stats=1").json()
+
+
+class Streams(unittest.TestCase):
+    def setUp(self):
+        self.s = Server()
+
+    def tearDown(self):
+        self.s.close()
+
+    def chunks_arrive_as_written(self, isolation):
+        s = self.s
+        s.deploy("f", test_plugin("faulty"), "/f", "--isolation", isolation)
+        started = time.monotonic()
+        sock = stream_request(s, "/f", b"stream:5:300")
+        try:
+            status, headers, rest = read_head(sock)
+            self.assertEqual(status, 200)
+            self.assertEqual(headers.get("transfer-encoding"), "chunked")
+            self.assertNotIn("content-length", headers)
+            self.assertTrue(headers.get("x-request-id"))
+            reader = ChunkReader(sock, rest)
+            got = []
+            while True:
+                data, at = reader.next()
+                if not data:
+                    break
+                got.append((data, at - started))
+            self.assertEqual(b"".join(d for d, _ in got),
+                             b"".join(b"piece %d\n" % i for i in range(5)))
+            # The first piece is written at once, the last 1.2 s later: the
+            # first must not wait for the last (wide margins).
+            first = got[0][1]
+            last = got[-1][1]
+            self.assertLess(first, 1.0 * SLOW, got)
+            self.assertGreater(last - first, 0.8, got)
+        finally:
+            sock.close()
+        # The connection keeps serving after a stream.
+        self.assertEqual(s.post("/f", b"ok").status, 200)
+        metrics = s.get("/metrics").body.decode()
+        self.assertIn('serve_http_streams_total{endpoint="f"} 1', metrics)
+        self.assertIn('serve_http_first_byte_seconds_count{endpoint="f"} 1', metrics)
+
+    def test_chunks_arrive_as_written_process(self):
+        self.chunks_arrive_as_written("process")
+
+    def test_chunks_arrive_as_written_thread(self):
+        self.chunks_arrive_as_written("thread")
+
+    def test_pipelined_after_a_stream(self):
+        s = self.s
+        s.deploy("f", test_plugin("faulty"), "/f", "--max-concurrent-queries", "8")
+        raw = s.raw(b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\nstream:3:100"
+                    b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+                    b"GET /-/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    timeout=10 * SLOW)
+        first, _, rest = raw.partition(b"\r\n0\r\n\r\n")
+        self.assertIn(b"Transfer-Encoding: chunked", first)
+        self.assertIn(b"piece 0\n", first)
+        self.assertIn(b"piece 2\n", first)
+        # The answers after it come after its last chunk, in order.
+        self.assertTrue(rest.startswith(b"HTTP/1.1 200 OK"), rest[:200])
+        self.assertIn(b"ok batch=", rest)
+        self.assertTrue(rest.endswith(b"ok\n"), rest[-100:])
+
+    def test_http10_gets_the_whole_answer(self):
+        s = self.s
+        s.cli("create-backend", "f", test_plugin("faulty"))
+        s.cli("create-endpoint", "f", "--backend", "f", "--route", "/f",
+              "--methods", "GET,POST,HEAD")
+        raw = s.raw(b"POST /f HTTP/1.0\r\nContent-Length: 12\r\n\r\nstream:3:100", timeout=10)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Length: 24", head)
+        self.assertNotIn(b"chunked", head)
+        self.assertEqual(body, b"piece 0\npiece 1\npiece 2\n")
+        # HEAD: headers only.
+        raw = s.raw(b"HEAD /f HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nConnection: close"
+                    b"\r\n\r\nstream:3:10", timeout=10)
+        self.assertIn(b"Content-Length: 24", raw)
+        self.assertTrue(raw.endswith(b"\r\n\r\n"), raw)
+
+    def failed_stream(self, isolation, what, logged):
+        s = self.s
+        s.deploy("f", test_plugin("faulty"), "/f", "--isolation", isolation)
+        sock = stream_request(s, "/f", what)
+        try:
+            status, headers, rest = read_head(sock)
+            self.assertEqual(status, 200)
+            reader = ChunkReader(sock, rest)
+            self.assertEqual(reader.next()[0], b"partial\n")
+            # No last chunk: the connection closes in its place.
+            with self.assertRaises(EOFError):
+                reader.next()
+        finally:
+            sock.close()
+        deadline = time.monotonic() + 10 * SLOW
+        while logged not in s.log():
+            self.assertLess(time.monotonic(), deadline, s.log()[-2000:])
+            time.sleep(0.05)
+        self.assertIn("connection closed without the last chunk", s.log())
+        self.assertEqual(s.post("/f", b"ok").status, 200)
+
+    def test_failed_stream_closes_without_last_chunk(self):
+        self.failed_stream("process", b"stream-fail", "faulty: the stream failed on purpose")
+
+    def test_failed_stream_closes_without_last_chunk_thread(self):
+        self.failed_stream("thread", b"stream-fail", "faulty: the stream failed on purpose")
+
+    def test_replica_dying_mid_stream(self):
+        self.failed_stream("process", b"stream-crash", "died (SIGSEGV)")
+        # The replica came back.
+        deadline = time.monotonic() + 20
+        while self.s.post("/f", b"ok").status != 200:
+            self.assertLess(time.monotonic(), deadline)
+            time.sleep(0.1)
+
+    def slow_reader(self, isolation):
+        s = self.s
+        s.deploy("f", test_plugin("faulty"), "/f", "--isolation", isolation,
+                 "--max-concurrent-queries", "8")
+        s.deploy("tok", "tokens", "/tok", "--isolation", isolation, "--max-batch-size", "8",
+                 "--config", "prefill_us=1000", "--config", "step_us=1000")
+        total = 64 << 20
+        before = rss_kb(s.pid)
+        sock = socket.create_connection((s.host, s.port), timeout=30 * SLOW)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        body = b"stream-big:%d" % total
+        sock.sendall(b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(body), body))
+        try:
+            status, headers, rest = read_head(sock)
+            self.assertEqual(status, 200)
+            # Read a little, slowly: the plugin is held back, not the server.
+            got = len(rest)
+            for _ in range(10):
+                got += len(sock.recv(65536))
+                time.sleep(0.1)
+            # Another stream meanwhile is served in full, at its own pace.
+            t0 = time.monotonic()
+            r = s.get("/tok?n=20")
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body.count(b"data: {"), 20)
+            self.assertLess(time.monotonic() - t0, 5 * SLOW)
+            stats = s.post("/f", b"stream-stats").body.decode()
+            self.assertNotIn("eagain=0", stats)
+            grown = rss_kb(s.pid) - before
+            # 64 MiB were asked for; the server holds at most the stream's
+            # bound (256 KiB) plus the socket's output. Wide margin.
+            self.assertLess(grown, 24 << 10, (grown, stats))
+            # Now read it all: the writer is woken each time there is room.
+            sock.settimeout(60 * SLOW)
+            data = rest
+            while not data.endswith(b"\r\n0\r\n\r\n"):
+                chunk = sock.recv(1 << 20)
+                self.assertTrue(chunk, "closed early")
+                data += chunk
+                if len(data) > (4 << 20):
+                    got += len(data)
+                    data = data[-16:]
+        finally:
+            sock.close()
+        stats = s.post("/f", b"stream-stats").body.decode()
+        self.assertNotIn("writable=0", stats)
+
+    def test_slow_reader_costs_only_the_buffer_process(self):
+        self.slow_reader("process")
+
+    def test_slow_reader_costs_only_the_buffer_thread(self):
+        self.slow_reader("thread")
+
+
+class Cancellation(unittest.TestCase):
+    def check(self, isolation):
+        s = Server()
+        try:
+            s.deploy("tok", "tokens", "/tok", "--isolation", isolation, "--max-batch-size", "4",
+                     "--config", "prefill_us=1000", "--config", "step_us=2000")
+            sock = socket.create_connection((s.host, s.port), timeout=10 * SLOW)
+            sock.sendall(b"GET /tok?n=100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, rest = read_head(sock)
+            self.assertEqual(status, 200)
+            self.assertEqual(headers["content-type"], "text/event-stream")
+            reader = ChunkReader(sock, rest)
+            first, _ = reader.next()
+            self.assertTrue(first.startswith(b'data: {"index": 0'), first)
+            sock.close()
+            closed = time.monotonic()
+            while True:
+                stats = tokens_stats(s)
+                if stats["cancelled_seen"] == 1:
+                    break
+                self.assertLess(time.monotonic() - closed, 5 * SLOW, stats)
+                time.sleep(0.01)
+            seen_after = time.monotonic() - closed
+            self.assertLess(seen_after, 0.2 * SLOW, stats)
+            self.assertEqual(stats["cancel_callbacks"], 1)
+            self.assertEqual(stats["open"], 0)
+            # It stopped: no token more after the cancel.
+            tokens = stats["tokens"]
+            time.sleep(0.1)
+            self.assertEqual(tokens_stats(s)["tokens"], tokens)
+            log = s.log()
+            self.assertNotIn("plugin bug", log)
+        finally:
+            s.close()
+
+    def test_process(self):
+        self.check("process")
+
+    def test_thread(self):
+        self.check("thread")
+
+
+class ContinuousBatching(unittest.TestCase):
+    def first_token_while_long_runs(self, isolation, continuous):
+        s = Server()
+        try:
+            s.deploy("tok", "tokens", "/tok", "--isolation", isolation, "--max-batch-size", "4",
+                     "--config", "prefill_us=1000", "--config", "step_us=5000",
+                     "--config", "continuous=%s" % ("true" if continuous else "false"))
+            long_sock = socket.create_connection((s.host, s.port), timeout=30 * SLOW)
+            long_sock.sendall(b"GET /tok?n=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+            read_head(long_sock)  # the long generation runs (about 1 s)
+            t0 = time.monotonic()
+            sock = socket.create_connection((s.host, s.port), timeout=30 * SLOW)
+            sock.sendall(b"GET /tok?n=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, _, rest = read_head(sock)
+            first = ChunkReader(sock, rest).next()[1] - t0
+            sock.close()
+            long_sock.close()
+            # At most 6 open at once? never more than the max batch size.
+            deadline = time.monotonic() + 10 * SLOW
+            while tokens_stats(s)["open"]:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            return first, tokens_stats(s)
+        finally:
+            s.close()
+
+    def check(self, isolation):
+        first, stats = self.first_token_while_long_runs(isolation, True)
+        self.assertLess(first, 0.3 * SLOW, stats)
+        self.assertLessEqual(stats["max_open"], 4)
+        first, stats = self.first_token_while_long_runs(isolation, False)
+        # Request-level batching: the new request waits for the long one.
+        self.assertGreater(first, 0.5, stats)
+
+    def test_process(self):
+        self.check("process")
+
+    def test_thread(self):
+        self.check("thread")
+
+    def test_open_plus_new_never_exceed_max_batch(self):
+        s = Server()
+        try:
+            s.deploy("tok", "tokens", "/tok", "--max-batch-size", "3",
+                     "--max-concurrent-queries", "16", "--config", "step_us=3000")
+            results = []
+
+            def one():
+                results.append(s.get("/tok?n=20", timeout=60 * SLOW))
+
+            threads = [threading.Thread(target=one) for _ in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            self.assertEqual([r.status for r in results], [200] * 10)
+            for r in results:
+                self.assertEqual(r.body.count(b"data: {"), 20)
+                self.assertTrue(r.body.endswith(b"event: done\ndata: [DONE]\n\n"))
+            stats = tokens_stats(s)
+            self.assertEqual(stats["max_open"], 3, stats)
+            self.assertEqual(stats["finished"], 10, stats)
+        finally:
+            s.close()
+
+
+@unittest.skipUnless(shutil.which("curl"), "curl is not installed")
+class Curl(unittest.TestCase):
+    def test_curl_sees_events_as_they_come(self):
+        s = Server()
+        try:
+            s.deploy("tok", "tokens", "/tok", "--config", "prefill_us=1000",
+                     "--config", "step_us=100000")
+            t0 = time.monotonic()
+            p = subprocess.Popen(["curl", "-sN", s.url + "/tok?n=10"], stdout=subprocess.PIPE)
+            first = p.stdout.readline()
+            first_at = time.monotonic() - t0
+            rest = p.stdout.read()
+            total = time.monotonic() - t0
+            p.wait()
+            self.assertTrue(first.startswith(b'data: {"index": 0, "token": "t0"}'), first)
+            self.assertLess(first_at, 0.6 * SLOW)
+            self.assertGreater(total, 0.8)
+            self.assertEqual((first + rest).count(b"data: {"), 10)
+        finally:
+            s.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
