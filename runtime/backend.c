@@ -419,9 +419,8 @@ static void *replica_main(void *arg)
             replica_park(b, r, PARKED_AT_LIMIT, 0);
             continue;
         }
-        bool ran_once = atomic_load_explicit(&r->base.ran_once, memory_order_relaxed);
-        if (!rejecting && (!continuous || !ran_once) && (b->queue_len < max_batch || !ran_once) &&
-            b->kind->idle && !b->kind->idle(&r->base)) {
+        if (!rejecting && !continuous && b->queue_len < max_batch && b->kind->idle &&
+            !b->kind->idle(&r->base)) {
             /* A partial batch forms once the replica is free, so that what
              * arrives meanwhile joins it. */
             replica_park(b, r, PARKED_BUSY, 0);
@@ -609,7 +608,6 @@ static bool can_dispatch_here(const struct backend *b, const struct replica *r)
     if (atomic_load_explicit(&r->base.continuous, memory_order_relaxed) &&
         b->spec.options.max_batch_size < limit)
         limit = (uint32_t)b->spec.options.max_batch_size;
-    if (!atomic_load_explicit(&r->base.ran_once, memory_order_relaxed)) limit = 1;
     return (r->parked == PARKED_READY || r->parked == PARKED_AT_LIMIT) && !r->down &&
            r->in_flight < limit;
 }
@@ -815,7 +813,6 @@ void backend_replica_batch_ran(struct replica_base *base, size_t n, uint64_t too
 {
     struct replica *r = (struct replica *)base;
     struct backend *b = r->backend;
-    atomic_store_explicit(&r->base.ran_once, true, memory_order_relaxed);
     histogram_observe(&b->m->exec_seconds, took);
     double timeout_ms = b->spec.options.request_timeout_ms;
     double hang_ms = b->spec.options.hang_timeout_ms;

@@ -837,6 +837,7 @@ void http_server_stop(struct http_server *s)
         }
         if (t->routes) routes_release(t->routes);
         if (t->pending_routes) routes_release(t->pending_routes);
+        if (t->pieces) evbuffer_free(t->pieces);
         if (t->base) event_base_free(t->base);
         answer_queue_destroy(&t->answers);
         pthread_mutex_destroy(&t->mutex);

@@ -57,6 +57,8 @@ static struct {
     pthread_mutex_t calls_lock;  /* guards calls and deferred */
     struct pending_call *calls;  /* handle calls waiting for their result */
     serve_request *deferred;     /* deferred requests not answered yet */
+    uint32_t deferred_count;
+    uint32_t max_batch;
     /* Held while a call's callback runs; `stopping` (under it) ends them,
      * so that no callback runs during or after the plugin's destroy. */
     pthread_mutex_t results_lock;
@@ -91,6 +93,7 @@ static void defer(serve_request *req)
     req->deferred_next = host.deferred;
     if (host.deferred) host.deferred->deferred_prev = req;
     host.deferred = req;
+    host.deferred_count++;
     pthread_mutex_unlock(&host.calls_lock);
 }
 
@@ -102,6 +105,7 @@ static void forget_deferred(serve_request *req)
         host.deferred = req->deferred_next;
     if (req->deferred_next) req->deferred_next->deferred_prev = req->deferred_prev;
     req->deferred_prev = req->deferred_next = NULL;
+    host.deferred_count--;
 }
 
 /* Any thread: a deferred request was answered. */
@@ -390,7 +394,7 @@ static void note_continuous(void)
     send_reply(MSG_CONTINUOUS, "", 0);
 }
 
-static void run_batch(serve_request **batch, size_t n)
+static void run_batch(serve_request **batch, size_t n, bool report)
 {
     uint64_t started = serve__now_ns();
     atomic_store(&host.ch.shared->batch_started_ns, started);
@@ -404,11 +408,11 @@ static void run_batch(serve_request **batch, size_t n)
     uint64_t took = serve__now_ns() - started;
     atomic_store(&host.ch.shared->batch_started_ns, 0);
     note_continuous();
-    if (n == 0) { /* a step of continuous batching: the server sent nothing */
-        if (rc != 0) log_batch_failed(&host.batch_failures, host.backend, host.index, rc, 0);
-        return;
+    if (!report) { /* a step of continuous batching, not a batch the server sent */
+        if (rc != 0) log_batch_failed(&host.batch_failures, host.backend, host.index, rc, n);
+        if (n == 0) return;
     }
-    if (rc != 0) log_batch_failed(&host.batch_failures, host.backend, host.index, rc, n);
+    if (rc != 0 && report) log_batch_failed(&host.batch_failures, host.backend, host.index, rc, n);
 
     /* The answers given during the batch as one write (one wake-up). */
     shm_ring_lock(&host.answers);
@@ -431,11 +435,13 @@ static void run_batch(serve_request **batch, size_t n)
         }
         put_answer(req);
     }
-    struct wire_out *w = &host.out;
-    wire_reset(w);
-    wire_u32(w, (uint32_t)n);
-    wire_u64(w, took);
-    channel_put(&host.answers, MSG_BATCH_DONE, w, 0, NULL, 0);
+    if (report) {
+        struct wire_out *w = &host.out;
+        wire_reset(w);
+        wire_u32(w, (uint32_t)n);
+        wire_u64(w, took);
+        channel_put(&host.answers, MSG_BATCH_DONE, w, 0, NULL, 0);
+    }
     shm_ring_end_message(&host.answers);
     shm_ring_unlock(&host.answers);
     for (size_t i = 0; i < n; i++) {
@@ -478,6 +484,7 @@ static bool start(const struct wire_out *head, uint32_t pairs)
     const char *file = wire_get_str(&r); /* what to load: the server's copy of plugin */
     host.index = (int)wire_get_u32(&r);
     uint32_t replicas = wire_get_u32(&r);
+    host.max_batch = wire_get_u32(&r);
     serve_config *config = read_config(&r, pairs);
     crash_report_set_context(host.backend, host.index);
     char err[1024];
@@ -512,16 +519,81 @@ static bool start(const struct wire_out *head, uint32_t pairs)
     return true;
 }
 
+/* Continuous batching: what the server handed over beyond the max batch
+ * size less the open streams (before it knew the plugin steps, or while
+ * streams of a batch it counted as done were still open) waits here, and
+ * joins the steps as streams end. Held only while the plugin keeps
+ * stepping: one that stops gets it at once rather than never. */
+static struct {
+    serve_request **reqs;
+    size_t head, count, cap;
+} backlog;
+
+static bool backlog_push(serve_request *req)
+{
+    if (backlog.count == backlog.cap) {
+        size_t cap = backlog.cap ? 2 * backlog.cap : 64;
+        serve_request **grown = malloc(cap * sizeof *grown);
+        if (!grown) return false;
+        for (size_t i = 0; i < backlog.count; i++)
+            grown[i] = backlog.reqs[(backlog.head + i) % backlog.cap];
+        free(backlog.reqs);
+        backlog.reqs = grown;
+        backlog.head = 0;
+        backlog.cap = cap;
+    }
+    backlog.reqs[(backlog.head + backlog.count++) % backlog.cap] = req;
+    return true;
+}
+
+/* How many more requests the plugin may hold now. */
+static size_t room(void)
+{
+    if (!told_continuous || !again) return SIZE_MAX;
+    pthread_mutex_lock(&host.calls_lock);
+    uint32_t open = host.deferred_count;
+    pthread_mutex_unlock(&host.calls_lock);
+    return open < host.max_batch ? host.max_batch - open : 0;
+}
+
+/* One step: what fits of the backlog (maybe nothing). */
+static void step_from_backlog(serve_request **scratch)
+{
+    size_t fit = room(), n = 0;
+    while (n < fit && n < host.max_batch && backlog.count) {
+        scratch[n++] = backlog.reqs[backlog.head];
+        backlog.head = (backlog.head + 1) % backlog.cap;
+        backlog.count--;
+    }
+    run_batch(n ? scratch : NULL, n, false);
+}
+
+/* A batch the server sent: what fits runs now (reported as the batch),
+ * the rest waits in the backlog, behind what waits there already. */
+static void run_sent_batch(serve_request **batch, size_t n)
+{
+    size_t fit = backlog.count ? 0 : room();
+    if (fit >= n) {
+        run_batch(batch, n, true);
+        return;
+    }
+    for (size_t i = fit; i < n; i++)
+        if (!backlog_push(batch[i])) abort();
+    run_batch(batch, fit, true);
+}
+
 static void serve_work(void)
 {
     struct wire_out head = {0};
     size_t cap = 0, n = 0;
     serve_request **batch = NULL;
+    serve_request **scratch = malloc((host.max_batch ? host.max_batch : 1) * sizeof *scratch);
+    if (!scratch) abort();
     for (;;) {
         uint32_t type;
         struct wire_prefix prefix;
-        if (again && shm_ring_readable(&host.work) == 0) {
-            run_batch(NULL, 0); /* the next step, with nothing new */
+        if ((again || backlog.count) && shm_ring_readable(&host.work) == 0) {
+            step_from_backlog(scratch); /* the next step, with what waits */
             continue;
         }
         if (!channel_get(&host.work, shm_ring_wait_futex, NULL, &type, &prefix, &head)) break;
@@ -537,7 +609,7 @@ static void serve_work(void)
         }
         channel_skip(&host.work, prefix.body_len, shm_ring_wait_futex, NULL);
         if (type == MSG_RUN_BATCH) {
-            if (n) run_batch(batch, n);
+            if (n) run_sent_batch(batch, n);
             n = 0;
         } else if (type == MSG_RECONFIGURE) {
             struct wire_in r = wire_in_of(&head);
@@ -553,6 +625,7 @@ static void serve_work(void)
         }
     }
     free(batch);
+    free(scratch);
     wire_free(&head);
 }
 

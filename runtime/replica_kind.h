@@ -53,11 +53,6 @@ struct replica_base {
      * size (set by either kind; for process replicas by the monitor). */
     bool again;
     atomic_bool continuous;
-    /* A batch of this replica has run (backend_replica_batch_ran): until
-     * then a kind with `idle` gets one batch at a time, so that what the
-     * plugin says of itself in its first batch (continuous) is known
-     * before a second is handed over. */
-    atomic_bool ran_once;
 };
 
 struct replica_kind {

@@ -222,6 +222,7 @@ struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size
     wire_str(w, backend_spec_load_path(spec));
     wire_u32(w, (uint32_t)p->base->index);
     wire_u32(w, spec->options.num_replicas);
+    wire_u32(w, (uint32_t)spec->options.max_batch_size);
     put_config(w, spec->config);
     shm_ring_lock(&inc->work);
     channel_put(&inc->work, MSG_INIT, w, (uint32_t)spec->config->count, NULL, 0);

@@ -31,6 +31,7 @@ struct bench_options {
     size_t header_count;
     struct load_config load;
     bool json;
+    bool stream; /* --stream: report the stream figures even if none came */
     const char *sweep_kind; /* "c" or "rate" */
     double sweep[MAX_POINTS];
     size_t sweep_count;
@@ -238,6 +239,17 @@ static void json_result(const struct bench_options *o, const struct load_result 
            (unsigned long long)lat_quantile(h, 0.5), (unsigned long long)lat_quantile(h, 0.9),
            (unsigned long long)lat_quantile(h, 0.99), (unsigned long long)lat_quantile(h, 0.999),
            (unsigned long long)h->max_us, lat_mean(h));
+    if (o->stream || r->streams) {
+        const struct latency_histogram *f = &r->first_byte, *b = &r->between_chunks;
+        printf(", \"stream\": {\"streams\": %llu, \"chunks\": %llu, \"chunks_per_s\": %.1f, "
+               "\"first_byte_us\": {\"p50\": %llu, \"p99\": %llu, \"mean\": %.1f}, "
+               "\"between_chunks_us\": {\"p50\": %llu, \"p99\": %llu, \"mean\": %.1f}}",
+               (unsigned long long)r->streams, (unsigned long long)r->chunks,
+               r->duration_s > 0 ? (double)r->chunks / r->duration_s : 0,
+               (unsigned long long)lat_quantile(f, 0.5), (unsigned long long)lat_quantile(f, 0.99),
+               lat_mean(f), (unsigned long long)lat_quantile(b, 0.5),
+               (unsigned long long)lat_quantile(b, 0.99), lat_mean(b));
+    }
     if (s->valid) {
         printf(", \"server\": {\"mean_batch_size\": %.3f, \"backends\": {", mean_batch(s));
         for (size_t i = 0; i < s->count; i++) {
@@ -285,6 +297,15 @@ static void text_result(const struct bench_options *o, const struct load_result 
         if (r->by_status[st] && (st < 200 || st >= 400))
             printf(", HTTP %d: %llu", st, (unsigned long long)r->by_status[st]);
     printf("\n");
+    if (o->stream || r->streams) {
+        const struct latency_histogram *f = &r->first_byte, *b = &r->between_chunks;
+        printf("  streams    %llu chunked answers, %llu chunks = %.1f chunks/s\n",
+               (unsigned long long)r->streams, (unsigned long long)r->chunks,
+               r->duration_s > 0 ? (double)r->chunks / r->duration_s : 0);
+        printf("  first byte p50 %.3f ms  p99 %.3f ms   between chunks p50 %.3f ms  p99 %.3f ms\n",
+               lat_quantile(f, 0.5) / 1e3, lat_quantile(f, 0.99) / 1e3, lat_quantile(b, 0.5) / 1e3,
+               lat_quantile(b, 0.99) / 1e3);
+    }
     if (o->load.rate > 0)
         printf("  schedule   %llu sent more than 1 ms late, %llu never sent (counted with their wait)\n",
                (unsigned long long)r->late, (unsigned long long)r->unsent);
@@ -401,6 +422,7 @@ static int run_bench(int argc, char **argv, const char *state_dir)
         {"rate", required_argument, NULL, 'r'},        {"warmup", required_argument, NULL, 'w'},
         {"method", required_argument, NULL, 'm'},      {"data", required_argument, NULL, 'D'},
         {"header", required_argument, NULL, 'H'},      {"timeout", required_argument, NULL, 'T'},
+        {"stream", no_argument, NULL, 'R'},
         {"json", no_argument, NULL, 'j'},              {"sweep", required_argument, NULL, 's'},
         {"plot", required_argument, NULL, 'p'},        {"slo-ms", required_argument, NULL, 'S'},
         {"max-error-rate", required_argument, NULL, 'E'}, {0, 0, 0, 0}};
@@ -442,6 +464,7 @@ static int run_bench(int argc, char **argv, const char *state_dir)
             else o->headers[o->header_count++] = optarg;
             break;
         case 'j': o->json = true; break;
+        case 'R': o->stream = true; break;
         case 's': if (!parse_sweep(o, optarg)) bad = "--sweep (expected c=1,4,16 or rate=100,200)"; break;
         case 'p': o->plot = optarg; break;
         case 'S': if (!cli_parse_double(optarg, 0.001, 1e9, &o->slo_ms)) bad = "--slo-ms"; break;
@@ -542,6 +565,9 @@ const struct cli_command cmd_bench = {
             "      --data STR|@FILE     request body; several are sent in turn\n"
             "  -H, --header 'K: V'      extra request header (repeatable)\n"
             "      --timeout D          a request not answered in D is an error (default 30s)\n"
+            "      --stream             report streamed answers: time to first byte and\n"
+            "                           between chunks (p50, p99), chunks/s (shown anyway\n"
+            "                           when answers come chunked)\n"
             "      --json               one JSON object with every figure\n"
             "      --sweep c=1,4,16|rate=100,200\n"
             "                           one run of -d per point, as a table\n"

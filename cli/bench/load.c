@@ -43,6 +43,8 @@ struct conn {
     uint64_t body_left;
     int status;
     bool close_after;
+    bool chunked;
+    uint64_t last_chunk_ns; /* 0: no chunk of this answer yet */
 };
 
 struct worker {
@@ -153,6 +155,7 @@ static void response_done(struct conn *c)
         struct load_result *r = &w->result;
         lat_record(&r->latency, (now - c->intended_ns) / 1000);
         r->requests++;
+        if (c->chunked) r->streams++;
         if (c->status >= 100 && c->status < 600) r->by_status[c->status]++;
         atomic_fetch_add_explicit(&w->done_now, 1, memory_order_relaxed);
         if (c->status < 200 || c->status >= 400)
@@ -165,6 +168,22 @@ static void response_done(struct conn *c)
     }
     next_request(c);
     check_done(w);
+}
+
+/* A chunk of a streamed answer has begun to arrive. */
+static void note_chunk(struct conn *c)
+{
+    struct worker *w = c->w;
+    uint64_t now = now_ns();
+    if (recording(w, c->intended_ns) && (!w->end_ns || now <= w->end_ns)) {
+        struct load_result *r = &w->result;
+        if (c->last_chunk_ns)
+            lat_record(&r->between_chunks, (now - c->last_chunk_ns) / 1000);
+        else
+            lat_record(&r->first_byte, (now - c->intended_ns) / 1000);
+        r->chunks++;
+    }
+    c->last_chunk_ns = now;
 }
 
 /* Parses as much of the answer as has arrived. Returns -1 on a malformed
@@ -200,6 +219,8 @@ static int parse(struct conn *c)
             }
             evbuffer_drain(c->in, head_len);
             c->state = chunked ? READ_CHUNK_SIZE : READ_BODY;
+            c->chunked = chunked;
+            c->last_chunk_ns = 0;
             continue;
         }
         if (c->state == READ_BODY || c->state == READ_CHUNK_DATA) {
@@ -231,6 +252,7 @@ static int parse(struct conn *c)
             } else {
                 c->body_left = size + 2; /* the data and its CRLF */
                 c->state = READ_CHUNK_DATA;
+                note_chunk(c);
             }
             continue;
         }
@@ -567,6 +589,10 @@ bool load_run(const struct load_config *cfg, struct load_result *out, char *err,
         if (w->finished_ns > finished) finished = w->finished_ns;
         struct load_result *r = &w->result;
         lat_merge(&out->latency, &r->latency);
+        lat_merge(&out->first_byte, &r->first_byte);
+        lat_merge(&out->between_chunks, &r->between_chunks);
+        out->chunks += r->chunks;
+        out->streams += r->streams;
         out->requests += r->requests;
         out->bytes += r->bytes;
         out->errors_connect += r->errors_connect;

@@ -37,6 +37,12 @@ struct load_result {
     uint64_t by_status[600];
     uint64_t late;            /* open loop: sent more than 1 ms after their time */
     uint64_t unsent;          /* open loop: still waiting for a connection at the end */
+    /* Streamed (chunked) answers: time from the intended send to the first
+     * chunk, and between two chunks of one answer, in µs; chunks counted. */
+    struct latency_histogram first_byte;
+    struct latency_histogram between_chunks;
+    uint64_t chunks;
+    uint64_t streams;         /* answers that came chunked */
     double duration_s;
 };
 
