@@ -18,6 +18,7 @@
 #include "mp.h"
 #include "park.h"
 #include "replica_kind.h"
+#include "handles.h"
 #include "stream.h"
 #include "signal_name.h"
 
@@ -704,6 +705,7 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
 
 void backend_request_cancelled(serve_request *req)
 {
+    handles_cancel_calls(req); /* the calls it made go too, transitively */
     struct backend *b = req->backend;
     if (!b || !b->kind->cancelled) return;
     pthread_mutex_lock(&b->mutex);

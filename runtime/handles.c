@@ -2,6 +2,7 @@
  * an HTTP connection (see handles.h and the SDK header). */
 #include "handles.h"
 
+#include <event2/buffer.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "replica_context.h"
+#include "backend.h"
+#include "stream.h"
 
 struct serve_handle {
     struct serve_handle *next;
@@ -69,6 +72,9 @@ serve_call *handles_call_new(const char *endpoint, const serve_request *parent)
         req->id = req->id_buf;
     }
     req->parent_slot = parent ? parent->slot : UINT32_MAX;
+    /* Linked at send, in the server (a process replica's server links its
+     * own copy of the parent: handles_set_parent). */
+    req->call_parent = (serve_request *)parent;
     if (parent) {
         req->call_depth = parent->call_depth + 1;
         req->callers = malloc(req->call_depth * sizeof *req->callers);
@@ -165,6 +171,63 @@ SERVE_EXPORT int serve_call_add_header(serve_call *call, const char *name, const
     return rc;
 }
 
+/* ---- Calls and their parents ---- */
+
+/* Guards every call_parent / calls_head / call_prev / call_next. Taken
+ * twice per call (sent, done) and never around a callback. */
+static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Under links_lock. */
+static void unlink_locked(serve_request *call)
+{
+    serve_request *parent = call->call_parent;
+    if (!parent) return;
+    if (call->call_prev)
+        call->call_prev->call_next = call->call_next;
+    else if (parent->calls_head == call)
+        parent->calls_head = call->call_next;
+    if (call->call_next) call->call_next->call_prev = call->call_prev;
+    call->call_prev = call->call_next = NULL;
+    call->call_parent = NULL;
+}
+
+/* A call leaves its parent's list: done, or never sent. */
+static void call_unlink(serve_request *call)
+{
+    pthread_mutex_lock(&links_lock);
+    unlink_locked(call);
+    pthread_mutex_unlock(&links_lock);
+}
+
+/* The call is in flight: on its parent's list (in the server). */
+static void call_link(serve_request *call)
+{
+    serve_request *parent = call->call_parent;
+    if (!parent) return;
+    pthread_mutex_lock(&links_lock);
+    call->call_prev = NULL;
+    call->call_next = parent->calls_head;
+    if (parent->calls_head) parent->calls_head->call_prev = call;
+    parent->calls_head = call;
+    pthread_mutex_unlock(&links_lock);
+}
+
+void handles_set_parent(serve_request *call, serve_request *parent) { call->call_parent = parent; }
+
+void handles_unlink(serve_request *req)
+{
+    pthread_mutex_lock(&links_lock);
+    unlink_locked(req);
+    /* A parent freed before its calls ended: they stay in flight, alone. */
+    for (serve_request *c = req->calls_head, *next; c; c = next) {
+        next = c->call_next;
+        c->call_parent = NULL;
+        c->call_prev = c->call_next = NULL;
+    }
+    req->calls_head = NULL;
+    pthread_mutex_unlock(&links_lock);
+}
+
 /* Runs the caller's callback with a result made of a status and message. */
 static void complete_with_error(serve_request *req, int status, const char *message)
 {
@@ -177,9 +240,51 @@ static void complete_with_error(serve_request *req, int status, const char *mess
     free(body);
 }
 
+/* A streamed call: the callback side's lock, so that a cancel and the
+ * pieces never reach the caller at once, nor anything after its result. */
+static void call_stream_ready(serve_request *req)
+{
+    stream_origin_lock(req);
+    struct evbuffer *buf = evbuffer_new();
+    struct stream_look look;
+    stream_look(req, buf, &look);
+    if (!req->call_completed && atomic_load(&req->state) != REQ_CANCELLED && buf) {
+        if (look.bytes) req->call_chunk(evbuffer_pullup(buf, -1), look.bytes, req->call_arg);
+        if (look.final) {
+            dispatch_disarm(req);
+            req->call_completed = true;
+            call_unlink(req);
+            if (access_log_on)
+                access_log_request(req, "handle", NULL, req->target_endpoint, req->status,
+                                   stream_bytes(req));
+            size_t len = 0;
+            char *error = look.failed ? json_error_body(look.fail_message, &len) : NULL;
+            serve_result result = {.status = look.failed ? 502 : req->status,
+                                   .content_type = error ? "application/json" : req->content_type,
+                                   .body = error ? error : "", .len = len,
+                                   .headers = req->response_headers,
+                                   .header_count = req->response_header_count};
+            req->call_done(&result, req->call_arg);
+            free(error);
+        }
+    }
+    if (buf) evbuffer_free(buf);
+    stream_origin_unlock(req);
+    if (look.final) {
+        request_release(req); /* the execution reference, handed over */
+        request_release(req); /* the caller's */
+    }
+    request_release(req); /* the look's */
+}
+
 /* Any thread: the target answered and won the race with the timeout. */
 static void deliver_to_caller(serve_request *req)
 {
+    if (stream_piecewise(req)) {
+        stream_deliver_end(req);
+        return;
+    }
+    call_unlink(req);
     dispatch_disarm(req);
     if (access_log_on)
         access_log_request(req, "handle", NULL, req->target_endpoint, req->status, req->response_len);
@@ -195,6 +300,7 @@ static void deliver_to_caller(serve_request *req)
 /* On dispatch's timer thread: the call timed out. */
 static void call_failed(serve_request *req, int status, const char *message)
 {
+    call_unlink(req);
     complete_with_error(req, status, message);
     request_release(req); /* the caller's */
 }
@@ -228,12 +334,72 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
     req->call_done = done;
     req->call_arg = arg;
     req->received_ns = serve__now_ns();
-    if (forwarder) return forwarder(req);
+    if (forwarder) {
+        req->call_parent = NULL; /* the server links its own copy */
+        return forwarder(req);
+    }
+    if (req->call_chunk) req->stream_ready = call_stream_ready;
+    call_link(req);
     struct dispatch_error err;
     if (dispatch_call(req, &call_origin, &err) != DISPATCH_QUEUED) {
+        call_unlink(req);
         complete_with_error(req, err.status, err.message);
         request_release(req);
     }
+    return SERVE_OK;
+}
+
+SERVE_EXPORT int serve_call_on_chunk(serve_call *call, serve_call_chunk_fn chunk)
+{
+    serve_request *req = (serve_request *)call;
+    if (!req || !chunk) return SERVE_EINVAL;
+    req->call_chunk = chunk;
+    return SERVE_OK;
+}
+
+/* The caller's callback gets 499 (the caller's reference goes with it);
+ * the target drops or is told; the call's own calls go the same way. */
+static void cancel_call(serve_request *call)
+{
+    bool streaming;
+    if (!request_cancel(call, &streaming)) return; /* its result is on its way */
+    dispatch_disarm(call);
+    backend_request_cancelled(call); /* the target's replica, and the call's calls */
+    if (streaming) stream_cancelled(call);
+    if (streaming) stream_origin_lock(call);
+    bool run = !call->call_completed;
+    call->call_completed = true;
+    call_unlink(call);
+    if (run) complete_with_error(call, 499, "the call was cancelled");
+    if (streaming) stream_origin_unlock(call);
+    request_release(call); /* the caller's */
+}
+
+void handles_cancel_calls(serve_request *parent)
+{
+    /* A callback may answer the parent: it stays until the loop is done. */
+    request_ref(parent);
+    for (;;) {
+        pthread_mutex_lock(&links_lock);
+        serve_request *call = parent->calls_head;
+        if (call) {
+            unlink_locked(call);
+            request_ref(call);
+        }
+        pthread_mutex_unlock(&links_lock);
+        if (!call) break;
+        cancel_call(call);
+        request_release(call);
+    }
+    request_release(parent);
+}
+
+SERVE_EXPORT int serve_request_cancel_calls(serve_request *req)
+{
+    if (!req) return SERVE_EINVAL;
+    const struct request_host *host = request_host_get();
+    if (host) return host->cancel_calls(req);
+    handles_cancel_calls(req);
     return SERVE_OK;
 }
 

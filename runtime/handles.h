@@ -27,4 +27,17 @@ void handles_set_forwarder(int (*forward)(serve_request *call));
 void handles_complete_forwarded(serve_request *call, const serve_result *result);
 void handles_fail_forwarded(serve_request *call, int status, const char *message);
 
+/* Cancels the calls in flight for `parent` (its client went away, it
+ * timed out, or its plugin asked), and theirs, transitively: each call's
+ * target drops it (queued) or is told (running), and its callback gets
+ * 499 at once. Any thread. */
+void handles_cancel_calls(serve_request *parent);
+
+/* request_release's last step for a call or a parent: unlinks it. */
+void handles_unlink(serve_request *req);
+
+/* Server side of a forwarded call: links `call` (not sent yet) under
+ * `parent`, as serve_call_new does in the server. */
+void handles_set_parent(serve_request *call, serve_request *parent);
+
 #endif

@@ -33,6 +33,7 @@ enum replica_msg {
     MSG_STOP,
     /* server -> replica, results ring */
     MSG_CALL_RESULT,  /* head: call id, status, content type, header pairs (count); body */
+    MSG_CALL_CHUNK,   /* head: call id; body: a piece of the target's stream */
     MSG_CANCEL,       /* head: slot: its request was cancelled (the cancel callback) */
     MSG_STREAM_DRAINED, /* head: slot, bytes of its stream sent to the client in all */
     /* replica -> server */
@@ -41,11 +42,13 @@ enum replica_msg {
     MSG_ANSWER,       /* head: slot, status, content type, header pairs (count); body */
     MSG_BATCH_DONE,   /* head: n, ns in handle_batch; after the answers it gave */
     MSG_RECONFIGURED, /* head: rc */
-    MSG_CALL,         /* head: call id, parent slot, endpoint, header pairs (count), query pairs; body */
+    MSG_CALL,         /* head: call id, parent slot, endpoint, header pairs (count), query pairs,
+                         wants chunks; body */
     MSG_STREAM_BEGIN, /* head: slot, status, content type, header pairs (count) */
     MSG_STREAM_DATA,  /* head: slot; body: the piece */
     MSG_STREAM_END,   /* head: slot, failed, message */
     MSG_CONTINUOUS,   /* the plugin asked for continuous batching (once) */
+    MSG_CANCEL_CALLS, /* head: slot: cancel the calls made for its request */
 };
 
 #define REPLICA_NO_SLOT UINT32_MAX

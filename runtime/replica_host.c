@@ -198,13 +198,16 @@ static int stream_finish(serve_request *req, const char *fail_message)
     return rc;
 }
 
+static int cancel_calls(serve_request *req);
+
 static const struct request_host request_host = {.defer = defer,
                                                  .deferred_answered = deferred_answered,
                                                  .report_bug = report_bug,
                                                  .cancelled = cancelled,
                                                  .stream_begin = stream_begin,
                                                  .stream_write = stream_write,
-                                                 .stream_finish = stream_finish};
+                                                 .stream_finish = stream_finish,
+                                                 .cancel_calls = cancel_calls};
 
 /* The results thread: the request of `slot` that the plugin holds
  * deferred, referenced; NULL when none does. */
@@ -265,6 +268,7 @@ static int forward_call(serve_request *call)
     }
     wire_u32(w, (uint32_t)call->query_count);
     for (size_t i = 0; i < 2 * call->query_count; i++) wire_str(w, call->query[i]);
+    wire_u32(w, call->call_chunk != NULL);
     channel_put(&host.answers, MSG_CALL, w, (uint32_t)call->header_count, call->body,
                 call->body_len);
     shm_ring_end_message(&host.answers);
@@ -286,6 +290,30 @@ static serve_request *take_call(uint64_t id)
     }
     pthread_mutex_unlock(&host.calls_lock);
     return call;
+}
+
+/* The results thread: a call still waiting for its result (left there). */
+static serve_request *find_call(uint64_t id)
+{
+    pthread_mutex_lock(&host.calls_lock);
+    serve_request *call = NULL;
+    for (struct pending_call *p = host.calls; p && !call; p = p->next)
+        if (p->id == id) call = p->call;
+    pthread_mutex_unlock(&host.calls_lock);
+    return call;
+}
+
+/* The plugin cancels the calls it made for `req`: the server holds them. */
+static int cancel_calls(serve_request *req)
+{
+    shm_ring_lock(&host.answers);
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_u32(w, req->slot);
+    channel_put(&host.answers, MSG_CANCEL_CALLS, w, 0, NULL, 0);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+    return SERVE_OK;
 }
 
 /* The results thread: completes handle calls as their results arrive. */
@@ -313,6 +341,19 @@ static void *results_main(void *unused)
         shm_ring_read(&host.results, body, prefix.body_len, shm_ring_wait_futex, NULL);
         struct wire_in r = wire_in_of(&head);
         uint64_t id = wire_get_u64(&r);
+        if (type == MSG_CALL_CHUNK) {
+            /* Pieces come before the result, on this thread alone: the
+             * call is still there. */
+            serve_request *call = r.bad ? NULL : find_call(id);
+            pthread_mutex_lock(&host.results_lock);
+            bool stopping = host.stopping;
+            if (call && call->call_chunk && !stopping)
+                call->call_chunk(body, prefix.body_len, call->call_arg);
+            pthread_mutex_unlock(&host.results_lock);
+            free(body);
+            if (stopping) break;
+            continue;
+        }
         int status = (int)wire_get_u32(&r);
         const char *ctype = wire_get_str(&r);
         struct response_header *grown = realloc(headers, (prefix.count + 1) * sizeof *grown);

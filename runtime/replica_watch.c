@@ -77,6 +77,21 @@ static void forwarded_done(const serve_result *result, void *arg)
     free(f);
 }
 
+/* A piece of a streamed result, for a child's call that takes chunks. */
+static void forwarded_chunk(const void *data, size_t len, void *arg)
+{
+    struct forwarded *f = arg;
+    struct incarnation *inc = f->inc;
+    if (atomic_load(&inc->gone)) return;
+    shm_ring_lock(&inc->results);
+    struct wire_out *w = &inc->results_head;
+    wire_reset(w);
+    wire_u64(w, f->id);
+    channel_put(&inc->results, MSG_CALL_CHUNK, w, 0, data, len);
+    shm_ring_end_message(&inc->results);
+    shm_ring_unlock(&inc->results);
+}
+
 static void on_call(struct process_replica *p, struct incarnation *inc, struct wire_in *r,
                     uint32_t header_pairs, void *body, size_t body_len)
 {
@@ -121,6 +136,7 @@ static void on_call(struct process_replica *p, struct incarnation *inc, struct w
         const char *value = wire_get_str(r);
         serve_call_add_query(call, key, value);
     }
+    if (wire_get_u32(r) && !r->bad) serve_call_on_chunk(call, forwarded_chunk);
     serve_call_take_body(call, body, body_len, free);
     atomic_fetch_add(&inc->refs, 1);
     f->inc = inc;
@@ -258,6 +274,12 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
         free(body);
         break;
     case MSG_CONTINUOUS: atomic_store(&p->base->continuous, true); break;
+    case MSG_CANCEL_CALLS: {
+        uint32_t slot = wire_get_u32(&r);
+        serve_request *req = r.bad ? NULL : slot_peek(inc, slot);
+        if (req) handles_cancel_calls(req);
+        break;
+    }
     case MSG_BATCH_DONE: {
         deliver(d); /* the batch's answers count before the batch's end */
         uint32_t n = wire_get_u32(&r);

@@ -13,6 +13,7 @@
 
 #include "backend.h"
 #include "clock.h"
+#include "handles.h"
 #include "log.h"
 
 /* A request is made and freed once per HTTP request, nearly always on the
@@ -125,6 +126,7 @@ void request_release(serve_request *req)
         for (size_t i = 0; i < req->header_count * 2; i++) free((char *)req->headers[i]);
         free(req->headers);
     }
+    if (req->calls_head || req->call_parent) handles_unlink(req);
     if (req->stream) stream_free(req->stream);
     free(req->owned_id);
     free(req->callers);

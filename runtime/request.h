@@ -79,6 +79,15 @@ struct serve_request {
     struct stream *stream;
     void (*stream_ready)(serve_request *req);
 
+    /* Handle calls in flight for this request (it is their parent), and a
+     * call's parent and siblings, linked under handles.c's lock, so that a
+     * cancelled request cancels its calls, transitively. NULL when none. */
+    serve_request *call_parent;
+    serve_request *calls_head, *call_prev, *call_next;
+    /* A call that takes the target's stream piece by piece (serve_call_on_chunk). */
+    void (*call_chunk)(const void *data, size_t len, void *arg);
+    bool call_completed;          /* its callback has run (streamed calls) */
+
     /* Handle calls (handles.c): the caller's callback, and what the call
      * owns instead of an HTTP connection. */
     void (*call_done)(const serve_result *result, void *arg);
@@ -187,8 +196,8 @@ struct request_host {
     int (*stream_begin)(serve_request *req, int status, const char *content_type);
     int (*stream_write)(serve_request *req, const void *data, size_t len);
     int (*stream_finish)(serve_request *req, const char *fail_message);
-    /* serve_replica_continue */
-    void (*continuous)(void);
+    /* serve_request_cancel_calls */
+    int (*cancel_calls)(serve_request *req);
 };
 /* The host in effect (NULL in the server). */
 const struct request_host *request_host_get(void);

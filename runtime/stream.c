@@ -14,6 +14,7 @@
 
 struct stream {
     pthread_mutex_t lock;
+    pthread_mutex_t origin_lock; /* recursive (stream_origin_lock) */
     /* Written and not taken by the origin yet (server side). */
     struct evbuffer *pending;
     /* Bytes accepted from the writer, and bytes known to have left the
@@ -50,6 +51,11 @@ static struct stream *stream_new(void)
         return NULL;
     }
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutexattr_t recursive;
+    pthread_mutexattr_init(&recursive);
+    pthread_mutexattr_settype(&recursive, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&s->origin_lock, &recursive);
+    pthread_mutexattr_destroy(&recursive);
     return s;
 }
 
@@ -58,8 +64,12 @@ void stream_free(struct stream *s)
     if (!s) return;
     evbuffer_free(s->pending);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->origin_lock);
     free(s);
 }
+
+void stream_origin_lock(serve_request *req) { pthread_mutex_lock(&req->stream->origin_lock); }
+void stream_origin_unlock(serve_request *req) { pthread_mutex_unlock(&req->stream->origin_lock); }
 
 bool stream_attach(serve_request *req)
 {

@@ -93,6 +93,12 @@ void stream_drained_update(serve_request *req, uint64_t drained);
  * SERVE_EAGAIN. */
 int stream_reserve(serve_request *req, size_t len);
 
+/* An origin that runs callbacks of the caller's (a handle call) holds
+ * this around each, so that pieces, the result and a cancel never
+ * overlap. Recursive. */
+void stream_origin_lock(serve_request *req);
+void stream_origin_unlock(serve_request *req);
+
 /* Gives req a stream (req->stream); false when out of memory. */
 bool stream_attach(serve_request *req);
 void stream_free(struct stream *s);

@@ -613,6 +613,28 @@ typedef void (*serve_call_done_fn)(const serve_result *result, void *arg);
 SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done,
                                  void *arg);
 
+/* Called with each piece of the target's answer when it streams (see
+ * "Streaming answers"), in order, before `done`; `arg` is the one given to
+ * serve_call_send. `done` then gets the status, content type and headers
+ * with an empty body (502 and {"error": ...} when the stream failed). A
+ * target that does not stream gets `done` alone, as without this. Same
+ * threads and rules as `done`: it must not block; writing the piece to a
+ * stream of the caller's own (serve_stream_write) is the intended use. */
+typedef void (*serve_call_chunk_fn)(const void *data, size_t len, void *arg);
+
+/* Asks for the target's stream piece by piece; before serve_call_send. */
+SERVE_EXPORT int serve_call_on_chunk(serve_call *call, serve_call_chunk_fn chunk);
+
+/* Cancels the calls made for `req` (serve_call_new's parent) that have not
+ * finished: each target drops its call if it is still queued, or sees it
+ * cancelled (serve_request_cancelled, its cancel callback) if it runs, and
+ * so on down the calls those made; each callback gets 499 at once. The
+ * runtime does this by itself when `req` is cancelled (its client went
+ * away, or it timed out). A plugin calls it when it no longer needs the
+ * answers, e.g. after the first of several replies. Any thread, while
+ * `req` is valid. */
+SERVE_EXPORT int serve_request_cancel_calls(serve_request *req);
+
 /* Sends the call and returns a future for its answer (NULL only when out of
  * memory; the call is consumed either way). */
 SERVE_EXPORT serve_future *serve_call_send_future(serve_call *call);

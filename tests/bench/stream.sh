@@ -50,13 +50,23 @@ echo "ST1: tokens (prefill 2 ms, step 1 ms + 20 us/stream, 64 tokens, max batch 
   done
 } | tee "$WORK/st1.txt"
 
-# The first byte's own cost: one stream at a time, one token each.
-"$SERVE" bench "$URL/tok_continuous?n=1" -t 1 -c 1 -d "${DURATION}s" --warmup 1s --stream --json |
-  /usr/bin/python3 -c '
+# The first byte's own cost: one stream at a time, one token each, on a
+# fresh backend; the plugin's prefill as it really took (its sleep
+# overshoots a little) is subtracted.
+for mode in process thread; do
+  "$SERVE" create-backend "first_$mode" tokens --isolation $mode --config prefill_us=2000 >/dev/null
+  "$SERVE" create-endpoint "first_$mode" --backend "first_$mode" --route "/first_$mode" >/dev/null
+  "$SERVE" bench "$URL/first_$mode?n=1" -t 1 -c 1 -d "${DURATION}s" --stream --json > "$WORK/first.json"
+  curl -s "$URL/first_$mode?stats=1" > "$WORK/stats.json"
+  /usr/bin/python3 - "$WORK/first.json" "$WORK/stats.json" "$mode" <<'PY'
 import json, sys
-s = json.load(sys.stdin)["stream"]["first_byte_us"]
-print("first byte, one client, 1-token streams: p50 %d us, p99 %d us: %+d us over the 2000 us prefill (goal <= +100 us)"
-      % (s["p50"], s["p99"], s["p50"] - 2000))'
+s = json.load(open(sys.argv[1]))["stream"]["first_byte_us"]
+prefill = json.load(open(sys.argv[2]))["prefill_mean_us"]
+print("first byte (%s replica), one client, 1-token streams: p50 %d us, p99 %d us; the plugin's "
+      "prefill took %.0f us: %+.0f us beyond it (goal <= +100 us)"
+      % (sys.argv[3], s["p50"], s["p99"], prefill, s["p50"] - prefill))
+PY
+done
 
 /usr/bin/python3 - "$WORK/st1.txt" "$SLO_MS" <<'PY'
 import re, sys

@@ -353,6 +353,84 @@ class ContinuousBatching(unittest.TestCase):
             s.close()
 
 
+class Composition(unittest.TestCase):
+    """A composed plugin streams a downstream handle's pieces through;
+    cancelling the outer request cancels the inner call; a caller cancels
+    its own calls."""
+
+    def server(self, isolation, step_us):
+        s = Server()
+        s.deploy("tok", "tokens", "/tok", "--isolation", isolation, "--max-batch-size", "8",
+                 "--config", "prefill_us=1000", "--config", "step_us=%d" % step_us)
+        s.deploy("r", test_plugin("relay"), "/r", "--isolation", isolation,
+                 "--max-concurrent-queries", "16")
+        return s
+
+    def streams_through(self, isolation):
+        s = self.server(isolation, 150000)
+        try:
+            t0 = time.monotonic()
+            sock = socket.create_connection((s.host, s.port), timeout=30 * SLOW)
+            sock.sendall(b"GET /r?to=tok&stream=1&n=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            status, headers, rest = read_head(sock)
+            self.assertEqual(status, 200)
+            self.assertEqual(headers["transfer-encoding"], "chunked")
+            reader = ChunkReader(sock, rest)
+            pieces = []
+            while True:
+                data, at = reader.next()
+                if not data:
+                    break
+                pieces.append((data, at - t0))
+            sock.close()
+            body = b"".join(d for d, _ in pieces)
+            self.assertEqual(body.count(b"data: {"), 5, body)
+            self.assertTrue(body.endswith(b"event: done\ndata: [DONE]\n\n"), body)
+            # 4 steps of 150 ms after the first token: it came well before.
+            self.assertGreater(pieces[-1][1] - pieces[0][1], 0.4, pieces)
+        finally:
+            s.close()
+
+    def test_streams_through_process(self):
+        self.streams_through("process")
+
+    def test_streams_through_thread(self):
+        self.streams_through("thread")
+
+    def cancel_cascades(self, isolation):
+        s = self.server(isolation, 2000)
+        try:
+            sock = socket.create_connection((s.host, s.port), timeout=10 * SLOW)
+            sock.sendall(b"GET /r?to=tok&stream=1&n=100000 HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, _, rest = read_head(sock)
+            ChunkReader(sock, rest).next()
+            sock.close()
+            deadline = time.monotonic() + 5 * SLOW
+            while tokens_stats(s)["cancelled_seen"] != 1:
+                self.assertLess(time.monotonic(), deadline, tokens_stats(s))
+                time.sleep(0.02)
+            self.assertEqual(tokens_stats(s)["cancel_callbacks"], 1)
+            # The caller cancels its own call: its callback gets 499 at once.
+            t0 = time.monotonic()
+            r = s.get("/r?to=tok&cancel_ms=300&n=100000", timeout=10 * SLOW)
+            self.assertEqual(r.status, 499, r)
+            self.assertIn(b"cancelled", r.body)
+            self.assertLess(time.monotonic() - t0, 3 * SLOW)
+            deadline = time.monotonic() + 5 * SLOW
+            while tokens_stats(s)["cancelled_seen"] != 2:
+                self.assertLess(time.monotonic(), deadline, tokens_stats(s))
+                time.sleep(0.02)
+            self.assertNotIn("plugin bug", s.log())
+        finally:
+            s.close()
+
+    def test_cancel_cascades_process(self):
+        self.cancel_cascades("process")
+
+    def test_cancel_cascades_thread(self):
+        self.cancel_cascades("thread")
+
+
 @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
 class Curl(unittest.TestCase):
     def test_curl_sees_events_as_they_come(self):
