@@ -82,6 +82,10 @@ bool cli_send(const char *cmd, const char *state_dir, struct cli_request *r,
  * (--control-timeout); 0: without limit. */
 extern double cli_control_timeout_s;
 
+/* When set, replies may be preceded by {"chunk": BIN} frames (a streamed
+ * `serve call`): each goes here as it arrives. */
+extern void (*cli_on_chunk)(const void *data, size_t len);
+
 /* Sends one control request (the packed map in `request`) to the server of
  * state_dir and waits for its answer, at most cli_control_timeout_s. Refuses
  * a state dir that is not private (state_dir.h). On success *reply holds the

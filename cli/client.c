@@ -85,6 +85,7 @@ void cli_reply_free(msgpack_unpacked *reply)
 }
 
 double cli_control_timeout_s = 30;
+void (*cli_on_chunk)(const void *data, size_t len);
 
 /* Connects to the server's socket. A server whose listen queue is full
  * would hold a blocking connect(2): SO_SNDTIMEO bounds it. */
@@ -140,8 +141,25 @@ bool cli_call(const char *cmd, const char *state_dir, const msgpack_sbuffer *req
     }
     char *data = NULL;
     size_t len = 0;
-    if (frame_write(fd, request->data, request->size, deadline_ns) != 0 ||
-        frame_read(fd, &data, &len, FRAME_MAX, deadline_ns) != 0) {
+    bool read_ok = frame_write(fd, request->data, request->size, deadline_ns) == 0 &&
+                   frame_read(fd, &data, &len, FRAME_MAX, deadline_ns) == 0;
+    /* A streamed `serve call`: {"chunk": BIN} frames before the reply. */
+    while (read_ok && cli_on_chunk) {
+        msgpack_unpacked frame;
+        msgpack_unpacked_init(&frame);
+        size_t at = 0;
+        const msgpack_object *chunk = NULL;
+        if (msgpack_unpack_next(&frame, data, len, &at) == MSGPACK_UNPACK_SUCCESS)
+            chunk = mp_get(&frame.data, "chunk");
+        if (chunk && chunk->type == MSGPACK_OBJECT_BIN)
+            cli_on_chunk(chunk->via.bin.ptr, chunk->via.bin.size);
+        msgpack_unpacked_destroy(&frame);
+        if (!chunk) break;
+        free(data);
+        data = NULL;
+        read_ok = frame_read(fd, &data, &len, FRAME_MAX, deadline_ns) == 0;
+    }
+    if (!read_ok) {
         int e = errno;
         close(fd);
         free(data);

@@ -9,6 +9,13 @@
 #include "../runtime/mp.h"
 #include "cli.h"
 
+/* A piece of a streamed answer: out at once. */
+static void print_chunk(const void *data, size_t len)
+{
+    fwrite(data, 1, len, stdout);
+    fflush(stdout);
+}
+
 static int run_call(int argc, char **argv, const char *state_dir)
 {
     static const struct option long_options[] = {{"data", required_argument, NULL, 'd'},
@@ -36,7 +43,10 @@ static int run_call(int argc, char **argv, const char *state_dir)
     if (!data) return cli_fail("call", "--data %s: %s", data_arg, strerror(errno));
 
     struct cli_request req;
-    cli_request_begin(&req, "call", 3);
+    cli_request_begin(&req, "call", 4);
+    mp_pack_key(&req.pk, "stream"); /* pieces as they come, when the target streams */
+    msgpack_pack_true(&req.pk);
+    cli_on_chunk = print_chunk;
     msgpack_packer *pk = &req.pk;
     mp_pack_key(pk, "endpoint");
     mp_pack_str(pk, argv[optind]);

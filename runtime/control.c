@@ -56,6 +56,7 @@ struct control_answer {
     struct control_answer *next;
     struct control_conn *conn; /* touched on the control thread only */
     msgpack_sbuffer frame;
+    bool partial;              /* a piece of a streamed answer; the reply follows */
 };
 
 struct control {
@@ -71,7 +72,7 @@ struct control {
     pthread_mutex_t mutex;    /* guards closed */
     pthread_cond_t closed_cond;
     bool closed;
-    struct control_answer *answers; /* guarded by answers_mutex */
+    struct control_answer *answers, *answers_tail; /* guarded by answers_mutex; in order */
 };
 
 /* The mailbox's lock and the loop it delivers to: NULL once the control
@@ -306,16 +307,19 @@ static void pack_call_answer(msgpack_sbuffer *frame, const serve_result *result)
     error_frame(frame, message);
 }
 
-/* Any thread: packs the answer there, and posts it to the control loop. */
-static void call_answered(const serve_result *result, void *arg)
+/* Any thread: posts a packed frame to the control loop, after those
+ * posted before (a streamed answer's pieces keep their order). */
+static void post_answer(struct control_answer *answer)
 {
-    struct control_answer *answer = arg;
-    pack_call_answer(&answer->frame, result);
     pthread_mutex_lock(&answers_mutex);
     struct control *ctl = answers_to;
     if (ctl) {
-        answer->next = ctl->answers;
-        ctl->answers = answer;
+        answer->next = NULL;
+        if (ctl->answers_tail)
+            ctl->answers_tail->next = answer;
+        else
+            ctl->answers = answer;
+        ctl->answers_tail = answer;
         event_active(ctl->answers_ev, EV_READ, 0);
     }
     pthread_mutex_unlock(&answers_mutex);
@@ -323,6 +327,38 @@ static void call_answered(const serve_result *result, void *arg)
         msgpack_sbuffer_destroy(&answer->frame);
         free(answer);
     }
+}
+
+/* Any thread: packs the answer there, and posts it to the control loop. */
+static void call_answered(const serve_result *result, void *arg)
+{
+    struct control_answer *answer = arg;
+    pack_call_answer(&answer->frame, result);
+    post_answer(answer);
+}
+
+/* Any thread: a piece of the target's stream, as {"ok": true, "chunk": BIN}. */
+static void call_chunk(const void *data, size_t len, void *arg)
+{
+    struct control_answer *reply = arg;
+    struct control_answer *piece = calloc(1, sizeof *piece);
+    if (!piece) return;
+    piece->conn = reply->conn;
+    piece->partial = true;
+    msgpack_packer pk;
+    frame_start(&piece->frame, &pk);
+    msgpack_pack_map(&pk, 2);
+    mp_pack_key(&pk, "ok");
+    msgpack_pack_true(&pk);
+    mp_pack_key(&pk, "chunk");
+    msgpack_pack_bin(&pk, len);
+    msgpack_pack_bin_body(&pk, data, len);
+    if (!frame_finish(&piece->frame)) {
+        msgpack_sbuffer_destroy(&piece->frame);
+        free(piece);
+        return;
+    }
+    post_answer(piece);
 }
 
 /* Returns true when the call took the connection: its answer is the reply. */
@@ -355,6 +391,8 @@ static bool start_call(struct control_conn *c, const msgpack_object *req, char *
     }
     answer->conn = c;
     conn_enter(c, PHASE_CALL);
+    bool stream = false;
+    if (mp_as_bool(mp_get(req, "stream"), &stream) && stream) serve_call_on_chunk(call, call_chunk);
     serve_call_send(call, call_answered, answer);
     return true;
 }
@@ -545,12 +583,20 @@ static void on_answers(evutil_socket_t fd, short what, void *arg)
     struct control *ctl = arg;
     pthread_mutex_lock(&answers_mutex);
     struct control_answer *answer = ctl->answers;
-    ctl->answers = NULL;
+    ctl->answers = ctl->answers_tail = NULL;
     pthread_mutex_unlock(&answers_mutex);
     while (answer) {
         struct control_answer *next = answer->next;
         struct control_conn *c = answer->conn;
-        if (c->fd < 0) {
+        if (answer->partial) {
+            /* The call goes on: the piece goes out, the phase stays. */
+            if (c->fd >= 0) {
+                size_t len = answer->frame.size;
+                char *data = msgpack_sbuffer_release(&answer->frame);
+                if (evbuffer_add_reference(c->out, data, len, free_frame, NULL) != 0) free(data);
+                conn_run(c);
+            }
+        } else if (c->fd < 0) {
             conn_free(c); /* closed while its call ran */
         } else {
             conn_send(c, &answer->frame);

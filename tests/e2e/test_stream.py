@@ -431,6 +431,36 @@ class Composition(unittest.TestCase):
         self.cancel_cascades("thread")
 
 
+class ServeCall(unittest.TestCase):
+    def test_serve_call_prints_pieces_as_they_come(self):
+        s = Server()
+        try:
+            s.deploy("tok", "tokens", None, "--config", "prefill_us=1000",
+                     "--config", "step_us=200000")
+            from serve_harness import SERVE_BIN
+            t0 = time.monotonic()
+            p = subprocess.Popen([SERVE_BIN, "--state-dir", s.state_dir, "call", "tok",
+                                  "--query", "n=4"], stdout=subprocess.PIPE)
+            first = p.stdout.readline()
+            first_at = time.monotonic() - t0
+            rest = p.stdout.read()
+            total = time.monotonic() - t0
+            p.stdout.close()
+            self.assertEqual(p.wait(), 0)
+            self.assertTrue(first.startswith(b'data: {"index": 0'), first)
+            self.assertEqual((first + rest).count(b"data: {"), 4)
+            self.assertGreater(total - first_at, 0.4, (first_at, total))
+            # A stream that fails: what came, then the error and exit 5.
+            s.deploy("f", test_plugin("faulty"))
+            r = subprocess.run([SERVE_BIN, "--state-dir", s.state_dir, "call", "f", "--data",
+                                "stream-fail"], capture_output=True, timeout=30)
+            self.assertEqual(r.stdout, b"partial\n")
+            self.assertEqual(r.returncode, 5)
+            self.assertIn(b"faulty: the stream failed on purpose", r.stderr)
+        finally:
+            s.close()
+
+
 @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
 class Curl(unittest.TestCase):
     def test_curl_sees_events_as_they_come(self):
@@ -444,6 +474,7 @@ class Curl(unittest.TestCase):
             first_at = time.monotonic() - t0
             rest = p.stdout.read()
             total = time.monotonic() - t0
+            p.stdout.close()
             p.wait()
             self.assertTrue(first.startswith(b'data: {"index": 0, "token": "t0"}'), first)
             self.assertLess(first_at, 0.6 * SLOW)
