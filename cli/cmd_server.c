@@ -74,6 +74,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
         {"max-body", required_argument, NULL, 'b'},
         {"max-header", required_argument, NULL, 'm'},
         {"max-body-memory", required_argument, NULL, 'B'},
+        {"stream-buffer", required_argument, NULL, 'Z'},
         {"idle-timeout", required_argument, NULL, 'i'},
         {"read-timeout", required_argument, NULL, 'r'},
         {"max-connections", required_argument, NULL, 'C'},
@@ -123,6 +124,12 @@ static int run_start(int argc, char **argv, const char *state_dir)
                 return cli_fail("start", "--max-body-memory %s: expected a size from 1M, in bytes "
                                 "or with K, M or G (512M, 2G)", optarg);
             o.max_body_memory = (size_t)size;
+            break;
+        case 'Z':
+            if (!size_parse(optarg, &size) || size < 4096 || size > (1ull << 30))
+                return cli_fail("start", "--stream-buffer %s: expected a size from 4K to 1G "
+                                "(64K, 1M)", optarg);
+            o.stream_buffer = (size_t)size;
             break;
         case 'm':
             if (!cli_parse_u32(optarg, 256, 16u << 20, &u))
@@ -243,6 +250,9 @@ const struct cli_command cmd_start = {
             "  --max-body-memory SIZE  request bodies held in memory at once, over all\n"
             "                      connections (at least 1M: 512M, 2G); past it 503 and a close\n"
             "                      (default: 1/16 of the machine's memory, 64M..1G)\n"
+            "  --stream-buffer SIZE  per streamed answer: what a plugin has written and the\n"
+            "                      client not yet read; past it writes return SERVE_EAGAIN\n"
+            "                      (4K..1G; default 256K)\n"
             "  --idle-timeout S    close idle keep-alive connections after S seconds (default 60)\n"
             "  --read-timeout S    close a connection whose request (head and body) has not\n"
             "                      arrived whole S seconds after its first byte (default 30)\n"

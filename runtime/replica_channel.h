@@ -47,6 +47,7 @@ enum replica_msg {
     MSG_STREAM_BEGIN, /* head: slot, status, content type, header pairs (count) */
     MSG_STREAM_DATA,  /* head: slot; body: the piece */
     MSG_STREAM_END,   /* head: slot, failed, message */
+    MSG_STREAM_BLOCKED, /* head: slot: its writer waits for room (report what drains) */
     MSG_CONTINUOUS,   /* the plugin asked for continuous batching (once) */
     MSG_CANCEL_CALLS, /* head: slot: cancel the calls made for its request */
 };

@@ -167,12 +167,19 @@ static int stream_begin(serve_request *req, int status, const char *content_type
 static int stream_write(serve_request *req, const void *data, size_t len)
 {
     if (len == 0) return SERVE_OK;
-    int rc = stream_reserve(req, len); /* the bound, counted here */
-    if (rc != SERVE_OK) return rc;
+    bool tell_blocked;
+    int rc = stream_reserve(req, len, &tell_blocked); /* the bound, counted here */
+    if (rc != SERVE_OK && !tell_blocked) return rc;
     shm_ring_lock(&host.answers);
     struct wire_out *w = &host.out;
     wire_reset(w);
     wire_u32(w, req->slot);
+    if (rc != SERVE_OK) { /* the server reports the next drain at once */
+        channel_put(&host.answers, MSG_STREAM_BLOCKED, w, 0, NULL, 0);
+        shm_ring_end_message(&host.answers);
+        shm_ring_unlock(&host.answers);
+        return rc;
+    }
     channel_put(&host.answers, MSG_STREAM_DATA, w, 0, data, len);
     shm_ring_end_message(&host.answers);
     shm_ring_unlock(&host.answers);
@@ -526,6 +533,7 @@ static bool start(const struct wire_out *head, uint32_t pairs)
     host.index = (int)wire_get_u32(&r);
     uint32_t replicas = wire_get_u32(&r);
     host.max_batch = wire_get_u32(&r);
+    stream_set_bound((size_t)wire_get_u64(&r)); /* the server's --stream-buffer */
     serve_config *config = read_config(&r, pairs);
     crash_report_set_context(host.backend, host.index);
     char err[1024];

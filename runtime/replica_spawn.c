@@ -21,6 +21,7 @@
 #include "log.h"
 #include "replica_host.h"
 #include "replica_process_internal.h"
+#include "stream.h"
 #include "signal_name.h"
 
 extern char **environ;
@@ -223,6 +224,7 @@ struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size
     wire_u32(w, (uint32_t)p->base->index);
     wire_u32(w, spec->options.num_replicas);
     wire_u32(w, (uint32_t)spec->options.max_batch_size);
+    wire_u64(w, stream_bound());
     put_config(w, spec->config);
     shm_ring_lock(&inc->work);
     channel_put(&inc->work, MSG_INIT, w, (uint32_t)spec->config->count, NULL, 0);

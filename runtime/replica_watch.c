@@ -274,6 +274,12 @@ static bool handle_message(struct process_replica *p, struct incarnation *inc, r
         free(body);
         break;
     case MSG_CONTINUOUS: atomic_store(&p->base->continuous, true); break;
+    case MSG_STREAM_BLOCKED: {
+        uint32_t slot = wire_get_u32(&r);
+        serve_request *req = r.bad ? NULL : slot_peek(inc, slot);
+        if (req && req->stream) stream_writer_blocked(req);
+        break;
+    }
     case MSG_CANCEL_CALLS: {
         uint32_t slot = wire_get_u32(&r);
         serve_request *req = r.bad ? NULL : slot_peek(inc, slot);

@@ -22,6 +22,7 @@
 #include "plugin_store.h"
 #include "server_internal.h"
 #include "state_dir.h"
+#include "stream.h"
 
 void server_options_default(struct server_options *o)
 {
@@ -189,6 +190,7 @@ int server_run(const struct server_options *o)
                                                                       : default_body_memory(),
                                 .use_listen_fd = o->listen_fd >= 0,
                                 .listen_fd = o->listen_fd};
+    stream_set_bound(o->stream_buffer);
     if (http.max_body_memory < http.max_body)
         LOG_WARN("--max-body-memory %zu is less than --max-body %zu: a body over %zu bytes gets 413",
                  http.max_body_memory, http.max_body, http.max_body_memory);

@@ -14,6 +14,7 @@ struct server_options {
     size_t max_body;
     size_t max_header;
     size_t max_body_memory;  /* request bodies held at once; 0: sized for the machine */
+    size_t stream_buffer;    /* per stream (stream.h); 0: the default */
     int idle_timeout_s;
     int read_timeout_s;      /* a request's first byte to its last */
     size_t max_connections;  /* 0: the open-files limit less a reserve */

@@ -33,6 +33,9 @@ struct stream {
     bool failed;
     char fail_message[256];
     uint64_t first_byte_ns;
+    size_t want;          /* the length of the last write refused */
+    bool writer_blocked;  /* server: a process replica's writer waits for a report */
+    bool blocked_told;    /* child: the server was told */
     serve_stream_writable_fn writable;
     void *writable_arg;
 };
@@ -87,8 +90,9 @@ static bool fits(const struct stream *s, size_t len)
     return unsent == 0 || unsent + len <= stream_bound();
 }
 
-/* Under s->lock: room enough to call a waiting writer back. */
-static bool has_room(const struct stream *s) { return s->written - s->drained <= stream_bound() / 2; }
+/* Under s->lock: room enough to call a waiting writer back: the write it
+ * was refused fits now. */
+static bool has_room(const struct stream *s) { return fits(s, s->want); }
 
 /* Tells the origin there is news, unless it was told and has not looked. */
 static void notify_origin(serve_request *req)
@@ -137,6 +141,7 @@ int stream_write_local(serve_request *req, const void *data, size_t len, bool bo
     }
     /* Whole-answer origins take no bound: the body is the answer. */
     if (bounded && req->stream_ready && !fits(s, len)) {
+        s->want = len;
         pthread_mutex_unlock(&s->lock);
         return SERVE_EAGAIN;
     }
@@ -240,13 +245,33 @@ void stream_sent(serve_request *req, size_t unsent)
         s->writable = NULL;
     }
     /* A process replica keeps its own count of what is unsent: told every
-     * half bound drained, it never sees more than half a bound too much. */
-    if (s->drained - s->drained_reported >= stream_bound() / 2) {
+     * half bound drained, it never sees more than half a bound too much;
+     * and told at once when its writer waits (a piece that only fits an
+     * empty buffer needs the exact count). */
+    if (s->drained - s->drained_reported >= stream_bound() / 2 ||
+        (s->writer_blocked && s->drained > s->drained_reported)) {
         report = s->drained;
         s->drained_reported = report;
+        s->writer_blocked = false;
     }
     pthread_mutex_unlock(&s->lock);
     if (fn) fn(req, arg);
+    if (report) backend_stream_drained(req, report);
+}
+
+void stream_writer_blocked(serve_request *req)
+{
+    struct stream *s = req->stream;
+    if (!s) return;
+    uint64_t report = 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->drained > s->drained_reported) {
+        report = s->drained;
+        s->drained_reported = report;
+    } else {
+        s->writer_blocked = true; /* the next drain reports */
+    }
+    pthread_mutex_unlock(&s->lock);
     if (report) backend_stream_drained(req, report);
 }
 
@@ -292,6 +317,7 @@ void stream_drained_update(serve_request *req, uint64_t drained)
     /* A report for the slot's previous stream can arrive late: it cannot
      * have drained more than this one wrote. */
     if (drained > s->drained && drained <= s->written) s->drained = drained;
+    s->blocked_told = false;
     if (s->writable && has_room(s)) {
         fn = s->writable;
         arg = s->writable_arg;
@@ -301,16 +327,21 @@ void stream_drained_update(serve_request *req, uint64_t drained)
     if (fn) fn(req, arg);
 }
 
-int stream_reserve(serve_request *req, size_t len)
+int stream_reserve(serve_request *req, size_t len, bool *tell_blocked)
 {
     struct stream *s = req->stream;
     pthread_mutex_lock(&s->lock);
     int rc = SERVE_ESTATE;
+    *tell_blocked = false;
     if (!s->ended) {
         rc = fits(s, len) ? SERVE_OK : SERVE_EAGAIN;
         if (rc == SERVE_OK) {
             s->written += len;
             if (!s->first_byte_ns) s->first_byte_ns = serve__now_ns();
+        } else {
+            s->want = len;
+            *tell_blocked = !s->blocked_told;
+            s->blocked_told = true;
         }
     }
     pthread_mutex_unlock(&s->lock);

@@ -90,8 +90,12 @@ uint64_t stream_first_byte_ns(const serve_request *req);
  * reported; fires the writable callback when there is room. */
 void stream_drained_update(serve_request *req, uint64_t drained);
 /* The child's write check: SERVE_OK after counting len as written, or
- * SERVE_EAGAIN. */
-int stream_reserve(serve_request *req, size_t len);
+ * SERVE_EAGAIN, with *tell_blocked when the server must now be told that
+ * the writer waits (MSG_STREAM_BLOCKED), once per wait. */
+int stream_reserve(serve_request *req, size_t len, bool *tell_blocked);
+/* The server's side: a process replica's writer waits for room: the next
+ * drain (or this one, if some is unreported) is reported at once. */
+void stream_writer_blocked(serve_request *req);
 
 /* An origin that runs callbacks of the caller's (a handle call) holds
  * this around each, so that pieces, the result and a cancel never

@@ -245,6 +245,31 @@ class Streams(unittest.TestCase):
         self.slow_reader("thread")
 
 
+class StreamBufferOption(unittest.TestCase):
+    def test_stream_buffer_bounds_what_waits(self):
+        s = Server("--stream-buffer", "16K")
+        try:
+            s.deploy("f", test_plugin("faulty"), "/f", "--max-concurrent-queries", "8")
+            sock = socket.create_connection((s.host, s.port), timeout=30 * SLOW)
+            sock.sendall(b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n\r\n"
+                         b"stream-big:4194304")
+            _, _, rest = read_head(sock)
+            time.sleep(0.5)  # the writer fills the buffer and waits
+            stats = s.post("/f", b"stream-stats").body.decode()
+            self.assertNotIn("eagain=0", stats)
+            got = len(rest)
+            while not rest.endswith(b"\r\n0\r\n\r\n"):
+                rest = rest[-16:] + sock.recv(1 << 20)
+                got += len(rest)
+            sock.close()
+        finally:
+            s.close()
+        from serve_harness import run_cli
+        r = run_cli(s.state_dir, "start", "--stream-buffer", "1K", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--stream-buffer 1K: expected a size from 4K to 1G", r.stderr)
+
+
 class Cancellation(unittest.TestCase):
     def check(self, isolation):
         s = Server()
