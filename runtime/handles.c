@@ -205,6 +205,7 @@ static void call_link(serve_request *call)
     serve_request *parent = call->call_parent;
     if (!parent) return;
     pthread_mutex_lock(&links_lock);
+    atomic_store_explicit(&parent->had_calls, true, memory_order_release);
     call->call_prev = NULL;
     call->call_next = parent->calls_head;
     if (parent->calls_head) parent->calls_head->call_prev = call;

@@ -147,7 +147,11 @@ static int stream_begin(serve_request *req, int status, const char *content_type
         deferred_answered(req, false);
         return SERVE_ETIMEDOUT;
     }
-    if (!stream_attach(req)) return SERVE_ENOMEM;
+    /* Under the lock the results thread finds requests with. */
+    pthread_mutex_lock(&host.calls_lock);
+    bool attached = stream_attach(req);
+    pthread_mutex_unlock(&host.calls_lock);
+    if (!attached) return SERVE_ENOMEM;
     shm_ring_lock(&host.answers);
     struct wire_out *w = &host.out;
     wire_reset(w);
@@ -218,12 +222,13 @@ static const struct request_host request_host = {.defer = defer,
 
 /* The results thread: the request of `slot` that the plugin holds
  * deferred, referenced; NULL when none does. */
-static serve_request *deferred_in_slot(uint32_t slot)
+static serve_request *deferred_in_slot(uint32_t slot, bool *streaming)
 {
     pthread_mutex_lock(&host.calls_lock);
     serve_request *req = host.deferred;
     while (req && req->slot != slot) req = req->deferred_next;
     if (req) request_ref(req);
+    *streaming = req && req->stream; /* attached under this lock */
     pthread_mutex_unlock(&host.calls_lock);
     return req;
 }
@@ -234,12 +239,13 @@ static void on_note(uint32_t type, struct wire_in *r)
     uint32_t slot = wire_get_u32(r);
     uint64_t value = wire_get_u64(r);
     if (r->bad) return;
-    serve_request *req = deferred_in_slot(slot);
+    bool streaming;
+    serve_request *req = deferred_in_slot(slot, &streaming);
     if (!req) return;
     if (type == MSG_CANCEL) {
         if (host.lib.plugin->cancel) host.lib.plugin->cancel(host.state, req);
-        stream_cancelled(req);
-    } else {
+        if (streaming) stream_cancelled(req);
+    } else if (streaming) {
         stream_drained_update(req, value);
     }
     request_release(req);

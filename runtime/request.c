@@ -126,7 +126,10 @@ void request_release(serve_request *req)
         for (size_t i = 0; i < req->header_count * 2; i++) free((char *)req->headers[i]);
         free(req->headers);
     }
-    if (req->calls_head || req->call_parent) handles_unlink(req);
+    /* Calls always, parents that made some: the links are another
+     * thread's to change until unlinked under their lock. */
+    if (req->target_endpoint || atomic_load_explicit(&req->had_calls, memory_order_acquire))
+        handles_unlink(req);
     if (req->stream) stream_free(req->stream);
     free(req->owned_id);
     free(req->callers);

@@ -1,7 +1,9 @@
 /* fuzz_http.c - libFuzzer target for serve's HTTP request path.
  *
  * A real data plane (http_server_start, one I/O thread) serves /echo from
- * the echo plugin, loaded with dlopen as in production. Each input is sent
+ * the echo plugin and /stream from the tokens plugin (chunked answers,
+ * continuous batching; no simulated cost), loaded with dlopen as in
+ * production. Each input is sent
  * raw on a new loopback connection, half-closed, and read back until the
  * server closes. Whatever the bytes, the server must stay up and every
  * answer must be HTTP. The input's first byte picks how it is sent: whole,
@@ -25,14 +27,13 @@
 #include "spec.h"
 
 static struct http_server *server;
-static struct backend *echo;
+static struct backend *echo, *tokens;
 static int port;
 
 static struct backend *lookup(void *ctx, const char *name)
 {
     (void)ctx;
-    (void)name;
-    return echo;
+    return strcmp(name, "tokens") == 0 ? tokens : echo;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -57,6 +58,19 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         fprintf(stderr, "fuzz_http: %s\n", err);
         abort();
     }
+    spec.name = "tokens";
+    spec.plugin = SERVE_FUZZ_TOKENS_PLUGIN;
+    spec.options.max_batch_size = 8;
+    spec.config = config_new();
+    config_set(spec.config, "prefill_us", "0");
+    config_set(spec.config, "step_us", "0");
+    config_set(spec.config, "step_per_item_us", "0");
+    tokens = backend_create(&spec, err, sizeof err);
+    config_free(spec.config);
+    if (!tokens) {
+        fprintf(stderr, "fuzz_http: %s\n", err);
+        abort();
+    }
     struct http_options o = {.host = "127.0.0.1", .threads = 1, .max_body = 1 << 20,
                              .max_header = 8192, .idle_timeout_s = 5, .read_timeout_s = 5};
     server = http_server_start(&o, err, sizeof err);
@@ -65,11 +79,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         abort();
     }
     port = http_server_port(server);
-    struct share share = {"echo", 1.0};
-    struct endpoint_spec ep = {.name = "echo", .route = "/echo",
-                               .methods = METHOD_GET | METHOD_POST | METHOD_PUT,
-                               .traffic = &share, .traffic_count = 1};
-    struct routes *routes = routes_build(&ep, 1, lookup, NULL);
+    struct share share = {"echo", 1.0}, stream_share = {"tokens", 1.0};
+    struct endpoint_spec ep[] = {{.name = "echo", .route = "/echo",
+                                  .methods = METHOD_GET | METHOD_POST | METHOD_PUT,
+                                  .traffic = &share, .traffic_count = 1},
+                                 {.name = "tokens", .route = "/stream",
+                                  .methods = METHOD_GET | METHOD_POST | METHOD_HEAD,
+                                  .traffic = &stream_share, .traffic_count = 1}};
+    struct routes *routes = routes_build(ep, 2, lookup, NULL);
     http_server_publish_routes(server, routes);
     routes_release(routes);
     http_server_accept(server);

@@ -54,7 +54,15 @@ def http_seeds():
                     b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"5\r\nhello\r\n0\r\n\r\n",
                     b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /-/healthz HTTP/1.0\r\n\r\n",
-                    b"GET /-/routes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+                    b"GET /-/routes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                    # Streamed (chunked) answers, pipelined with others,
+                    # for HTTP/1.0 and HEAD (whole answers), cut short.
+                    b"GET /stream?n=3 HTTP/1.1\r\nHost: x\r\n\r\nGET /echo HTTP/1.1\r\n"
+                    b"Host: x\r\n\r\nGET /stream?n=2 HTTP/1.0\r\n\r\n",
+                    b"HEAD /stream?n=4 HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"GET /stream?n=1000 HTTP/1.1\r\nHost: x\r\n\r\n",
+                    b"POST /stream?n=5 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                    b"GET /stream?stats=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
         write("fuzz_http", b"\x00" + request)
         write("fuzz_http", b"\x11" + request)
 
