@@ -87,7 +87,8 @@ const struct cli_command cmd_call = {
     .name = "call",
     .usage = "call ENDPOINT [--data STR|@FILE] [--query KEY=VALUE]...",
     .summary = "Send one request to an endpoint through the handle path (no HTTP).",
-    .help = "Works for endpoints without a route. Prints the answer's body on success.\n"
+    .help = "Works for endpoints without a route. Prints the answer's body on success;\n"
+            "a streamed answer piece by piece, as the target writes it.\n"
             "When the answer is not 2xx, prints \"serve: call: ENDPOINT answered STATUS: BODY\"\n"
             "on stderr and exits 4 (4xx) or 5 (5xx).\n\n"
             "Options:\n"

@@ -1,5 +1,6 @@
 /* access_log.c - the access log (see access_log.h). */
 #include "access_log.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -145,6 +146,18 @@ void access_log_request(const serve_request *req, const char *kind, const char *
                      client ? client : "-", when, req->method ? req->method : "-", path,
                      strcmp(kind, "http") == 0 ? "HTTP/1.1" : "HANDLE", status, bytes, id,
                      endpoint ? endpoint : "-", backend, total, queue, req->batch_size);
+    }
+    /* A streamed answer: when its first piece was written (time to first
+     * byte), after the fields every line has. */
+    uint64_t first = req->stream ? stream_first_byte_ns(req) : 0;
+    if (req->stream && n > 0 && (size_t)n < sizeof line - 64) {
+        long long ttfb = us_between(req->received_ns, first);
+        if (log_format == ACCESS_LOG_JSON)
+            n += snprintf(line + n - 2, sizeof line - (size_t)n + 2,
+                          ", \"streamed\": true, \"first_byte_us\": %lld}\n", ttfb) - 2;
+        else
+            n += snprintf(line + n - 1, sizeof line - (size_t)n + 1, " first_byte_us=%lld\n",
+                          ttfb) - 1;
     }
     if (n > 0) append(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }

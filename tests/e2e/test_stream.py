@@ -276,6 +276,34 @@ class StreamBufferOption(unittest.TestCase):
         self.assertIn("--stream-buffer 1K: expected a size from 4K to 1G", r.stderr)
 
 
+class AccessLog(unittest.TestCase):
+    def test_streams_log_their_bytes_and_first_byte(self):
+        s = Server()
+        log = os.path.join(s.state_dir, "access.log")
+        s.stop()
+        s.start_args = ("--access-log", log, "--access-log-format", "json")
+        s.start()
+        try:
+            s.deploy("f", test_plugin("faulty"), "/f")
+            self.assertEqual(s.post("/f", b"stream:3:200").status, 200)
+            deadline = time.monotonic() + 10
+            while True:
+                with open(log) as f:
+                    lines = [json.loads(l) for l in f if '"streamed"' in l]
+                if lines:
+                    break
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            line = lines[0]
+            self.assertEqual(line["bytes"], 24)
+            self.assertEqual(line["status"], 200)
+            # The first piece is written at once; the answer ends 400 ms later.
+            self.assertGreaterEqual(line["first_byte_us"], 0)
+            self.assertLess(line["first_byte_us"], line["total_us"] - 300000, line)
+        finally:
+            s.close()
+
+
 class Cancellation(unittest.TestCase):
     def check(self, isolation):
         s = Server()
