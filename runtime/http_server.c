@@ -166,6 +166,13 @@ static void stream_step(struct io_thread *t, serve_request *req)
         http1_stream_begin(ex, &head);
     }
     if (look.bytes) http1_stream_write(ex, t->pieces);
+    if (atomic_load(&req->state) == REQ_CANCELLED) {
+        /* Writing found the client gone: the connection closed, and
+         * on_abandon, on this thread, finished the exchange. */
+        evbuffer_drain(t->pieces, evbuffer_get_length(t->pieces));
+        request_release(req); /* the look's */
+        return;
+    }
     if (!look.final) {
         stream_sent(req, http1_stream_unsent(ex));
         request_release(req); /* the look's */

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
@@ -248,6 +249,44 @@ class Streams(unittest.TestCase):
 
     def test_slow_reader_costs_only_the_buffer_thread(self):
         self.slow_reader("thread")
+
+
+class ResetMidStream(unittest.TestCase):
+    """A client that resets its connection while its stream goes on: the
+    next piece's write finds it gone and closes the connection under the
+    stream's feet (a use after free the fuzzer found). Requests pipelined
+    behind the stream keep the connection from being read (its pipeline is
+    full), so the write, not a read, is what sees the reset. The server
+    stays up, clean under the sanitizers, and the plugin sees the cancel."""
+
+    def check(self, isolation):
+        s = Server()
+        try:
+            s.deploy("f", test_plugin("faulty"), "/f", "--isolation", isolation,
+                     "--max-concurrent-queries", "64")
+            for i in range(3):
+                sock = socket.create_connection((s.host, s.port), timeout=10 * SLOW)
+                ok = b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok"
+                sock.sendall(b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"
+                             b"stream:50:20" + ok * 20)
+                _, _, rest = read_head(sock)
+                ChunkReader(sock, rest).next()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()  # a reset; the stream writes its next piece 20 ms later
+                deadline = time.monotonic() + 20 * SLOW
+                while "cancels=%d" % (i + 1) not in s.post("/f", b"stream-stats").body.decode():
+                    self.assertLess(time.monotonic(), deadline,
+                                    s.post("/f", b"stream-stats").body)
+                    time.sleep(0.05)
+            self.assertEqual(s.post("/f", b"ok").status, 200)
+        finally:
+            s.close()
+
+    def test_process(self):
+        self.check("process")
+
+    def test_thread(self):
+        self.check("thread")
 
 
 class StreamBufferOption(unittest.TestCase):
