@@ -129,11 +129,26 @@ int stream_begin_local(serve_request *req, int status, const char *content_type)
     return SERVE_OK;
 }
 
-int stream_write_local(serve_request *req, const void *data, size_t len, bool bounded)
+/* evbuffer's cleanup for a piece handed over (stream_write_local_take). */
+static void free_piece(const void *data, size_t len, void *extra)
+{
+    (void)len;
+    union {
+        void (*fn)(void *);
+        void *ptr;
+    } box = {.ptr = extra};
+    if (box.fn) box.fn((void *)data);
+}
+
+static int write_piece(serve_request *req, const void *data, size_t len, bool bounded,
+                       void (*free_data)(void *), bool take)
 {
     struct stream *s = req->stream;
     if (request_abandoned(req)) return SERVE_ETIMEDOUT;
-    if (len == 0) return SERVE_OK;
+    if (len == 0) {
+        if (take && free_data) free_data((void *)data);
+        return SERVE_OK;
+    }
     pthread_mutex_lock(&s->lock);
     if (s->ended) {
         pthread_mutex_unlock(&s->lock);
@@ -145,7 +160,13 @@ int stream_write_local(serve_request *req, const void *data, size_t len, bool bo
         pthread_mutex_unlock(&s->lock);
         return SERVE_EAGAIN;
     }
-    if (evbuffer_add(s->pending, data, len) != 0) {
+    union {
+        void (*fn)(void *);
+        void *ptr;
+    } box = {.fn = free_data};
+    int added = take ? evbuffer_add_reference(s->pending, data, len, free_piece, box.ptr)
+                     : evbuffer_add(s->pending, data, len);
+    if (added != 0) {
         pthread_mutex_unlock(&s->lock);
         return SERVE_ENOMEM;
     }
@@ -154,6 +175,16 @@ int stream_write_local(serve_request *req, const void *data, size_t len, bool bo
     pthread_mutex_unlock(&s->lock);
     if (req->stream_ready) notify_origin(req);
     return SERVE_OK;
+}
+
+int stream_write_local(serve_request *req, const void *data, size_t len, bool bounded)
+{
+    return write_piece(req, data, len, bounded, NULL, false);
+}
+
+int stream_write_local_take(serve_request *req, void *data, size_t len, void (*free_data)(void *))
+{
+    return write_piece(req, data, len, true, free_data, true);
 }
 
 int stream_finish_local(serve_request *req, const char *fail_message)
@@ -380,6 +411,20 @@ SERVE_EXPORT int serve_stream_write(serve_request *req, const void *data, size_t
     if (serve_request_cancelled(req)) return SERVE_ETIMEDOUT;
     const struct request_host *host = request_host_get();
     return host ? host->stream_write(req, data, len) : stream_write_local(req, data, len, true);
+}
+
+SERVE_EXPORT int serve_stream_write_take(serve_request *req, void *data, size_t len,
+                                         void (*free_data)(void *))
+{
+    if (!req || (!data && len)) return SERVE_EINVAL;
+    if (!req->stream) return SERVE_ESTATE;
+    if (serve_request_cancelled(req)) return SERVE_ETIMEDOUT;
+    const struct request_host *host = request_host_get();
+    if (!host) return stream_write_local_take(req, data, len, free_data);
+    /* A process replica copies the piece into the channel anyway. */
+    int rc = host->stream_write(req, data, len);
+    if (rc == SERVE_OK && free_data) free_data(data);
+    return rc;
 }
 
 SERVE_EXPORT int serve_stream_event(serve_request *req, const char *event, const char *data)

@@ -50,6 +50,10 @@ size_t stream_bound(void);
 int stream_begin_local(serve_request *req, int status, const char *content_type);
 /* Appends; `bounded`: refuse with SERVE_EAGAIN what passes the bound. */
 int stream_write_local(serve_request *req, const void *data, size_t len, bool bounded);
+/* The same without a copy: on SERVE_OK the stream owns data and frees it
+ * with free_data (NULL: nothing to free) once it is sent or dropped. */
+int stream_write_local_take(serve_request *req, void *data, size_t len,
+                            void (*free_data)(void *));
 /* Ends (fail_message NULL) or fails the stream, and delivers it as the
  * request's answer (backend_deferred_answered_many). SERVE_ETIMEDOUT when
  * nobody waits any more. */

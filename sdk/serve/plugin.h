@@ -366,6 +366,14 @@ SERVE_EXPORT int serve_stream_begin(serve_request *req, int status,
 SERVE_EXPORT int serve_stream_write(serve_request *req, const void *data,
                                     size_t len);
 
+/* Like serve_stream_write, but hands `data` over without a copy: on
+ * SERVE_OK the runtime calls free_data(data) once it has been sent or
+ * dropped, on any thread (free_data may be NULL for static memory). On any
+ * other result nothing was taken: the plugin still owns `data`, so that it
+ * can write it again after SERVE_EAGAIN. */
+SERVE_EXPORT int serve_stream_write_take(serve_request *req, void *data, size_t len,
+                                         void (*free_data)(void *));
+
 /* Writes one Server-Sent Event: an `event:` line when `event` is not NULL,
  * one `data:` line per line of `data`, and the blank line that ends the
  * event. Same results as serve_stream_write; the event goes whole or not

@@ -22,7 +22,8 @@
  *   loop        spin for ever in handle_batch
  *   grow        allocate and touch memory without end
  *   stream:N:MS     stream N pieces "piece I\n", one every MS ms, from a
- *                   thread of the plugin's; stops when the client goes
+ *                   thread of the plugin's (serve_stream_write_take); stops
+ *                   when the client goes
  *   stream-big:N    stream N bytes in 64 KiB pieces as fast as the client
  *                   reads, waiting for "writable again" on SERVE_EAGAIN
  *   stream-fail     stream one piece, then fail the stream
@@ -113,9 +114,12 @@ static void *stream_main(void *arg)
         }
     } else if (s->mode == 0) {
         for (long i = 0; i < s->count; i++) {
-            char piece[32];
-            int n = snprintf(piece, sizeof piece, "piece %ld\n", i);
-            if (serve_stream_write(req, piece, (size_t)n) == SERVE_ETIMEDOUT) break;
+            /* Handed over without a copy: the runtime frees it once sent. */
+            char *piece = malloc(32);
+            int n = snprintf(piece, 32, "piece %ld\n", i);
+            int rc = serve_stream_write_take(req, piece, (size_t)n, free);
+            if (rc != SERVE_OK) free(piece); /* not taken */
+            if (rc == SERVE_ETIMEDOUT) break;
             if (i + 1 < s->count) sleep_ms(s->ms);
         }
     } else {
