@@ -11,8 +11,12 @@
  *
  * With continuous batching (the default) each handle_batch admits what
  * arrived, runs one step and asks for another (serve_replica_continue)
- * while streams are open, so a new request waits one step, not a whole
- * generation. `continuous=false` is request-level batching: a batch is
+ * while streams are open, so a new request waits a step or a few, not a
+ * whole generation. Since a prefill pass costs the same for one request as
+ * for many, requests that arrive while streams are open wait (deferred)
+ * until they are at least half as many as the open streams, or until the
+ * oldest has waited admit_wait_us (default 2000: one prefill): the prefill is shared,
+ * and a loaded replica does not pay a prefill at every step. `continuous=false` is request-level batching: a batch is
  * generated to its end inside one handle_batch, as a server without
  * step-level batching does; it is here to be compared against.
  *
@@ -39,8 +43,12 @@ struct tokens {
     serve_replica *replica;
     long prefill_us, step_us, step_per_item_us;
     int continuous;
+    long admit_wait_us;
     struct gen *open;
     size_t open_count, open_cap;
+    serve_request **waiting;      /* deferred, not admitted yet */
+    size_t waiting_count, waiting_cap;
+    struct timespec oldest_wait;  /* when the first of them arrived */
     atomic_ulong admitted, finished, cancelled_seen, cancel_callbacks, tokens, slow_writes;
     size_t max_open; /* the most streams open at once */
     /* The prefill passes as they really took (sleeping overshoots), for
@@ -73,6 +81,7 @@ static int tokens_init(serve_replica *replica, const serve_config *config, void 
     if (read_us(replica, config, "prefill_us", 2000, &t->prefill_us) != 0 ||
         read_us(replica, config, "step_us", 1000, &t->step_us) != 0 ||
         read_us(replica, config, "step_per_item_us", 20, &t->step_per_item_us) != 0 ||
+        read_us(replica, config, "admit_wait_us", 2000, &t->admit_wait_us) != 0 ||
         serve_config_bool(config, "continuous", 1, &t->continuous) != SERVE_OK) {
         free(t);
         return -1;
@@ -173,6 +182,30 @@ static void step(struct tokens *t)
     t->open_count = kept;
 }
 
+static long us_since(const struct timespec *then)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (now.tv_sec - then->tv_sec) * 1000000L + (now.tv_nsec - then->tv_nsec) / 1000;
+}
+
+/* A request that arrived while streams are open: it waits for the next
+ * shared prefill. False when it cannot wait (it is then admitted now). */
+static int hold(struct tokens *t, serve_request *req)
+{
+    if (t->waiting_count == t->waiting_cap) {
+        size_t cap = t->waiting_cap ? 2 * t->waiting_cap : 64;
+        serve_request **grown = realloc(t->waiting, cap * sizeof *grown);
+        if (!grown) return 0;
+        t->waiting = grown;
+        t->waiting_cap = cap;
+    }
+    if (serve_request_defer(req) != SERVE_OK) return 0;
+    if (t->waiting_count == 0) clock_gettime(CLOCK_MONOTONIC, &t->oldest_wait);
+    t->waiting[t->waiting_count++] = req;
+    return 1;
+}
+
 static int tokens_batch(void *state, serve_request *const *reqs, size_t n)
 {
     struct tokens *t = state;
@@ -182,9 +215,20 @@ static int tokens_batch(void *state, serve_request *const *reqs, size_t n)
             answer_stats(t, reqs[i]);
             continue;
         }
+        if (t->continuous && t->open_count && hold(t, reqs[i])) continue;
         size_t before = t->open_count;
         admit(t, reqs[i]);
         admitted += t->open_count - before;
+    }
+    size_t half = t->open_count / 2 ? t->open_count / 2 : 1;
+    if (t->waiting_count && (admitted || t->open_count == 0 || t->waiting_count >= half ||
+                             us_since(&t->oldest_wait) >= t->admit_wait_us)) {
+        for (size_t i = 0; i < t->waiting_count; i++) {
+            size_t before = t->open_count;
+            admit(t, t->waiting[i]); /* a cancelled one is finished by its begin */
+            admitted += t->open_count - before;
+        }
+        t->waiting_count = 0;
     }
     /* One pass: the prefill of the new requests (batched; it gives their
      * first token) and a decode step of the streams open before them. */
@@ -209,7 +253,7 @@ static int tokens_batch(void *state, serve_request *const *reqs, size_t n)
             sleep_us(t->step_us + t->step_per_item_us * (long)t->open_count);
             step(t);
         }
-    } else if (t->open_count) {
+    } else if (t->open_count || t->waiting_count) {
         serve_replica_continue(t->replica);
     }
     return 0;
@@ -226,6 +270,7 @@ static void tokens_destroy(void *state)
 {
     struct tokens *t = state;
     free(t->open);
+    free(t->waiting);
     free(t);
 }
 
