@@ -260,7 +260,7 @@ static void call_stream_ready(serve_request *req)
                                    stream_bytes(req));
             size_t len = 0;
             char *error = look.failed ? json_error_body(look.fail_message, &len) : NULL;
-            serve_result result = {.status = look.failed ? 502 : req->status,
+            serve_result result = {.status = look.failed ? 500 : req->status,
                                    .content_type = error ? "application/json" : req->content_type,
                                    .body = error ? error : "", .len = len,
                                    .headers = req->response_headers,

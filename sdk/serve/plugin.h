@@ -18,7 +18,8 @@
  *     process mode: the replica process's main thread), with that
  *     backend's user configuration. It returns
  *     the replica's private state through *state. Replicas never share state.
- *  3. handle_batch() is called with 1..max_batch_size requests, always on
+ *  3. handle_batch() is called with 1..max_batch_size requests (0 only
+ *     for a replica that asked for continuous batching), always on
  *     that replica's own worker thread, never concurrently for one replica.
  *     Each request must be answered exactly once with one of the serve_respond
  *     functions: during handle_batch, or later from any thread after
@@ -193,11 +194,13 @@ typedef struct serve_plugin {
 
     /* Optional (added after the first release; read only from plugins
      * whose descriptor has it). Called once for a request of this replica
-     * that is running or deferred when its client goes away or it times
-     * out, so that work on it stops early (a generation loop, handle calls
-     * in flight). It runs on a runtime thread (in thread mode: possibly the
-     * server's I/O thread), so it must only note the fact or wake the
-     * plugin's own thread: never block, never answer from it. The request
+     * that is running or deferred when its client goes away, it times out,
+     * or the request whose handle call it is was cancelled, so that work
+     * on it stops early (a generation loop, handle calls in flight). It
+     * runs on a runtime thread (in thread mode: possibly the server's I/O
+     * thread; in process mode: the replica process's results thread), so
+     * it must only note the fact or wake the plugin's own thread: never
+     * block, never answer from it. The request
      * is valid during the call even if another thread has just answered
      * it; serve_request_cancelled(req) is already 1. */
     void (*cancel)(void *state, serve_request *req);
@@ -346,9 +349,17 @@ SERVE_EXPORT int serve_request_cancelled(const serve_request *req);
  * writes nothing (one piece larger than the whole bound goes only into an
  * empty buffer): the plugin may ask to be told when the stream is writable
  * again (serve_stream_on_writable), skip the piece, or give up with
- * serve_stream_fail. Once the client has gone (or the request timed out),
- * writes return SERVE_ETIMEDOUT and serve_request_cancelled is 1: the
- * plugin stops producing and ends the stream (either call; nothing is sent).
+ * serve_stream_fail. Once the client has gone, writes return
+ * SERVE_ETIMEDOUT and serve_request_cancelled is 1: the plugin stops
+ * producing and still ends the stream (either call; nothing is sent).
+ * The request timeout (--request-timeout-ms) stops at the head: a stream
+ * runs as long as its plugin writes and its client reads.
+ *
+ * Results: begin returns SERVE_ETIMEDOUT when nobody waits any more, and
+ * the request is then finished (no end follows); a write's SERVE_ETIMEDOUT
+ * leaves the stream to be ended as usual. A failed stream that reaches its
+ * caller whole (HTTP/1.0, HEAD, a call without a chunk callback) is a 500
+ * with {"error": MESSAGE}.
  * ------------------------------------------------------------------------ */
 
 /* Begins the answer of `req` as a stream with `status` (100..599) and a
@@ -381,16 +392,16 @@ SERVE_EXPORT int serve_stream_write_take(serve_request *req, void *data, size_t 
 SERVE_EXPORT int serve_stream_event(serve_request *req, const char *event,
                                     const char *data);
 
-/* Called once, on a runtime thread, when a stream that refused a write with
- * SERVE_EAGAIN has room again (half its buffer free), or when the client has
- * gone (serve_request_cancelled then says so). It must not block; writing
- * to the stream from it is allowed. */
+/* Called once, on a runtime thread, when the write the stream last refused
+ * with SERVE_EAGAIN fits, or when the client has gone (serve_request_cancelled
+ * then says so). It must not block; writing to the stream from it is
+ * allowed. Armed again for each wait. */
 typedef void (*serve_stream_writable_fn)(serve_request *req, void *arg);
 
 /* Arms `fn` for the next "writable again" of the stream, replacing one
- * armed before. When the stream has room already, fn is called at once,
- * on the calling thread. SERVE_ESTATE when the stream has not begun or has
- * ended. */
+ * armed before. When the refused write fits already, fn is called at once,
+ * inside this call, on the calling thread (do not hold a lock that fn
+ * takes). SERVE_ESTATE when the stream has not begun or has ended. */
 SERVE_EXPORT int serve_stream_on_writable(serve_request *req,
                                           serve_stream_writable_fn fn,
                                           void *arg);
@@ -403,7 +414,9 @@ SERVE_EXPORT int serve_stream_end(serve_request *req);
 /* Ends the stream with an error after its head was sent: HTTP allows
  * nothing better than closing the connection without the last chunk, so
  * the client sees a truncated answer; the server log names the backend,
- * the request and `message`. The request is finished. */
+ * the request and `message`. The request is finished. SERVE_OK, or
+ * SERVE_ETIMEDOUT when the client had gone; SERVE_EALREADY when the stream
+ * was already ended. */
 SERVE_EXPORT int serve_stream_fail(serve_request *req, const char *message);
 
 /* Called during handle_batch: the plugin will answer `req` later, from any
@@ -492,9 +505,14 @@ SERVE_EXPORT void serve_replica_fail(serve_replica *replica, const char *fmt,
  * its steps instead of after its longest generation. Once a replica has
  * called it, the requests it holds deferred (its open streams) count
  * against max_batch_size: open plus new never exceed it. Without the call,
- * handle_batch runs only when requests wait (1 <= n), as always. Returns
- * SERVE_ESTATE outside handle_batch. The worker thread is this replica's:
- * a plugin whose steps run elsewhere has no use for it. */
+ * handle_batch runs only when requests wait (1 <= n), as always. The
+ * counting stays on for the replica's life, and covers every request it
+ * holds deferred (streams, and requests it keeps to admit later); no batch
+ * wait applies while it holds some. The plugin keeps the serve_replica of
+ * its init to call this. A loop whose every stream waits for room still
+ * runs its steps: a real model's step takes its time, a simulated one
+ * should sleep or skip rather than spin. Returns SERVE_ESTATE outside
+ * handle_batch. */
 SERVE_EXPORT int serve_replica_continue(serve_replica *replica);
 
 /* Log levels for serve_log. */
@@ -606,7 +624,8 @@ SERVE_EXPORT int serve_call_set_shard_key(serve_call *call, const char *key);
  * must not block; answering a deferred request from it is the intended use.
  * Errors of the target arrive as results: 404 (no such endpoint), 503
  * (target overloaded), 504 (target timeout), 500 (target plugin failure),
- * each with a JSON body {"error": "..."}. */
+ * 508 (nested too deep), 499 (the call was cancelled), each with a JSON
+ * body {"error": "..."}. */
 typedef void (*serve_call_done_fn)(const serve_result *result, void *arg);
 
 /* Sends the call; the call object is consumed in every case. Returns 0 when
@@ -623,14 +642,17 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done,
 
 /* Called with each piece of the target's answer when it streams (see
  * "Streaming answers"), in order, before `done`; `arg` is the one given to
- * serve_call_send. `done` then gets the status, content type and headers
- * with an empty body (502 and {"error": ...} when the stream failed). A
- * target that does not stream gets `done` alone, as without this. Same
- * threads and rules as `done`: it must not block; writing the piece to a
- * stream of the caller's own (serve_stream_write) is the intended use. */
+ * serve_call_send; `data` is valid only during the call. `done` then gets
+ * the status, content type and headers with an empty body (500 and
+ * {"error": ...} when the stream failed). A target that does not stream
+ * gets `done` alone, as without this. Same threads and rules as `done`: it
+ * must not block. Writing the piece on to a stream of the caller's own is
+ * the intended use; the target is not slowed when that stream is full
+ * (SERVE_EAGAIN), so the caller keeps or drops what does not fit. */
 typedef void (*serve_call_chunk_fn)(const void *data, size_t len, void *arg);
 
-/* Asks for the target's stream piece by piece; before serve_call_send. */
+/* Asks for the target's stream piece by piece; before serve_call_send.
+ * SERVE_EINVAL when call or chunk is NULL. */
 SERVE_EXPORT int serve_call_on_chunk(serve_call *call, serve_call_chunk_fn chunk);
 
 /* Cancels the calls made for `req` (serve_call_new's parent) that have not
@@ -640,7 +662,9 @@ SERVE_EXPORT int serve_call_on_chunk(serve_call *call, serve_call_chunk_fn chunk
  * runtime does this by itself when `req` is cancelled (its client went
  * away, or it timed out). A plugin calls it when it no longer needs the
  * answers, e.g. after the first of several replies. Any thread, while
- * `req` is valid. */
+ * `req` is valid. The callbacks of the cancelled calls may run inside this
+ * call, on the calling thread (in a process replica: later, on its results
+ * thread). Returns SERVE_OK, or SERVE_EINVAL for NULL. */
 SERVE_EXPORT int serve_request_cancel_calls(serve_request *req);
 
 /* Sends the call and returns a future for its answer (NULL only when out of

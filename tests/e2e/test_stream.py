@@ -555,6 +555,7 @@ class ServeCall(unittest.TestCase):
             self.assertEqual(r.stdout, b"partial\n")
             self.assertEqual(r.returncode, 5)
             self.assertIn(b"faulty: the stream failed on purpose", r.stderr)
+            self.assertIn(b"answered 500", r.stderr)
         finally:
             s.close()
 
