@@ -78,6 +78,10 @@ struct backend {
 
     /* Guarded by mutex. */
     char unavailable[1200]; /* why requests get 503 while no replica is up; "" */
+    /* Cancel callbacks running (backend_request_cancelled), which the
+     * replicas' stop waits for; none starts once `stopping_replicas`. */
+    unsigned cancels_running;
+    bool stopping_replicas;
 };
 
 /* Guards every backend_metrics' last_crash: kept by name, as the counters,
@@ -475,6 +479,11 @@ static void *replica_main(void *arg)
 
 static void destroy_replicas(struct backend *b)
 {
+    /* No cancel callback may run into a replica being stopped. */
+    pthread_mutex_lock(&b->mutex);
+    b->stopping_replicas = true;
+    while (b->cancels_running) pthread_cond_wait(&b->reconfigured, &b->mutex);
+    pthread_mutex_unlock(&b->mutex);
     for (size_t i = 0; i < b->replica_count; i++) {
         struct replica *r = &b->replicas[i];
         if (r->started) b->kind->stop(&r->base);
@@ -709,11 +718,15 @@ void backend_request_cancelled(serve_request *req)
     struct backend *b = req->backend;
     if (!b || !b->kind->cancelled) return;
     pthread_mutex_lock(&b->mutex);
-    struct replica *r = req->replica; /* NULL while queued: dropped there */
+    struct replica *r = b->stopping_replicas ? NULL : req->replica; /* NULL while queued */
+    if (r) b->cancels_running++;
     pthread_mutex_unlock(&b->mutex);
-    /* The replica outlives the request's hold on it: the backend, which
-     * the request references, owns its replicas until the last release. */
-    if (r) b->kind->cancelled(&r->base, req);
+    if (!r) return;
+    /* The replica's kind data lives until its stop, which waits for this. */
+    b->kind->cancelled(&r->base, req);
+    pthread_mutex_lock(&b->mutex);
+    if (--b->cancels_running == 0 && b->stopping_replicas) pthread_cond_broadcast(&b->reconfigured);
+    pthread_mutex_unlock(&b->mutex);
 }
 
 void backend_stream_drained(serve_request *req, uint64_t drained)

@@ -109,3 +109,31 @@ class RunningRequestsOfGoneClients(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class CancelCallbackAndStop(unittest.TestCase):
+    """A thread replica's cancel callback that is still running when its
+    backend is deleted: the replica's stop (the plugin's destroy, which
+    frees the state the callback reads) waits for it. The callback runs on
+    a plugin's own thread here (a caller cancelling its call), which no
+    route change waits for. Under ASan the callback read freed memory
+    before the fix."""
+
+    def test_stop_waits_for_a_running_cancel_callback(self):
+        s = Server()
+        try:
+            s.deploy("f", test_plugin("faulty"), None, "--isolation", "thread")
+            s.deploy("r", test_plugin("relay"), "/r", "--isolation", "thread")
+            answer = {}
+            caller = threading.Thread(target=lambda: answer.update(
+                r=s.post("/r?to=f&cancel_ms=100", b"slow-cancel", timeout=30)))
+            caller.start()
+            time.sleep(0.3)  # cancelled at 100 ms: f's callback runs until 600 ms
+            s.cli("delete-endpoint", "f")
+            s.cli("delete-backend", "f")
+            caller.join()
+            self.assertEqual(answer["r"].status, 499)
+            time.sleep(0.5)  # the callback has ended: nothing it read was freed
+            self.assertEqual(s.post("/r?to=nowhere", b"ok").status, 404)
+        finally:
+            s.close()

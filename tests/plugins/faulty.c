@@ -7,6 +7,8 @@
  *   sleep:MS    sleep MS milliseconds in handle_batch, then answer
  *   defer:MS    defer, answer 200 from another thread after MS ms
  *   never       defer and never answer
+ *   slow-cancel defer and never answer; its cancel callback takes 500 ms,
+ *               then reads the replica's state (freed by destroy)
  *   crashbatch  return non-zero from handle_batch without answering
  *   timing      answer {"received": NS, "queued": NS, "dispatched": NS}
  *   count       answer how many requests this process's replicas were handed
@@ -230,6 +232,8 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
             pthread_t t;
             pthread_create(&t, NULL, answer_later, l);
             pthread_detach(t);
+        } else if (strcmp(what, "slow-cancel") == 0) {
+            serve_request_defer(req); /* answered 503 by the backend's stop */
         } else if (strcmp(what, "never") == 0) {
             serve_request_defer(req);
         } else if (strcmp(what, "timing") == 0) {
@@ -288,13 +292,26 @@ static int faulty_batch(void *state, serve_request *const *requests, size_t n)
     return rc;
 }
 
-static int replica_index[256];
+static void faulty_destroy(void *state) { free(state); }
+
+/* slow-cancel: the cancel callback takes 500 ms, then reads the replica's
+ * state, which must still be there (the replica's stop waits for it). */
+static void faulty_cancel(void *state, serve_request *req)
+{
+    size_t len;
+    const char *body = serve_request_body(req, &len);
+    if (len != 11 || memcmp(body, "slow-cancel", 11) != 0) return;
+    sleep_ms(500);
+    if (*(volatile int *)state < 0) serve_log(NULL, SERVE_LOG_ERROR, "faulty: bad state");
+}
 
 static int faulty_init(serve_replica *replica, const serve_config *config, void **state)
 {
     int index = serve_replica_index(replica);
-    replica_index[index & 255] = index;
-    *state = &replica_index[index & 255];
+    int *own = malloc(sizeof *own); /* freed by destroy: a late callback would touch freed memory */
+    if (!own) return -1;
+    *own = index;
+    *state = own;
     const char *path = serve_config_get(config, "crash_init_if");
     if (path && access(path, F_OK) == 0) crash();
     return 0;
@@ -305,6 +322,8 @@ static const serve_plugin plugin = {
     .name = "faulty",
     .init = faulty_init,
     .handle_batch = faulty_batch,
+    .destroy = faulty_destroy,
+    .cancel = faulty_cancel,
 };
 
 SERVE_PLUGIN_DEFINE(plugin)
