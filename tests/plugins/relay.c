@@ -44,17 +44,59 @@ static void on_stream_end(const serve_result *r, void *arg)
         serve_stream_end(arg);
 }
 
+/* cancel_ms: the outer request is answered by this thread alone, so that
+ * it is still valid when the call is cancelled: the call's callback only
+ * hands its result over. */
 struct canceller {
     serve_request *req;
     long ms;
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    int status;       /* 0 until the call's result came */
+    char *ctype, *body;
+    size_t len;
 };
+
+static void on_cancellable(const serve_result *r, void *arg)
+{
+    struct canceller *c = arg;
+    size_t len;
+    const void *body = serve_result_body(r, &len);
+    pthread_mutex_lock(&c->lock);
+    c->body = malloc(len + 1);
+    if (c->body) memcpy(c->body, body, len);
+    c->len = c->body ? len : 0;
+    c->ctype = strdup(serve_result_content_type(r) ? serve_result_content_type(r) : "");
+    c->status = serve_result_status(r);
+    pthread_cond_signal(&c->done);
+    pthread_mutex_unlock(&c->lock);
+}
 
 static void *cancel_later(void *arg)
 {
     struct canceller *c = arg;
-    struct timespec ts = {c->ms / 1000, (c->ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-    serve_request_cancel_calls(c->req);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += c->ms / 1000;
+    until.tv_nsec += (c->ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->lock);
+    while (!c->status && pthread_cond_timedwait(&c->done, &c->lock, &until) == 0) {
+    }
+    int answered = c->status;
+    pthread_mutex_unlock(&c->lock);
+    if (!answered) serve_request_cancel_calls(c->req); /* its callback gets 499 */
+    pthread_mutex_lock(&c->lock);
+    while (!c->status) pthread_cond_wait(&c->done, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+    serve_respond(c->req, c->status, c->ctype, c->body, c->len);
+    free(c->ctype);
+    free(c->body);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->done);
     free(c);
     return NULL;
 }
@@ -100,7 +142,10 @@ static int relay_batch(void *state, serve_request *const *requests, size_t n)
             if (pass_query(passed[k]) && serve_request_query(req, passed[k]))
                 serve_call_add_query(call, passed[k], serve_request_query(req, passed[k]));
         if (serve_request_query(req, "stream")) {
-            serve_stream_begin(req, 200, "text/event-stream");
+            if (serve_stream_begin(req, 200, "text/event-stream") != SERVE_OK) {
+                serve_call_send(call, NULL, NULL); /* the client has gone: nothing to relay */
+                continue;
+            }
             serve_call_on_chunk(call, on_piece);
             serve_call_send(call, on_stream_end, req);
         } else if (serve_request_query(req, "future")) {
@@ -110,14 +155,18 @@ static int relay_batch(void *state, serve_request *const *requests, size_t n)
         } else {
             serve_request_defer(req);
             const char *cancel_ms = serve_request_query(req, "cancel_ms");
-            serve_call_send(call, on_answer, req);
             if (cancel_ms) {
-                struct canceller *c = malloc(sizeof *c);
+                struct canceller *c = calloc(1, sizeof *c);
                 c->req = req;
                 c->ms = atol(cancel_ms);
+                pthread_mutex_init(&c->lock, NULL);
+                pthread_cond_init(&c->done, NULL);
+                serve_call_send(call, on_cancellable, c);
                 pthread_t t;
                 pthread_create(&t, NULL, cancel_later, c);
                 pthread_detach(t);
+            } else {
+                serve_call_send(call, on_answer, req);
             }
         }
     }
