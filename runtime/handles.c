@@ -309,6 +309,8 @@ static void call_failed(serve_request *req, int status, const char *message)
 static const struct dispatch_origin call_origin = {.ready = deliver_to_caller,
                                                    .failed = call_failed};
 
+static void cancel_call(serve_request *call);
+
 static int (*forwarder)(serve_request *call);
 
 void handles_set_forwarder(int (*forward)(serve_request *call)) { forwarder = forward; }
@@ -340,13 +342,22 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
         return forwarder(req);
     }
     if (req->call_chunk) req->stream_ready = call_stream_ready;
-    call_link(req);
     struct dispatch_error err;
+    /* Held across the hand-over: the call may be answered, and its
+     * caller's reference dropped, before dispatch_call returns. */
+    request_ref(req);
     if (dispatch_call(req, &call_origin, &err) != DISPATCH_QUEUED) {
-        call_unlink(req);
         complete_with_error(req, err.status, err.message);
         request_release(req);
+        request_release(req);
+        return SERVE_OK;
     }
+    /* Linked once routed (a cancel reads what routing wrote). A parent
+     * cancelled before the link never saw this call: it goes now. */
+    serve_request *parent = req->call_parent;
+    call_link(req);
+    if (parent && request_abandoned(parent)) cancel_call(req);
+    request_release(req);
     return SERVE_OK;
 }
 
