@@ -165,10 +165,11 @@ static void stream_step(struct io_thread *t, serve_request *req)
                                     .header_count = req->response_header_count};
         http1_stream_begin(ex, &head);
     }
-    if (look.bytes) http1_stream_write(ex, t->pieces);
+    /* Writing (the head, then the pieces) may find the client gone: the
+     * connection closes, and on_abandon, on this thread, finishes the
+     * exchange; nothing may touch it after. */
+    if (look.bytes && atomic_load(&req->state) != REQ_CANCELLED) http1_stream_write(ex, t->pieces);
     if (atomic_load(&req->state) == REQ_CANCELLED) {
-        /* Writing found the client gone: the connection closed, and
-         * on_abandon, on this thread, finished the exchange. */
         evbuffer_drain(t->pieces, evbuffer_get_length(t->pieces));
         request_release(req); /* the look's */
         return;

@@ -259,16 +259,16 @@ static int forward_call(serve_request *call)
         handles_fail_forwarded(call, 503, "out of memory in the replica process");
         return SERVE_OK;
     }
+    /* Registered and sent under calls_lock: its result (which frees the
+     * call, on the results thread, after take_call under this lock) can
+     * only follow the message, through the server, and the lock makes
+     * that order one a thread checker sees too. The answers ring is only
+     * ever locked inside calls_lock, never the other way round. */
     pthread_mutex_lock(&host.calls_lock);
     uint64_t id = p->id = ++host.next_call_id;
     p->call = call;
     p->next = host.calls;
     host.calls = p;
-    pthread_mutex_unlock(&host.calls_lock);
-    /* p is the results thread's from here (p->id is read no more); the
-     * call stays alive until its message is out, since no result can come
-     * for a call the server has not seen. */
-
     shm_ring_lock(&host.answers);
     struct wire_out *w = &host.out;
     wire_reset(w);
@@ -286,10 +286,6 @@ static int forward_call(serve_request *call)
                 call->body_len);
     shm_ring_end_message(&host.answers);
     shm_ring_unlock(&host.answers);
-    /* The result (which frees the call on the results thread, after
-     * take_call under this lock) can only follow the message, through the
-     * server; this makes that order one a thread checker sees too. */
-    pthread_mutex_lock(&host.calls_lock);
     pthread_mutex_unlock(&host.calls_lock);
     return SERVE_OK;
 }

@@ -289,6 +289,76 @@ class ResetMidStream(unittest.TestCase):
         self.check("thread")
 
 
+class Hostile(unittest.TestCase):
+    """Hundreds of clients at once on streams, streams relayed through
+    handle calls and calls cancelled by their caller, in both modes; each
+    client reads for a while (or not at all), then closes or resets, some
+    pipelined, some HTTP/1.0 (a fixed seed). The server stays up, its
+    replicas do not restart, and the sanitizer builds report nothing."""
+
+    def test_streams_under_hostile_clients(self):
+        import random
+        s = Server()
+        try:
+            for m in ("process", "thread"):
+                s.deploy("t_" + m, "tokens", "/t_" + m, "--isolation", m, "--max-batch-size",
+                         "16", "--max-concurrent-queries", "64", "--config", "prefill_us=500",
+                         "--config", "step_us=500")
+                s.deploy("r_" + m, test_plugin("relay"), "/r_" + m, "--isolation", m,
+                         "--max-concurrent-queries", "64")
+            paths = ["/t_process?", "/t_thread?", "/r_process?to=t_thread&stream=1&",
+                     "/r_thread?to=t_process&stream=1&", "/r_process?to=t_process&cancel_ms=20&",
+                     "/r_thread?to=t_thread&cancel_ms=20&"]
+            failures = []
+
+            def client(i):
+                r = random.Random(i)
+                try:
+                    sock = socket.create_connection((s.host, s.port), timeout=30 * SLOW)
+                    one = b"GET %sn=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (
+                        r.choice(paths).encode(), r.choice([1, 5, 50, 200]))
+                    data = one * r.choice([1, 1, 3])
+                    if r.random() < 0.2:
+                        data = data.replace(b"HTTP/1.1", b"HTTP/1.0", 1)
+                    sock.sendall(data)
+                    deadline = time.monotonic() + r.choice([0, 0.01, 0.1, 0.5])
+                    while time.monotonic() < deadline:
+                        sock.settimeout(max(0.001, deadline - time.monotonic()))
+                        try:
+                            if not sock.recv(65536):
+                                break
+                        except socket.timeout:
+                            break
+                    if r.random() < 0.3:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                    sock.close()
+                except OSError as e:
+                    failures.append(repr(e))
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(300)]
+            for i, t in enumerate(threads):
+                t.start()
+                if i % 50 == 49:
+                    time.sleep(0.05)
+            for t in threads:
+                t.join()
+            self.assertEqual(failures, [])
+            # Everything settles; the server and its replicas kept running.
+            deadline = time.monotonic() + 30 * SLOW
+            while any(tokens_stats(s, "/t_" + m)["open"] for m in ("process", "thread")):
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.1)
+            r = s.get("/r_thread?to=t_process&stream=1&n=3")
+            self.assertEqual(r.body.count(b"data: {"), 3)
+            for m in ("process", "thread"):
+                self.assertEqual(s.backend_status("t_" + m)["crashes"], 0)
+                self.assertEqual(s.backend_status("r_" + m)["crashes"], 0)
+            self.assertIn("restarted 0 times", s.cli("status").stdout)
+        finally:
+            s.close()
+
+
 class StreamBufferOption(unittest.TestCase):
     def test_stream_buffer_bounds_what_waits(self):
         s = Server("--stream-buffer", "16K")
