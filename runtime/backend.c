@@ -69,6 +69,7 @@ struct backend {
     size_t queue_len;
     bool accepting;
     bool stopping;
+    uint64_t stop_steps_until_ns; /* continuous replicas step open streams until then */
     bool reject_queued;
 
     struct replica *replicas;
@@ -386,7 +387,9 @@ static void *replica_main(void *arg)
             replica_park(b, r, PARKED_DOWN, down ? 0 : serve__now_ns() + DOWN_RETRY_NS);
             continue;
         }
-        if (b->queue_len == 0 && b->stopping) break;
+        if (b->queue_len == 0 && b->stopping &&
+            !(r->base.again && serve__now_ns() < b->stop_steps_until_ns))
+            break;
         bool rejecting = b->reject_queued;
         if (!rejecting && r->in_flight >= b->concurrency) {
             /* Full, but a call from this backend's own work may go ahead:
@@ -760,6 +763,7 @@ void backend_stop(struct backend *b)
     pthread_mutex_lock(&b->mutex);
     b->accepting = false;
     b->stopping = true;
+    b->stop_steps_until_ns = serve__now_ns() + REPLICA_STOP_STEPS_MS * 1000000ull;
     wake_parked(b, PARKED_NO);
     pthread_mutex_unlock(&b->mutex);
     for (size_t i = 0; i < b->replica_count; i++) {

@@ -677,6 +677,9 @@ static void serve_work(void)
             /* A typed getter's refusal is the reason the user reads. */
             send_reply(MSG_RECONFIGURED, rc ? serve_config_error() : "", (uint32_t)rc);
         } else if (type == MSG_STOP) {
+            /* Open generations finish first, within their time. */
+            uint64_t until = serve__now_ns() + REPLICA_STOP_STEPS_MS * 1000000ull;
+            while ((again || backlog.count) && serve__now_ns() < until) step_from_backlog(scratch);
             break;
         }
     }

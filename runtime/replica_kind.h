@@ -119,6 +119,12 @@ struct replica_kind {
     void (*stop)(struct replica_base *r);
 };
 
+/* How long a replica in continuous batching keeps stepping the streams it
+ * holds once its backend began to stop (an update, a delete, a stop):
+ * open generations finish instead of being cut, within the process kind's
+ * grace before a kill. */
+#define REPLICA_STOP_STEPS_MS 8000
+
 #define REPLICA_DOWN (-0x7fff)
 #define REPLICA_FULL (-0x7ffe)
 

@@ -495,6 +495,38 @@ class ContinuousBatching(unittest.TestCase):
     def test_thread(self):
         self.check("thread")
 
+    def update_lets_open_streams_finish(self, isolation):
+        s = Server()
+        try:
+            s.deploy("tok", "tokens", "/tok", "--isolation", isolation, "--max-batch-size", "4",
+                     "--config", "prefill_us=1000", "--config", "step_us=50000")
+            sock = socket.create_connection((s.host, s.port), timeout=30 * SLOW)
+            sock.sendall(b"GET /tok?n=20 HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, _, rest = read_head(sock)
+            reader = ChunkReader(sock, rest)
+            reader.next()
+            # New replicas (tokens has no reconfigure): the old one stops,
+            # but its open generation runs to its end first.
+            s.cli("update-backend", "tok", "--config", "step_us=40000")
+            body = b""
+            while True:
+                data, _ = reader.next()
+                if not data:
+                    break
+                body += data
+            sock.close()
+            self.assertEqual(body.count(b"data: {"), 19, body)
+            self.assertTrue(body.endswith(b"event: done\ndata: [DONE]\n\n"), body)
+            self.assertEqual(s.get("/tok?n=2").body.count(b"data: {"), 2)
+        finally:
+            s.close()
+
+    def test_update_lets_open_streams_finish_process(self):
+        self.update_lets_open_streams_finish("process")
+
+    def test_update_lets_open_streams_finish_thread(self):
+        self.update_lets_open_streams_finish("thread")
+
     def test_open_plus_new_never_exceed_max_batch(self):
         s = Server()
         try:
