@@ -511,8 +511,10 @@ SERVE_EXPORT void serve_replica_fail(serve_replica *replica, const char *fmt,
  * wait applies while it holds some. The plugin keeps the serve_replica of
  * its init to call this. A loop whose every stream waits for room still
  * runs its steps: a real model's step takes its time, a simulated one
- * should sleep or skip rather than spin. Returns SERVE_ESTATE outside
- * handle_batch. */
+ * should sleep or skip rather than spin. When the backend stops (an
+ * update, a delete, the server's stop), a replica that asks for steps
+ * keeps getting them (n is 0) for up to 8 s, so that its open streams end
+ * before destroy. Returns SERVE_ESTATE outside handle_batch. */
 SERVE_EXPORT int serve_replica_continue(serve_replica *replica);
 
 /* Log levels for serve_log. */
