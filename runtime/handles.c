@@ -271,6 +271,8 @@ static void call_stream_ready(serve_request *req)
     }
     if (buf) evbuffer_free(buf);
     stream_origin_unlock(req);
+    /* The callback took the pieces: they have left the stream's bound. */
+    if (!look.final && look.bytes) stream_sent(req, 0);
     if (look.final) {
         request_release(req); /* the execution reference, handed over */
         request_release(req); /* the caller's */

@@ -129,6 +129,8 @@ int stream_begin_local(serve_request *req, int status, const char *content_type)
     return SERVE_OK;
 }
 
+static void drained_now(serve_request *req);
+
 /* evbuffer's cleanup for a piece handed over (stream_write_local_take). */
 static void free_piece(const void *data, size_t len, void *extra)
 {
@@ -172,8 +174,16 @@ static int write_piece(serve_request *req, const void *data, size_t len, bool bo
     }
     if (!s->first_byte_ns) s->first_byte_ns = serve__now_ns();
     s->written += len;
+    if (!req->stream_ready) {
+        /* A whole answer is unbounded, like any answer: what is written
+         * counts as gone at once (a process replica, which applies the
+         * bound itself, is told as it goes). */
+        s->drained = s->written;
+        drained_now(req);
+        return SERVE_OK;
+    }
     pthread_mutex_unlock(&s->lock);
-    if (req->stream_ready) notify_origin(req);
+    notify_origin(req);
     return SERVE_OK;
 }
 
@@ -261,15 +271,13 @@ void stream_look(serve_request *req, struct evbuffer *into, struct stream_look *
     pthread_mutex_unlock(&s->lock);
 }
 
-void stream_sent(serve_request *req, size_t unsent)
+/* Under s->lock, which it releases: what has left the stream changed. */
+static void drained_now(serve_request *req)
 {
     struct stream *s = req->stream;
     serve_stream_writable_fn fn = NULL;
     void *arg = NULL;
     uint64_t report = 0;
-    pthread_mutex_lock(&s->lock);
-    s->origin_unsent = unsent;
-    s->drained = s->written - evbuffer_get_length(s->pending) - unsent;
     if (s->writable && has_room(s)) {
         fn = s->writable;
         arg = s->writable_arg;
@@ -288,6 +296,15 @@ void stream_sent(serve_request *req, size_t unsent)
     pthread_mutex_unlock(&s->lock);
     if (fn) fn(req, arg);
     if (report) backend_stream_drained(req, report);
+}
+
+void stream_sent(serve_request *req, size_t unsent)
+{
+    struct stream *s = req->stream;
+    pthread_mutex_lock(&s->lock);
+    s->origin_unsent = unsent;
+    s->drained = s->written - evbuffer_get_length(s->pending) - unsent;
+    drained_now(req);
 }
 
 void stream_writer_blocked(serve_request *req)

@@ -251,6 +251,36 @@ class Streams(unittest.TestCase):
         self.slow_reader("thread")
 
 
+class LargeStreamsToWholeOrigins(unittest.TestCase):
+    """A stream larger than the buffer to origins that take it whole (an
+    HTTP/1.0 client) or piece by piece through a callback (`serve call`):
+    neither stops at the bound (a process replica's writer waited for a
+    drain report that never came)."""
+
+    def check(self, isolation):
+        s = Server()
+        try:
+            s.deploy("f", test_plugin("faulty"), "/f", "--isolation", isolation)
+            raw = s.raw(b"POST /f HTTP/1.0\r\nContent-Length: 18\r\n\r\nstream-big:1000000",
+                        timeout=30 * SLOW)
+            head, _, body = raw.partition(b"\r\n\r\n")
+            self.assertIn(b"Content-Length: 1000000", head)
+            self.assertEqual(len(body), 1000000)
+            from serve_harness import SERVE_BIN
+            r = subprocess.run([SERVE_BIN, "--state-dir", s.state_dir, "call", "f", "--data",
+                                "stream-big:1000000"], capture_output=True, timeout=60 * SLOW)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(len(r.stdout), 1000000)
+        finally:
+            s.close()
+
+    def test_process(self):
+        self.check("process")
+
+    def test_thread(self):
+        self.check("thread")
+
+
 class ResetMidStream(unittest.TestCase):
     """A client that resets its connection while its stream goes on: the
     next piece's write finds it gone and closes the connection under the
