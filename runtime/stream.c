@@ -284,14 +284,16 @@ static void drained_now(serve_request *req)
         s->writable = NULL;
     }
     /* A process replica keeps its own count of what is unsent: told every
-     * half bound drained, it never sees more than half a bound too much;
-     * and told at once when its writer waits (a piece that only fits an
-     * empty buffer needs the exact count). */
+     * half bound drained, it never sees more than half a bound too much.
+     * While its writer waits it is told of every drain, until nothing is
+     * left unsent (the refused piece may only fit an empty buffer); the
+     * writer sent all it had before it said it waits, so `written` here is
+     * what it counts too. */
     if (s->drained - s->drained_reported >= stream_bound() / 2 ||
         (s->writer_blocked && s->drained > s->drained_reported)) {
         report = s->drained;
         s->drained_reported = report;
-        s->writer_blocked = false;
+        if (s->drained == s->written) s->writer_blocked = false;
     }
     pthread_mutex_unlock(&s->lock);
     if (fn) fn(req, arg);
@@ -313,11 +315,11 @@ void stream_writer_blocked(serve_request *req)
     if (!s) return;
     uint64_t report = 0;
     pthread_mutex_lock(&s->lock);
+    /* Every drain is reported from now until nothing is left unsent. */
+    s->writer_blocked = s->drained != s->written;
     if (s->drained > s->drained_reported) {
         report = s->drained;
         s->drained_reported = report;
-    } else {
-        s->writer_blocked = true; /* the next drain reports */
     }
     pthread_mutex_unlock(&s->lock);
     if (report) backend_stream_drained(req, report);
