@@ -3,6 +3,7 @@
 
 #include <event2/buffer.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,29 @@ void metrics_each_endpoint(void (*fn)(const struct endpoint_metrics *m, void *ar
     pthread_mutex_unlock(&registry_mutex);
 }
 
+/* Under registry_mutex: one histogram series per endpoint, the struct
+ * member at `member`. */
+static void write_endpoint_histograms(struct evbuffer *out, const char *name, const char *help,
+                                      size_t member)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (struct endpoint_metrics *m = registry; m; m = m->next) {
+        char labels[160];
+        snprintf(labels, sizeof labels, "endpoint=\"%s\"", m->name);
+        histogram_write((struct histogram *)((char *)m + member), out, name, labels);
+    }
+}
+
+/* Under registry_mutex: one counter per endpoint, the atomic_ulong at `member`. */
+static void write_endpoint_counters(struct evbuffer *out, const char *name, const char *help,
+                                    size_t member)
+{
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (struct endpoint_metrics *m = registry; m; m = m->next)
+        evbuffer_add_printf(out, "%s{endpoint=\"%s\"} %lu\n", name, m->name,
+                            atomic_load((atomic_ulong *)((char *)m + member)));
+}
+
 void metrics_write_endpoints(struct evbuffer *out)
 {
     pthread_mutex_lock(&registry_mutex);
@@ -162,31 +186,17 @@ void metrics_write_endpoints(struct evbuffer *out)
                 evbuffer_add_printf(out, "serve_http_requests_total{endpoint=\"%s\",code=\"%d\"} %lu\n",
                                     m->name, code + 100, n);
         }
-    evbuffer_add_printf(out, "# HELP serve_http_request_seconds Time from request received to answer sent.\n"
-                             "# TYPE serve_http_request_seconds histogram\n");
-    for (struct endpoint_metrics *m = registry; m; m = m->next) {
-        char labels[160];
-        snprintf(labels, sizeof labels, "endpoint=\"%s\"", m->name);
-        histogram_write(&m->request_seconds, out, "serve_http_request_seconds", labels);
-    }
-    evbuffer_add_printf(out, "# HELP serve_http_first_byte_seconds Streamed answers: time from "
-                             "request received to the plugin's first piece.\n"
-                             "# TYPE serve_http_first_byte_seconds histogram\n");
-    for (struct endpoint_metrics *m = registry; m; m = m->next) {
-        char labels[160];
-        snprintf(labels, sizeof labels, "endpoint=\"%s\"", m->name);
-        histogram_write(&m->first_byte_seconds, out, "serve_http_first_byte_seconds", labels);
-    }
-    evbuffer_add_printf(out, "# HELP serve_http_streamed_bytes_total Bytes of streamed answers.\n"
-                             "# TYPE serve_http_streamed_bytes_total counter\n");
-    for (struct endpoint_metrics *m = registry; m; m = m->next)
-        evbuffer_add_printf(out, "serve_http_streamed_bytes_total{endpoint=\"%s\"} %lu\n", m->name,
-                            atomic_load(&m->streamed_bytes));
-    evbuffer_add_printf(out, "# HELP serve_http_streams_total Streamed answers ended.\n"
-                             "# TYPE serve_http_streams_total counter\n");
-    for (struct endpoint_metrics *m = registry; m; m = m->next)
-        evbuffer_add_printf(out, "serve_http_streams_total{endpoint=\"%s\"} %lu\n", m->name,
-                            atomic_load(&m->streams));
+    write_endpoint_histograms(out, "serve_http_request_seconds",
+                              "Time from request received to answer sent.",
+                              offsetof(struct endpoint_metrics, request_seconds));
+    write_endpoint_histograms(out, "serve_http_first_byte_seconds",
+                              "Streamed answers: time from request received to the plugin's "
+                              "first piece.",
+                              offsetof(struct endpoint_metrics, first_byte_seconds));
+    write_endpoint_counters(out, "serve_http_streamed_bytes_total", "Bytes of streamed answers.",
+                            offsetof(struct endpoint_metrics, streamed_bytes));
+    write_endpoint_counters(out, "serve_http_streams_total", "Streamed answers ended.",
+                            offsetof(struct endpoint_metrics, streams));
     pthread_mutex_unlock(&registry_mutex);
 }
 

@@ -24,7 +24,6 @@ struct stream {
     uint64_t written;
     uint64_t drained;
     uint64_t drained_reported; /* server, process replicas: last told */
-    size_t origin_unsent;
     bool queued;       /* the origin was told and has not looked yet */
     bool looked;       /* the origin has looked once (the head is out) */
     bool ended;        /* end or fail was called */
@@ -293,8 +292,8 @@ static void drained_now(serve_request *req)
         (s->writer_blocked && s->drained > s->drained_reported)) {
         report = s->drained;
         s->drained_reported = report;
-        if (s->drained == s->written) s->writer_blocked = false;
     }
+    if (s->drained_reported == s->written) s->writer_blocked = false; /* it knows all */
     pthread_mutex_unlock(&s->lock);
     if (fn) fn(req, arg);
     if (report) backend_stream_drained(req, report);
@@ -304,7 +303,6 @@ void stream_sent(serve_request *req, size_t unsent)
 {
     struct stream *s = req->stream;
     pthread_mutex_lock(&s->lock);
-    s->origin_unsent = unsent;
     s->drained = s->written - evbuffer_get_length(s->pending) - unsent;
     drained_now(req);
 }
@@ -313,16 +311,11 @@ void stream_writer_blocked(serve_request *req)
 {
     struct stream *s = req->stream;
     if (!s) return;
-    uint64_t report = 0;
     pthread_mutex_lock(&s->lock);
-    /* Every drain is reported from now until nothing is left unsent. */
-    s->writer_blocked = s->drained != s->written;
-    if (s->drained > s->drained_reported) {
-        report = s->drained;
-        s->drained_reported = report;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (report) backend_stream_drained(req, report);
+    /* Every drain is reported from now until nothing is left unsent,
+     * starting with what drained already. */
+    s->writer_blocked = true;
+    drained_now(req);
 }
 
 void stream_cancelled(serve_request *req)

@@ -150,6 +150,11 @@ class Streams(unittest.TestCase):
         self.assertIn(b"Content-Length: 24", head)
         self.assertNotIn(b"chunked", head)
         self.assertEqual(body, b"piece 0\npiece 1\npiece 2\n")
+        # A stream that fails before its end reaches a whole-answer client as
+        # the plugin failure it is: 500 with the plugin's message.
+        raw = s.raw(b"POST /f HTTP/1.0\r\nContent-Length: 11\r\n\r\nstream-fail", timeout=10)
+        self.assertTrue(raw.startswith(b"HTTP/1.1 500 "), raw[:100])
+        self.assertIn(b"faulty: the stream failed on purpose", raw)
         # HEAD: headers only.
         raw = s.raw(b"HEAD /f HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nConnection: close"
                     b"\r\n\r\nstream:3:10", timeout=10)
