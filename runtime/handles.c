@@ -177,9 +177,11 @@ SERVE_EXPORT int serve_call_add_header(serve_call *call, const char *name, const
  * twice per call (sent, done) and never around a callback. */
 static pthread_mutex_t links_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* Under links_lock. */
+/* Under links_lock. The call is done with its parent's list for good:
+ * one that finished before serve_call_send linked it is never linked. */
 static void unlink_locked(serve_request *call)
 {
+    call->call_unlinked = true;
     serve_request *parent = call->call_parent;
     if (!parent) return;
     if (call->call_prev)
@@ -199,18 +201,25 @@ static void call_unlink(serve_request *call)
     pthread_mutex_unlock(&links_lock);
 }
 
-/* The call is in flight: on its parent's list (in the server). */
-static void call_link(serve_request *call)
+/* The call is in flight: on its parent's list (in the server). `parent`
+ * was read before the hand-over: from then on the call's end may clear
+ * call->call_parent on another thread. False when the call has already
+ * ended (it answered before this ran), and is then not linked. */
+static bool call_link(serve_request *call, serve_request *parent)
 {
-    serve_request *parent = call->call_parent;
-    if (!parent) return;
+    if (!parent) return false;
     pthread_mutex_lock(&links_lock);
+    if (call->call_unlinked) {
+        pthread_mutex_unlock(&links_lock);
+        return false;
+    }
     atomic_store_explicit(&parent->had_calls, true, memory_order_release);
     call->call_prev = NULL;
     call->call_next = parent->calls_head;
     if (parent->calls_head) parent->calls_head->call_prev = call;
     parent->calls_head = call;
     pthread_mutex_unlock(&links_lock);
+    return true;
 }
 
 void handles_set_parent(serve_request *call, serve_request *parent) { call->call_parent = parent; }
@@ -348,6 +357,7 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
     /* Held across the hand-over: the call may be answered, and its
      * caller's reference dropped, before dispatch_call returns. */
     request_ref(req);
+    serve_request *parent = req->call_parent;
     if (dispatch_call(req, &call_origin, &err) != DISPATCH_QUEUED) {
         complete_with_error(req, err.status, err.message);
         request_release(req);
@@ -356,9 +366,7 @@ SERVE_EXPORT int serve_call_send(serve_call *call, serve_call_done_fn done, void
     }
     /* Linked once routed (a cancel reads what routing wrote). A parent
      * cancelled before the link never saw this call: it goes now. */
-    serve_request *parent = req->call_parent;
-    call_link(req);
-    if (parent && request_abandoned(parent)) cancel_call(req);
+    if (call_link(req, parent) && request_abandoned(parent)) cancel_call(req);
     request_release(req);
     return SERVE_OK;
 }

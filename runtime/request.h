@@ -87,6 +87,7 @@ struct serve_request {
     /* A call that takes the target's stream piece by piece (serve_call_on_chunk). */
     void (*call_chunk)(const void *data, size_t len, void *arg);
     bool call_completed;          /* its callback has run (streamed calls) */
+    bool call_unlinked;           /* off its parent's list for good (under handles.c's lock) */
     atomic_bool had_calls;        /* a call was ever linked under it (freeing unlinks) */
 
     /* Handle calls (handles.c): the caller's callback, and what the call

@@ -112,7 +112,12 @@ class Server:
         return proc
 
     def stop(self, timeout=30):
-        proc = run_cli(self.state_dir, "stop", "--timeout", str(timeout))
+        try:
+            proc = run_cli(self.state_dir, "stop", "--timeout", str(timeout))
+        except AssertionError as e:
+            # A server that died (or is being restarted by its supervisor)
+            # says why in its log: show it, or the failure cannot be read.
+            raise AssertionError("%s\n-- the end of serve.log:\n%s" % (e, self.log()[-8000:]))
         self.pid = None
         self.assert_log_clean()
         return proc

@@ -56,6 +56,22 @@ class Composition(ServeTestCase):
         # 32 parallel calls arrived together: batched, not one by one.
         self.assertLess(self.server.backend_status("scorer")["batches"], 32)
 
+    def test_calls_answered_before_their_send_returns(self):
+        # A fast target often answers a call before serve_call_send has
+        # put it on its caller's list of calls; the call must then stay
+        # off it (TSan saw the late link race the answer's unlink).
+        for isolation in ("process", "thread"):
+            self.server.cli("create-backend", "fast-" + isolation, "echo",
+                            "--isolation", isolation, "--num-replicas", "2")
+            self.server.cli("create-endpoint", "fast-" + isolation, "--backend", "fast-" + isolation)
+            self.server.deploy("relay-" + isolation, test_plugin("relay"), "/relay-" + isolation,
+                               "--isolation", isolation, "--max-batch-size", "8")
+            path = "/relay-%s?to=fast-%s" % (isolation, isolation)
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                answers = list(pool.map(lambda i: self.server.post(path, b"%d" % i), range(400)))
+            self.assertEqual([a.body for a in answers], [b"%d" % i for i in range(400)])
+        self.server.stop()  # the log has no sanitizer report
+
     def test_ensemble_latency_is_the_slowest_member(self):
         for m in ("s1", "s2", "s3"):
             self.server.cli("create-backend", m, "sim", "--config", "base_us=100000")
