@@ -568,6 +568,7 @@ void backend_release(struct backend *b)
 {
     if (atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1) return;
     if (b->group_open) b->kind->close(&b->group);
+    free(b->group.tensor_metadata);
     pthread_mutex_destroy(&b->mutex);
     pthread_cond_destroy(&b->reconfigured);
     free(b->replicas);
@@ -576,6 +577,7 @@ void backend_release(struct backend *b)
 }
 
 const char *backend_name(const struct backend *b) { return b->spec.name; }
+const char *backend_tensor_metadata(const struct backend *b) { return b->group.tensor_metadata; }
 
 const struct backend_spec *backend_get_spec(const struct backend *b)
 {

@@ -42,6 +42,10 @@ void backend_ref(struct backend *b);
 void backend_release(struct backend *b); /* frees on the last reference */
 
 const char *backend_name(const struct backend *b);
+/* The tensors its plugin declared, as JSON members for the OIP model
+ * metadata ("inputs": [...], "outputs": [...]), or NULL. Fixed once the
+ * backend runs; any thread. */
+const char *backend_tensor_metadata(const struct backend *b);
 const struct backend_spec *backend_get_spec(const struct backend *b);
 
 enum enqueue_result { ENQUEUE_OK, ENQUEUE_OVERLOADED, ENQUEUE_CLOSED, ENQUEUE_UNAVAILABLE };

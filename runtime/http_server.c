@@ -30,6 +30,7 @@
 #include "http1_conn.h"
 #include "log.h"
 #include "metrics.h"
+#include "oip_front.h"
 #include "stream.h"
 
 struct io_thread {
@@ -484,6 +485,11 @@ static bool route_request(struct io_thread *t, struct http1_exchange *ex, struct
     }
     if (strcmp(r->path, "/metrics") == 0 || strncmp(r->path, "/-/", 3) == 0) return true;
     const char *method = http1_method(ex);
+    if (strncmp(r->path, "/v2", 3) == 0) {
+        enum oip_outcome o = oip_front_route(t->routes, ex, r->path, method, r->id, close, &r->route);
+        if (o == OIP_INFER) return true;
+        if (o == OIP_ANSWERED) return false; /* as the built-in paths: not logged */
+    }
     struct dispatch_error err;
     r->route = dispatch_route_path(t->routes, r->path, method, &err);
     if (!r->route) {

@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 
 #include "serve/plugin.h"
+#include "tensor.h"
 
 struct serve_replica {
     const char *backend_name; /* owned by the backend */
@@ -15,6 +16,10 @@ struct serve_replica {
      * step (serve_replica_continue). */
     bool in_batch;
     bool again;
+    /* The tensors it declared (serve_replica_declare_tensor), during init
+     * only (in_init). */
+    bool in_init;
+    struct tensor_decls decls;
     /* Handles the plugin asked for; pushed lock-free from any thread,
      * freed after destroy. */
     _Atomic(struct serve_handle *) handles;

@@ -65,6 +65,8 @@ static struct {
     bool stopping;
     uint64_t next_call_id;
     struct log_rate batch_failures; /* the main thread's */
+    serve_request **admitted;    /* the batch as the plugin sees it (tensor_admit) */
+    size_t admitted_cap;
 } host = {.ch = {.memfd = -1}, .calls_lock = PTHREAD_MUTEX_INITIALIZER,
           .results_lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -458,7 +460,22 @@ static void run_batch(serve_request **batch, size_t n, bool report)
         batch[i]->in_batch = true;
     }
     host.context.in_batch = true;
-    int rc = host.lib.plugin->handle_batch(host.state, n ? batch : NULL, n);
+    /* A replica that declared inputs sees only requests that decode. */
+    serve_request **given = batch;
+    size_t given_n = n;
+    if (host.context.decls.inputs && n) {
+        if (n > host.admitted_cap) {
+            serve_request **grown = realloc(host.admitted, n * sizeof *grown);
+            if (!grown) abort();
+            host.admitted = grown;
+            host.admitted_cap = n;
+        }
+        given = host.admitted;
+        given_n = tensor_admit(batch, n, given);
+    }
+    int rc = given_n || !report || told_continuous
+                 ? host.lib.plugin->handle_batch(host.state, given_n ? given : NULL, given_n)
+                 : 0;
     host.context.in_batch = false;
     uint64_t took = serve__now_ns() - started;
     atomic_store(&host.ch.shared->batch_started_ns, 0);
@@ -560,7 +577,10 @@ static bool start(const struct wire_out *head, uint32_t pairs)
     host.context.metrics = metrics_backend(host.backend);
     const serve_plugin *p = host.lib.plugin;
     config_error_clear();
-    if (p->init && p->init(&host.context, config, &host.state) != 0) {
+    host.context.in_init = true;
+    int rc = p->init ? p->init(&host.context, config, &host.state) : 0;
+    host.context.in_init = false;
+    if (rc != 0) {
         const char *why = host.context.failure[0]    ? host.context.failure
                           : serve_config_error()[0] ? serve_config_error()
                                                   : "no reason given";
@@ -571,7 +591,19 @@ static bool start(const struct wire_out *head, uint32_t pairs)
         return false;
     }
     config_free(config);
-    send_reply(MSG_READY, p->name ? p->name : "?", p->reconfigure != NULL);
+    /* READY: the plugin's name, whether it reconfigures, and the tensors
+     * it declared (OIP model metadata; "" for none). */
+    char *metadata = host.context.decls.count ? tensor_decls_json(&host.context.decls) : NULL;
+    shm_ring_lock(&host.answers);
+    struct wire_out *w = &host.out;
+    wire_reset(w);
+    wire_str(w, p->name ? p->name : "?");
+    wire_u32(w, p->reconfigure != NULL);
+    wire_str(w, metadata ? metadata : "");
+    channel_put(&host.answers, MSG_READY, w, 0, NULL, 0);
+    shm_ring_end_message(&host.answers);
+    shm_ring_unlock(&host.answers);
+    free(metadata);
     return true;
 }
 

@@ -35,6 +35,11 @@ struct replica_group {
     void *data;              /* the kind's */
     const char *label;       /* what status calls plugin_name; never NULL */
     bool can_reconfigure;    /* reconfigure may be called */
+    /* The tensors replica 0 declared, as the JSON members "inputs": [...],
+     * "outputs": [...] of the OIP model metadata (malloc'd; NULL: none).
+     * Set by start of replica 0, before the backend is routed to; freed
+     * by the backend after close. */
+    char *tensor_metadata;
 };
 
 /* One replica as a kind sees it. The backend sets these fields before

@@ -242,9 +242,13 @@ struct incarnation *incarnation_spawn(struct process_replica *p, char *err, size
     if (got && type == MSG_READY && !r.bad) {
         struct replica_group *g = p->base->group;
         struct process_group *pg = g->data;
+        const char *metadata = wire_get_str(&r);
         if (p->base->index == 0) {
             snprintf(pg->label, sizeof pg->label, "%s", text);
             g->can_reconfigure = value != 0;
+            /* Set once: I/O threads read it once the backend is routed
+             * to, and a restart loads the same plugin. */
+            if (!g->tensor_metadata && !r.bad && metadata[0]) g->tensor_metadata = strdup(metadata);
         }
         wire_free(&head);
         return inc;

@@ -15,6 +15,8 @@ struct thread_replica {
     const serve_plugin *plugin;
     void *state;
     serve_replica context;
+    serve_request **admitted; /* the batch as the plugin sees it (tensor_admit) */
+    size_t admitted_cap;
 };
 
 static bool thread_open(const struct backend_spec *spec, struct replica_group *group, char *err,
@@ -57,16 +59,24 @@ static bool thread_start(struct replica_base *r, char *err, size_t errlen)
     const serve_plugin *plugin = ((const struct plugin_lib *)r->group->data)->plugin;
     t->plugin = plugin;
     config_error_clear();
-    if (plugin->init && plugin->init(&t->context, spec->config, &t->state) != 0) {
+    t->context.in_init = true;
+    int rc = plugin->init ? plugin->init(&t->context, spec->config, &t->state) : 0;
+    t->context.in_init = false;
+    if (rc != 0) {
         const char *why = t->context.failure[0]    ? t->context.failure
                           : serve_config_error()[0] ? serve_config_error()
                                                   : "no reason given";
         LOG_ERROR("backend=%s replica=%d: init failed: %s", spec->name, r->index, why);
         replica_init_error(err, errlen, spec->plugin, r->index, spec->options.num_replicas, why);
         replica_free_handles(&t->context);
+        tensor_decls_free(&t->context.decls);
         free(t);
         return false;
     }
+    /* Set once: I/O threads read it once the backend is routed to, and a
+     * replaced replica runs the same plugin. */
+    if (r->index == 0 && t->context.decls.count && !r->group->tensor_metadata)
+        r->group->tensor_metadata = tensor_decls_json(&t->context.decls);
     r->data = t;
     return true;
 }
@@ -75,7 +85,23 @@ static int thread_run_batch(struct replica_base *r, serve_request **reqs, size_t
 {
     struct thread_replica *t = r->data;
     t->context.in_batch = true;
-    int rc = t->plugin->handle_batch(t->state, n ? reqs : NULL, n);
+    /* A replica that declared inputs sees only requests that decode. */
+    serve_request **batch = reqs;
+    if (t->context.decls.inputs && n) {
+        if (n > t->admitted_cap) {
+            serve_request **grown = realloc(t->admitted, n * sizeof *grown);
+            if (!grown) {
+                t->context.in_batch = false;
+                return -1;
+            }
+            t->admitted = grown;
+            t->admitted_cap = n;
+        }
+        batch = t->admitted;
+        n = tensor_admit(reqs, n, batch);
+    }
+    int rc = n || atomic_load(&r->continuous) ? t->plugin->handle_batch(t->state, n ? batch : NULL, n)
+                                              : 0;
     t->context.in_batch = false;
     r->again = t->context.again;
     t->context.again = false;
@@ -102,6 +128,8 @@ static void thread_stop(struct replica_base *r)
     struct thread_replica *t = r->data;
     if (t->plugin->destroy) t->plugin->destroy(t->state);
     replica_free_handles(&t->context);
+    tensor_decls_free(&t->context.decls);
+    free(t->admitted);
     free(t);
     r->data = NULL;
 }

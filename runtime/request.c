@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "handles.h"
 #include "log.h"
+#include "tensor.h"
 
 /* A request is made and freed once per HTTP request, nearly always on the
  * same I/O thread: each thread keeps a few blocks of one size for them, so
@@ -131,6 +132,7 @@ void request_release(serve_request *req)
     if (req->target_endpoint || atomic_load_explicit(&req->had_calls, memory_order_acquire))
         handles_unlink(req);
     if (req->stream) stream_free(req->stream);
+    tensor_set_free(req->tensors);
     free(req->owned_id);
     free(req->callers);
     free(req->target_endpoint);
@@ -418,6 +420,7 @@ SERVE_EXPORT const char *serve_strerror(int code)
     case SERVE_ESTATE: return "not allowed in this state";
     case SERVE_ETIMEDOUT: return "request timed out or its client went away; answer dropped";
     case SERVE_EAGAIN: return "stream buffer full: the client reads slower; try again when writable";
+    case SERVE_EPROTO: return "the request body is not a tensor body that decodes";
     default: return "unknown error";
     }
 }

@@ -38,6 +38,7 @@ enum request_state { REQ_PENDING, REQ_ANSWERED, REQ_TIMED_OUT, REQ_CANCELLED, RE
  * does (STREAMING -> CANCELLED), and the stream's end moves it to ANSWERED. */
 
 struct stream;
+struct tensor_set;
 
 struct response_header {
     char *name;
@@ -121,6 +122,7 @@ struct serve_request {
     size_t query_count;
     char **query;                 /* decoded key, value, ... (malloc'd) */
     struct evbuffer *body_buf;    /* owned; NULL for an empty body */
+    struct tensor_set *tensors;   /* decoded on first use (tensor.h); owned */
     const void *body;
     size_t body_len;
 

@@ -128,6 +128,8 @@ enum serve_status_code {
     SERVE_EAGAIN = -6,     /* a stream's buffer is full (its client reads
                               slower than the plugin writes): nothing was
                               written; try again once it is writable */
+    SERVE_EPROTO = -7,     /* the request's body is not a tensor body the
+                              runtime can decode (see "Tensors") */
 };
 
 /* Returns a static, human-readable description of an error code. Never
@@ -323,6 +325,151 @@ SERVE_EXPORT int serve_respond_error(serve_request *req, int status,
  * stops early. Any thread, while the request is valid; cheap (an atomic
  * load), in both isolation modes. */
 SERVE_EXPORT int serve_request_cancelled(const serve_request *req);
+
+/* ------------------------------------------------------------------------
+ * Tensors: typed inputs and outputs, whatever the wire format
+ *
+ * A request's body may carry tensors in one of these forms; the runtime
+ * tells them apart, decodes them once (on the replica's worker thread, in
+ * the process that runs the plugin, never on an I/O thread) and encodes
+ * the answer in the same form:
+ *   - the Open Inference Protocol (KServe v2, Triton) JSON document:
+ *     POST /v2/models/NAME/infer, or a JSON object body on the endpoint's
+ *     own route or through a handle call;
+ *   - the same with the binary tensor data extension (a request with an
+ *     Inference-Header-Content-Length header);
+ *   - an application/msgpack map {"inputs": [{"name", "datatype",
+ *     "shape", "data": BIN}], "id", "parameters"} (answered as
+ *     {"outputs": [...]} the same way);
+ *   - a bare row: a JSON array of numbers (nested for higher rank), or an
+ *     application/msgpack array of numbers: one FP32 input named "input"
+ *     whose shape is the array's. Its answer is the first output alone, as
+ *     an array in the same format.
+ *
+ * Data is row-major and in the machine's byte order (little-endian on
+ * every platform serve runs on). A BYTES tensor's data is its elements one
+ * after the other, each a 4-byte little-endian length and that many bytes
+ * (the binary extension's own layout). BOOL is one byte, 0 or 1. FP16 is
+ * IEEE half precision; OIP JSON cannot carry it (use binary or msgpack).
+ *
+ * A replica that declares inputs (serve_replica_declare_tensor, in init)
+ * never sees a request whose body does not decode: the runtime answers it
+ * 400 {"error": ...} before handle_batch, saying what is wrong, and hands
+ * the plugin only the rest of the batch. Other plugins may still call the
+ * reading functions below: they decode on first use and report a bad body
+ * through serve_request_input_count's SERVE_EPROTO and
+ * serve_request_input_error. The raw-body functions keep working in every
+ * case: a plugin that wants bytes never pays for decoding.
+ *
+ * All of these may be called from any thread while the request is valid
+ * (reading: before it is answered), in both isolation modes. Pointers
+ * returned are owned by the request and valid as long as it is.
+ * ------------------------------------------------------------------------ */
+
+/* The Open Inference Protocol's datatypes. */
+enum serve_datatype {
+    SERVE_TYPE_INVALID = 0,
+    SERVE_TYPE_BOOL,
+    SERVE_TYPE_UINT8,
+    SERVE_TYPE_UINT16,
+    SERVE_TYPE_UINT32,
+    SERVE_TYPE_UINT64,
+    SERVE_TYPE_INT8,
+    SERVE_TYPE_INT16,
+    SERVE_TYPE_INT32,
+    SERVE_TYPE_INT64,
+    SERVE_TYPE_FP16,
+    SERVE_TYPE_FP32,
+    SERVE_TYPE_FP64,
+    SERVE_TYPE_BYTES,
+};
+
+/* The most dimensions a tensor may have. */
+#define SERVE_MAX_RANK 8
+
+/* Where a declared tensor goes: serve_replica_declare_tensor. */
+enum serve_tensor_direction {
+    SERVE_INPUT = 0,
+    SERVE_OUTPUT = 1,
+};
+
+/* One decoded input tensor. Owned by its request. */
+typedef struct serve_tensor serve_tensor;
+
+/* "FP32", "BYTES", ... for a datatype; "INVALID" for an unknown one. */
+SERVE_EXPORT const char *serve_datatype_name(int datatype);
+
+/* The datatype named `name` ("FP32"), or SERVE_TYPE_INVALID. */
+SERVE_EXPORT int serve_datatype_from_name(const char *name);
+
+/* Bytes per element: 1 for BOOL, 4 for FP32, ...; 0 for BYTES (variable)
+ * and for an unknown datatype. */
+SERVE_EXPORT size_t serve_datatype_size(int datatype);
+
+/* The number of input tensors of `req`, decoding its body on the first
+ * call. SERVE_EPROTO when the body is not a tensor body or is malformed
+ * (serve_request_input_error says why); SERVE_EINVAL for NULL. */
+SERVE_EXPORT int serve_request_input_count(serve_request *req);
+
+/* Input i (0-based, in the order the client sent them), or NULL when out of
+ * range or the body did not decode. */
+SERVE_EXPORT const serve_tensor *serve_request_input(serve_request *req, size_t i);
+
+/* The input named `name`, or NULL. */
+SERVE_EXPORT const serve_tensor *serve_request_input_named(serve_request *req,
+                                                           const char *name);
+
+/* Why the body did not decode (one line, e.g. "input 'x': shape [2, 3]
+ * holds 6 elements, data has 5"), or NULL when it did. */
+SERVE_EXPORT const char *serve_request_input_error(serve_request *req);
+
+/* A request-level parameter (OIP "parameters", or the msgpack map's) as
+ * text: a string as it is, a number as written, a boolean as "true" or
+ * "false". NULL when absent. */
+SERVE_EXPORT const char *serve_request_parameter(serve_request *req, const char *key);
+
+/* A tensor's parts. The shape has serve_tensor_rank entries (a scalar:
+ * rank 0); serve_tensor_count is the product of the shape (the number of
+ * elements). serve_tensor_data gives the data, suitably aligned for its
+ * datatype, and its size in bytes in *bytes (bytes may be NULL). */
+SERVE_EXPORT const char *serve_tensor_name(const serve_tensor *t);
+SERVE_EXPORT int serve_tensor_datatype(const serve_tensor *t);
+SERVE_EXPORT size_t serve_tensor_rank(const serve_tensor *t);
+SERVE_EXPORT const int64_t *serve_tensor_shape(const serve_tensor *t);
+SERVE_EXPORT size_t serve_tensor_count(const serve_tensor *t);
+SERVE_EXPORT const void *serve_tensor_data(const serve_tensor *t, size_t *bytes);
+
+/* Adds an output tensor to the answer being built for `req` (name, data
+ * and shape are copied). `bytes` must be count x serve_datatype_size, or
+ * for BYTES the length of the length-prefixed elements, whose number must
+ * be the shape's count. Then serve_respond_tensors sends the outputs. Call
+ * these from the thread that answers. SERVE_EINVAL for a bad argument
+ * (unknown datatype, rank over SERVE_MAX_RANK, a negative dimension, a
+ * size that disagrees), SERVE_EALREADY when the request was answered. */
+SERVE_EXPORT int serve_response_add_tensor(serve_request *req, const char *name,
+                                           int datatype, const int64_t *shape,
+                                           size_t rank, const void *data,
+                                           size_t bytes);
+
+/* Answers 200 with the outputs added so far, encoded in the form the
+ * request came in (OIP JSON or binary, msgpack, a bare row; a request
+ * without a tensor body gets OIP JSON). For OIP, the request's id is
+ * echoed, only the outputs the request named in "outputs" are sent (a
+ * name the plugin did not add answers 400 instead), and an output goes
+ * binary when the request asked for it (binary_data on the output, or
+ * binary_data_output for all). Then as serve_respond. */
+SERVE_EXPORT int serve_respond_tensors(serve_request *req);
+
+/* Declares one of the replica's inputs or outputs, for the model metadata
+ * of the Open Inference Protocol (GET /v2/models/NAME): its name,
+ * datatype, and shape with -1 for a dimension of any size. Call it from
+ * init, in the order the tensors should be listed. What replica 0
+ * declares is the backend's metadata. A replica that declares at least
+ * one input gets its requests decoded before handle_batch (see above).
+ * SERVE_EINVAL for a bad argument, SERVE_ESTATE outside init. */
+SERVE_EXPORT int serve_replica_declare_tensor(serve_replica *replica, int direction,
+                                              const char *name, int datatype,
+                                              const int64_t *shape, size_t rank);
 
 /* ------------------------------------------------------------------------
  * Streaming answers
