@@ -6,6 +6,7 @@
  * parameters.binary_data_size takes its data from the bytes after the
  * JSON, in input order; an output sent binary carries its size there and
  * its bytes after the answer's JSON. */
+#include <float.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <stdarg.h>
@@ -260,6 +261,7 @@ static json_object *parse(const char *text, size_t len, char *err, size_t errlen
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT); /* no NaN, no single quotes */
     json_object *doc = json_tokener_parse_ex(tok, text, (int)len);
     enum json_tokener_error e = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
@@ -332,8 +334,18 @@ static bool put_element(struct elements *e, int datatype, json_object *v, const 
     case SERVE_TYPE_INT16: ok = is_int && i64 >= INT16_MIN && i64 <= INT16_MAX && (negative || u64 <= INT16_MAX); out.i16 = (int16_t)i64; break;
     case SERVE_TYPE_INT32: ok = is_int && i64 >= INT32_MIN && i64 <= INT32_MAX && (negative || u64 <= INT32_MAX); out.i32 = (int32_t)i64; break;
     case SERVE_TYPE_INT64: ok = is_int && (negative || u64 <= INT64_MAX); out.i64 = i64; break;
-    case SERVE_TYPE_FP32: ok = is_number; out.f = (float)json_object_get_double(v); want = "a number"; break;
-    case SERVE_TYPE_FP64: ok = is_number; out.d = json_object_get_double(v); want = "a number"; break;
+    case SERVE_TYPE_FP32: {
+        double d = json_object_get_double(v);
+        ok = is_number && isfinite(d) && fabs(d) <= FLT_MAX;
+        out.f = (float)d;
+        want = is_number ? "within float32 range" : "a number";
+        break;
+    }
+    case SERVE_TYPE_FP64:
+        out.d = json_object_get_double(v);
+        ok = is_number && isfinite(out.d);
+        want = "a finite number";
+        break;
     case SERVE_TYPE_BYTES: {
         if (type != json_type_string) {
             snprintf(err, errlen, "input '%s': element %zu is not a string (BYTES)", name, index);

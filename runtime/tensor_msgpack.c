@@ -8,6 +8,8 @@
  * answered {"id", "outputs": [{"name", "datatype", "shape", "data": BIN}]};
  * or a bare row, an array of numbers: one FP32 input named "input" of
  * shape [n], answered with the first output as an array of numbers. */
+#include <float.h>
+#include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,8 +39,8 @@ static bool read_row(struct tensor_set *ts, const msgpack_object *array, char *e
     if (!t->name || !data) return false;
     for (uint32_t i = 0; i < n; i++) {
         double v;
-        if (!mp_as_double(&array->via.array.ptr[i], &v)) {
-            snprintf(err, errlen, "row element %u is not a number", i);
+        if (!mp_as_double(&array->via.array.ptr[i], &v) || !isfinite(v) || fabs(v) > FLT_MAX) {
+            snprintf(err, errlen, "row element %u is not a finite float32 number", i);
             return false;
         }
         data[i] = (float)v;

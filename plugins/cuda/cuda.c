@@ -1,5 +1,6 @@
-/* cuda - a sample plugin with its own CUDA kernel: each request is a JSON
- * array (or msgpack array) of `dim` floats; the whole batch goes to the GPU
+/* cuda - a sample plugin with its own CUDA kernel: each request is one
+ * FP32 tensor of `dim` floats (a JSON or msgpack row, or an Open Inference
+ * Protocol body; the runtime decodes it); the whole batch goes to the GPU
  * in one copy, one kernel computes y = scale * tanh(x) + shift, one copy
  * brings it back, and each request gets its row.
  *
@@ -14,7 +15,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../torch/rows.h"
 #include "kernel.h"
 
 struct cuda_replica {
@@ -52,6 +52,9 @@ static int cuda_init(serve_replica *replica, const serve_config *config, void **
         free(c);
         return -1;
     }
+    const int64_t row[] = {(int64_t)c->dim};
+    serve_replica_declare_tensor(replica, SERVE_INPUT, "input", SERVE_TYPE_FP32, row, 1);
+    serve_replica_declare_tensor(replica, SERVE_OUTPUT, "output", SERVE_TYPE_FP32, row, 1);
     *state = c;
     return 0;
 }
@@ -71,40 +74,33 @@ static int cuda_handle_batch(void *state, serve_request *const *requests, size_t
             serve_respond_error(requests[i], 503, "cuda: batch larger than max_rows");
             continue;
         }
-        size_t len;
-        const char *body = serve_request_body(requests[i], &len);
-        const char *type = serve_request_header(requests[i], "Content-Type");
-        struct row r;
-        char err[256];
-        bool ok = type && strncasecmp(type, "application/msgpack", 19) == 0
-                      ? row_parse_msgpack(body, len, &r, err, sizeof err)
-                      : row_parse_json(body, len, &r, err, sizeof err);
-        if (ok && (r.rank != 1 || r.count != c->dim)) {
-            snprintf(err, sizeof err, "expected an input row of shape [%zu]", c->dim);
-            row_free(&r);
-            ok = false;
-        }
-        if (!ok) {
+        /* The runtime decoded the body (the replica declared its input). */
+        const serve_tensor *t = serve_request_input(requests[i], 0);
+        if (serve_request_input_count(requests[i]) != 1 ||
+            serve_tensor_datatype(t) != SERVE_TYPE_FP32 || serve_tensor_count(t) != c->dim) {
+            char err[128];
+            snprintf(err, sizeof err, "expected one FP32 input row of shape [%zu]", c->dim);
             serve_respond_error(requests[i], 400, err);
             continue;
         }
-        memcpy(x + rows++ * c->dim, r.data, c->dim * sizeof *x);
-        row_free(&r);
+        memcpy(x + rows++ * c->dim, serve_tensor_data(t, NULL), c->dim * sizeof *x);
         good[i] = true;
     }
     char err[512];
     int rc = rows ? cuda_transform_run(c->gpu, x, y, rows * c->dim, c->scale, c->shift, err, sizeof err) : 0;
-    int64_t shape[1] = {(int64_t)c->dim};
     for (size_t i = 0, k = 0; i < n; i++) {
         if (!good[i]) continue; /* answered above */
         if (rc != 0) {
             serve_respond_error(requests[i], 500, err);
             continue;
         }
-        size_t blen;
-        char *body = row_to_json(y + k++ * c->dim, shape, 1, &blen);
-        if (body) serve_respond_take(requests[i], 200, "application/json", body, blen, free);
-        else serve_respond_error(requests[i], 500, "cuda: out of memory");
+        const int64_t *in_shape = serve_tensor_shape(serve_request_input(requests[i], 0));
+        size_t in_rank = serve_tensor_rank(serve_request_input(requests[i], 0));
+        if (serve_response_add_tensor(requests[i], "output", SERVE_TYPE_FP32, in_shape, in_rank,
+                                      y + k++ * c->dim, c->dim * sizeof *y) == SERVE_OK)
+            serve_respond_tensors(requests[i]);
+        else
+            serve_respond_error(requests[i], 500, "cuda: out of memory");
     }
     free(x), free(y), free(good);
     return 0;

@@ -6,12 +6,19 @@
  * checked for every row, and used for a warm-up forward at init; without
  * it the first good row of a batch sets the shape for that batch).
  *
- * A request is one input row: a JSON array of numbers (nested for a row of
- * higher rank), or with Content-Type application/msgpack a msgpack array of
- * floats. The answer is the output row in the same format. A row of the
- * wrong shape gets 400 naming the expected shape; its batch-mates are still
- * served. Every answer carries X-Forward-Rows: the rows of the forward call
- * that computed it. */
+ * A request is one FP32 input tensor, decoded by the runtime from whatever
+ * the client sent (serve/plugin.h, "Tensors"): a bare row (a JSON array of
+ * numbers, nested for a row of higher rank, or a msgpack array of floats),
+ * or an Open Inference Protocol body (JSON or binary) or msgpack map whose
+ * tensor holds one row (the row's shape) or N rows ([N, row shape...]).
+ * The rows of every request of a batch go through one forward call and
+ * are split back: a request gets output "output" with its own rows, in the
+ * form it came in. A tensor of the wrong shape gets 400 naming the
+ * expected one; its batch-mates are still served. Without input_shape
+ * (and a model that does not say), a rank-1 tensor is one row and a higher
+ * rank is N rows. Every answer carries X-Forward-Rows: the rows of the
+ * forward call that computed it. The replica declares its input and output
+ * for GET /v2/models/NAME. */
 #include <serve/plugin.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,16 +26,30 @@
 #include <string.h>
 #include <strings.h>
 
-#include "rows.h"
+#include "shape.h"
 #include "torch_shim.h"
 
 struct torch_replica {
     torch_shim_model *model;
     int64_t input_shape[TORCH_SHIM_MAX_RANK];
     int input_rank; /* 0: not configured */
+    int64_t output_shape[TORCH_SHIM_MAX_RANK]; /* one row's, from the warm-up */
+    int output_rank;                           /* 0: not known */
     unsigned long forward_calls;
     const serve_replica *replica;
 };
+
+/* For the OIP model metadata: rows of any number ([-1, row shape]). */
+static void declare(serve_replica *replica, const struct torch_replica *t)
+{
+    int64_t shape[TORCH_SHIM_MAX_RANK + 1] = {-1};
+    for (int i = 0; i < t->input_rank; i++) shape[i + 1] = t->input_shape[i];
+    serve_replica_declare_tensor(replica, SERVE_INPUT, "input", SERVE_TYPE_FP32, shape,
+                                 (size_t)t->input_rank + 1);
+    for (int i = 0; i < t->output_rank; i++) shape[i + 1] = t->output_shape[i];
+    serve_replica_declare_tensor(replica, SERVE_OUTPUT, "output", SERVE_TYPE_FP32, shape,
+                                 (size_t)t->output_rank + 1);
+}
 
 static int torch_init(serve_replica *replica, const serve_config *config, void **state)
 {
@@ -71,7 +92,7 @@ static int torch_init(serve_replica *replica, const serve_config *config, void *
     }
     if (!t->input_rank && torch_shim_input_shape(t->model, t->input_shape, &t->input_rank) == 0) {
         char read[128];
-        shape_format(t->input_shape, t->input_rank, read, sizeof read);
+        shape_format(t->input_shape, (size_t)t->input_rank, read, sizeof read);
         serve_log(replica, SERVE_LOG_INFO, "torch: input rows of shape %s, read from %s", read,
                   model);
     }
@@ -80,16 +101,14 @@ static int torch_init(serve_replica *replica, const serve_config *config, void *
         size_t n = 1;
         for (int i = 0; i < t->input_rank; i++) n *= (size_t)t->input_shape[i];
         float *zeros = calloc(n, sizeof *zeros), *out = NULL;
-        int64_t out_shape[TORCH_SHIM_MAX_RANK];
-        int out_rank;
         int rc = zeros ? torch_shim_forward(t->model, zeros, 1, t->input_shape, t->input_rank, &out,
-                                            out_shape, &out_rank, err, sizeof err)
+                                            t->output_shape, &t->output_rank, err, sizeof err)
                        : -1;
         free(zeros);
         free(out);
         if (rc != 0) {
             char expected[128];
-            shape_format(t->input_shape, t->input_rank, expected, sizeof expected);
+            shape_format(t->input_shape, (size_t)t->input_rank, expected, sizeof expected);
             serve_replica_fail(replica, "%s: warm-up forward with input_shape %s failed: %s", model,
                                expected, zeros ? err : "out of memory");
             torch_shim_free(t->model);
@@ -97,34 +116,19 @@ static int torch_init(serve_replica *replica, const serve_config *config, void *
             return -1;
         }
     }
+    declare(replica, t);
     *state = t;
     return 0;
 }
 
-static bool is_msgpack(const serve_request *req)
-{
-    const char *type = serve_request_header(req, "Content-Type");
-    return type && strncasecmp(type, "application/msgpack", 19) == 0;
-}
-
-static void answer_row(serve_request *req, const float *data, const int64_t *shape, int rank,
-                       size_t rows_in_forward)
-{
-    size_t count = 1, len = 0;
-    for (int i = 0; i < rank; i++) count *= (size_t)shape[i];
-    char header[32];
-    snprintf(header, sizeof header, "%zu", rows_in_forward);
-    serve_response_add_header(req, "X-Forward-Rows", header);
-    if (is_msgpack(req)) {
-        char *body = row_to_msgpack(data, count, &len);
-        if (body) serve_respond_take(req, 200, "application/msgpack", body, len, free);
-        else serve_respond_error(req, 500, "torch: out of memory");
-    } else {
-        char *body = row_to_json(data, shape, rank, &len);
-        if (body) serve_respond_take(req, 200, "application/json", body, len, free);
-        else serve_respond_error(req, 500, "torch: out of memory");
-    }
-}
+/* One request's rows, as its input tensor holds them. */
+struct rows {
+    const float *data;
+    size_t count;                      /* rows */
+    const int64_t *shape;              /* one row's */
+    int rank;
+    bool batched;                      /* [N, row...]: the answer is too */
+};
 
 static bool same_shape(const int64_t *a, int ra, const int64_t *b, int rb)
 {
@@ -134,38 +138,108 @@ static bool same_shape(const int64_t *a, int ra, const int64_t *b, int rb)
     return true;
 }
 
-/* One stacked forward over the rows idx[0..k) (all of one shape); their
- * requests answered. Where it fails, the rows are split in halves and run
- * again, down to single rows: a row that fails alone gets 400 with
- * libtorch's reason (its input is what the model refused), and its
- * batch-mates their answers. */
-static void forward_rows(struct torch_replica *t, serve_request *const *requests,
-                         const struct row *rows, const size_t *idx, size_t k)
+/* The rows of req's input; false after answering it 400. */
+static bool read_rows(const struct torch_replica *t, serve_request *req, struct rows *r)
 {
-    const struct row *first = &rows[idx[0]];
-    size_t row_size = first->count;
-    /* Stacked once into one tensor's memory: the shim borrows it. */
-    float *stacked = malloc(k * row_size * sizeof *stacked);
+    const serve_tensor *in = serve_request_input(req, 0);
+    char msg[400], got[128], expected[128];
+    if (serve_request_input_count(req) != 1 || serve_tensor_datatype(in) != SERVE_TYPE_FP32) {
+        serve_respond_error(req, 400, "torch: expected one FP32 input tensor");
+        return false;
+    }
+    const int64_t *shape = serve_tensor_shape(in);
+    int rank = (int)serve_tensor_rank(in);
+    shape_format(shape, (size_t)rank, got, sizeof got);
+    if (t->input_rank) {
+        shape_format(t->input_shape, (size_t)t->input_rank, expected, sizeof expected);
+        r->batched = rank == t->input_rank + 1 &&
+                     same_shape(shape + 1, rank - 1, t->input_shape, t->input_rank);
+        if (!r->batched && !same_shape(shape, rank, t->input_shape, t->input_rank)) {
+            snprintf(msg, sizeof msg, "expected an input row of shape %s (or rows [N, ...]), got %s",
+                     expected, got);
+            serve_respond_error(req, 400, msg);
+            return false;
+        }
+    } else {
+        r->batched = rank >= 2;
+    }
+    if (rank == 0 || (r->batched && shape[0] == 0) || rank - r->batched > TORCH_SHIM_MAX_RANK) {
+        snprintf(msg, sizeof msg, "expected one or more input rows, got a tensor of shape %s", got);
+        serve_respond_error(req, 400, msg);
+        return false;
+    }
+    r->count = r->batched ? (size_t)shape[0] : 1;
+    r->shape = shape + r->batched;
+    r->rank = rank - r->batched;
+    r->data = serve_tensor_data(in, NULL);
+    return true;
+}
+
+static void answer(serve_request *req, const struct rows *r, const float *out,
+                   const int64_t *out_shape, int out_rank, size_t rows_in_forward)
+{
+    int64_t shape[TORCH_SHIM_MAX_RANK + 1];
+    size_t per_row = 1, rank = 0;
+    if (r->batched) shape[rank++] = (int64_t)r->count;
+    for (int d = 0; d < out_rank; d++) {
+        shape[rank++] = out_shape[d];
+        per_row *= (size_t)out_shape[d];
+    }
+    char header[32];
+    snprintf(header, sizeof header, "%zu", rows_in_forward);
+    serve_response_add_header(req, "X-Forward-Rows", header);
+    if (serve_response_add_tensor(req, "output", SERVE_TYPE_FP32, shape, rank, out,
+                                  r->count * per_row * sizeof *out) == SERVE_OK)
+        serve_respond_tensors(req);
+    else
+        serve_respond_error(req, 500, "torch: out of memory");
+}
+
+/* One stacked forward over the rows of requests idx[0..k) (all of one row
+ * shape); their requests answered. Where it fails, the requests are split
+ * in halves and run again, down to single requests: one that fails alone
+ * gets 400 with libtorch's reason (its input is what the model refused),
+ * and its batch-mates their answers. */
+static void forward_rows(struct torch_replica *t, serve_request *const *requests,
+                         const struct rows *rows, const size_t *idx, size_t k)
+{
+    const struct rows *first = &rows[idx[0]];
+    size_t row_size = 1, total = 0;
+    for (int d = 0; d < first->rank; d++) row_size *= (size_t)first->shape[d];
+    for (size_t i = 0; i < k; i++) total += rows[idx[i]].count;
+    /* One request's rows are already one block; several are stacked once
+     * into one tensor's memory. The shim borrows it. */
+    float *stacked = NULL;
+    const float *input = first->data;
+    if (k > 1) {
+        stacked = malloc(total * row_size * sizeof *stacked);
+        if (!stacked) {
+            for (size_t i = 0; i < k; i++)
+                serve_respond_error(requests[idx[i]], 500, "torch: out of memory");
+            return;
+        }
+        for (size_t i = 0, at = 0; i < k; i++) {
+            const struct rows *r = &rows[idx[i]];
+            memcpy(stacked + at * row_size, r->data, r->count * row_size * sizeof *stacked);
+            at += r->count;
+        }
+        input = stacked;
+    }
     float *out = NULL;
     int64_t out_shape[TORCH_SHIM_MAX_RANK];
     int out_rank = 0;
     char err[1024];
-    if (!stacked) {
-        for (size_t i = 0; i < k; i++) serve_respond_error(requests[idx[i]], 500, "torch: out of memory");
-        return;
-    }
-    memcpy(stacked, first->data, row_size * sizeof *stacked); /* k >= 1 */
-    for (size_t i = 1; i < k; i++)
-        memcpy(stacked + row_size * i, rows[idx[i]].data, row_size * sizeof *stacked);
-    int rc = torch_shim_forward(t->model, stacked, (int64_t)k, first->shape, first->rank, &out,
+    int rc = torch_shim_forward(t->model, input, (int64_t)total, first->shape, first->rank, &out,
                                 out_shape, &out_rank, err, sizeof err);
     t->forward_calls++;
     free(stacked);
     if (rc == 0) {
         size_t out_size = 1;
         for (int d = 0; d < out_rank; d++) out_size *= (size_t)out_shape[d];
-        for (size_t i = 0; i < k; i++)
-            answer_row(requests[idx[i]], out + out_size * i, out_shape, out_rank, k);
+        for (size_t i = 0, at = 0; i < k; i++) {
+            answer(requests[idx[i]], &rows[idx[i]], out + out_size * at, out_shape, out_rank, total);
+            at += rows[idx[i]].count;
+        }
         free(out);
         return;
     }
@@ -180,7 +254,7 @@ static void forward_rows(struct torch_replica *t, serve_request *const *requests
 static int torch_handle_batch(void *state, serve_request *const *requests, size_t n)
 {
     struct torch_replica *t = state;
-    struct row *rows = calloc(n, sizeof *rows);
+    struct rows *rows = calloc(n, sizeof *rows);
     bool *pending = calloc(n, sizeof *pending);
     size_t *idx = calloc(n, sizeof *idx);
     if (!rows || !pending || !idx) {
@@ -189,29 +263,10 @@ static int torch_handle_batch(void *state, serve_request *const *requests, size_
         free(idx);
         return -1; /* the runtime answers 500 */
     }
-    for (size_t i = 0; i < n; i++) {
-        size_t len;
-        const char *body = serve_request_body(requests[i], &len);
-        char err[256];
-        bool ok = is_msgpack(requests[i]) ? row_parse_msgpack(body, len, &rows[i], err, sizeof err)
-                                          : row_parse_json(body, len, &rows[i], err, sizeof err);
-        if (!ok) {
-            serve_respond_error(requests[i], 400, err);
-            continue;
-        }
-        if (t->input_rank &&
-            !same_shape(rows[i].shape, rows[i].rank, t->input_shape, t->input_rank)) {
-            char expected[128], got[128], msg[320];
-            shape_format(t->input_shape, t->input_rank, expected, sizeof expected);
-            shape_format(rows[i].shape, rows[i].rank, got, sizeof got);
-            snprintf(msg, sizeof msg, "expected an input row of shape %s, got %s", expected, got);
-            serve_respond_error(requests[i], 400, msg);
-            continue;
-        }
-        pending[i] = true;
-    }
-    /* One forward per shape (one in all when the shape is known): a row of
-     * another shape never decides what its batch-mates are checked against. */
+    for (size_t i = 0; i < n; i++) pending[i] = read_rows(t, requests[i], &rows[i]);
+    /* One forward per row shape (one in all when the shape is known): a
+     * request of another shape never decides what its batch-mates are
+     * checked against. */
     for (size_t i = 0; i < n; i++) {
         if (!pending[i]) continue;
         size_t k = 0;
@@ -222,7 +277,6 @@ static int torch_handle_batch(void *state, serve_request *const *requests, size_
             }
         forward_rows(t, requests, rows, idx, k);
     }
-    for (size_t i = 0; i < n; i++) row_free(&rows[i]);
     free(rows);
     free(pending);
     free(idx);

@@ -287,7 +287,11 @@ class OIP(ServeTestCase):
         a = {"name": "a", "datatype": "INT32", "shape": [2]}
         cases = [
             (b"{\"inputs\": [", ["malformed JSON"]),
-            (b"[1, 2] [3]", ["malformed JSON", "after the document"]),
+            (b"[1, 2] [3]", ["malformed JSON at byte 7"]),
+            (b'{"inputs": [{"name": "f", "datatype": "FP32", "shape": [1], "data": [NaN]}]}',
+             ["input 'f'", "is not within float32 range"]),
+            (b'{"inputs": [{"name": "d", "datatype": "FP64", "shape": [1], "data": [1e999]}]}',
+             ["input 'd'", "is not a finite number"]),
             (b"\"text\"", ["must be a JSON object"]),
             (b"{}", ["\"inputs\"", "required"]),
             (json.dumps({"inputs": [dict(a, data=[1, 2, 3])]}).encode(),

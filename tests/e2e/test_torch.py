@@ -98,7 +98,7 @@ class Torch(ServeTestCase):
         answers = self.server.concurrent([b.encode() for b in bodies], "/mlp")
         self.assertEqual([a.status for a in answers], [200, 400, 200, 400])
         self.assertEqual(answers[1].json()["error"],
-                         "expected an input row of shape [64], got [63]")
+                         "expected an input row of shape [64] (or rows [N, ...]), got [63]")
         self.assertEqual(answers[0].headers["x-forward-rows"], "2")
 
     def test_without_input_shape_the_model_says_it(self):
@@ -115,7 +115,7 @@ class Torch(ServeTestCase):
         answers = self.server.concurrent([b.encode() for b in bodies], "/mlp")
         self.assertEqual([a.status for a in answers], [200] * 5 + [400] + [200] * 10)
         self.assertEqual(answers[5].json()["error"],
-                         "expected an input row of shape [64], got [63]")
+                         "expected an input row of shape [64] (or rows [N, ...]), got [63]")
         expected = reference(rows)
         for a, want in zip(answers[:5] + answers[6:], expected):
             for g, w in zip(a.json(), want):
@@ -158,15 +158,78 @@ class Torch(ServeTestCase):
         for a, b in zip(js, mp):
             self.assertAlmostEqual(a, b, delta=1e-6)
 
+    def test_every_wire_form_gives_the_same_numbers(self):
+        # One row as a JSON row, a msgpack row, OIP JSON and OIP binary.
+        self.deploy_mlp()
+        rng = random.Random(7)
+        row = [rng.uniform(-1, 1) for _ in range(64)]
+        want = reference([row])[0]
+        answers = {}
+        answers["json"] = self.server.post("/mlp", json.dumps(row).encode()).json()
+        r = self.server.post("/mlp", msgpack_floats(row), headers={"Content-Type": "application/msgpack"})
+        answers["msgpack"] = msgpack_decode_floats(r.body)
+        doc = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": row}]}
+        r = self.server.post("/v2/models/mlp/infer", json.dumps(doc).encode())
+        out = r.json()["outputs"][0]
+        self.assertEqual((out["name"], out["shape"], out["datatype"]), ("output", [1, 10], "FP32"))
+        answers["oip json"] = out["data"]
+        header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64],
+                                         "parameters": {"binary_data_size": 256}}],
+                             "parameters": {"binary_data_output": True}}).encode()
+        r = self.server.post("/v2/models/mlp/infer", header + struct.pack("<64f", *row),
+                             headers={"Inference-Header-Content-Length": str(len(header))})
+        n = int(r.headers["inference-header-content-length"])
+        self.assertEqual(json.loads(r.body[:n])["outputs"][0]["parameters"], {"binary_data_size": 40})
+        answers["oip binary"] = list(struct.unpack("<10f", r.body[n:]))
+        for form, got in answers.items():
+            self.assertEqual(len(got), 10, form)
+            for g, w in zip(got, want):
+                self.assertAlmostEqual(g, w, delta=1e-5, msg=form)
+
+    def test_32_rows_in_one_request_equal_32_single_rows(self):
+        self.deploy_mlp("--max-batch-size", "32", "--batch-wait-timeout-ms", "2000")
+        rng = random.Random(3)
+        rows = [[rng.uniform(-1, 1) for _ in range(64)] for _ in range(32)]
+        header = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [32, 64],
+                                         "parameters": {"binary_data_size": 32 * 256}}],
+                             "outputs": [{"name": "output", "parameters": {"binary_data": True}}]}).encode()
+        blob = b"".join(struct.pack("<64f", *row) for row in rows)
+        r = self.server.post("/v2/models/mlp/infer", header + blob,
+                             headers={"Inference-Header-Content-Length": str(len(header))})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.headers["x-forward-rows"], "32")
+        n = int(r.headers["inference-header-content-length"])
+        self.assertEqual(json.loads(r.body[:n])["outputs"][0]["shape"], [32, 10])
+        together = struct.unpack("<320f", r.body[n:])
+        singles = self.server.concurrent([json.dumps(row).encode() for row in rows], "/mlp")
+        for i, a in enumerate(singles):
+            for g, w in zip(together[10 * i:10 * i + 10], a.json()):
+                self.assertAlmostEqual(g, w, delta=1e-5)
+
+    def test_rows_of_several_requests_share_one_forward(self):
+        self.deploy_mlp("--max-batch-size", "8", "--batch-wait-timeout-ms", "2000")
+        docs = [json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [k, 64],
+                                        "data": [0.25] * (64 * k)}]}).encode() for k in (1, 2, 5)]
+        answers = self.server.concurrent(docs, "/v2/models/mlp/infer")
+        self.assertEqual([a.json()["outputs"][0]["shape"] for a in answers], [[1, 10], [2, 10], [5, 10]])
+        self.assertEqual({a.headers["x-forward-rows"] for a in answers}, {"8"})
+        self.assertEqual(self.server.backend_status("mlp")["batches"], 1)
+
+    def test_metadata_comes_from_the_model(self):
+        self.deploy_mlp()
+        meta = self.server.get("/v2/models/mlp").json()
+        self.assertEqual(meta["inputs"], [{"name": "input", "datatype": "FP32", "shape": [-1, 64]}])
+        self.assertEqual(meta["outputs"], [{"name": "output", "datatype": "FP32", "shape": [-1, 10]}])
+
     def test_hostile_bodies_get_400(self):
         """Found by fuzz_rows: numbers past float32 became inf and answers
         were not JSON; five bytes claiming 2^32 msgpack elements made
         msgpack-c ask for about 100 GB."""
         self.deploy_mlp()
         mp = {"Content-Type": "application/msgpack"}
-        cases = [(b"[" + b"1e39, " * 63 + b"1]", {}, "a number is out of float32 range"),
-                 (b"\xdd\xff\xff\xff\xff\xca", mp, "msgpack array of finite float32"),
-                 (b"\x91\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00", mp, "finite float32")]
+        cases = [(b"[" + b"1e39, " * 63 + b"1]", {}, "(1e39) is not within float32 range"),
+                 (b"\xdd\xff\xff\xff\xff\xca", mp, "malformed msgpack body"),
+                 (b"\x91\xcb\x7f\xf0\x00\x00\x00\x00\x00\x00", mp, "not a finite float32")]
         for body, headers, reason in cases:
             r = self.server.post("/mlp", body, headers=headers)
             self.assertEqual(r.status, 400, body[:20])
