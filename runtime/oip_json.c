@@ -92,6 +92,10 @@ static void jw_float(struct jw *w, double v, bool single)
         jw_s(w, "null"); /* JSON has no NaN or infinity */
         return;
     }
+    if (v == 0 && signbit(v)) {
+        jw_s(w, "-0.0"); /* "-0" reads back as the integer 0 */
+        return;
+    }
     char buf[40];
     for (int precision = single ? 6 : 15; precision <= (single ? 9 : 17); precision++) {
         snprintf(buf, sizeof buf, "%.*g", precision, v);
@@ -336,7 +340,7 @@ static bool put_element(struct elements *e, int datatype, json_object *v, const 
     case SERVE_TYPE_INT64: ok = is_int && (negative || u64 <= INT64_MAX); out.i64 = i64; break;
     case SERVE_TYPE_FP32: {
         double d = json_object_get_double(v);
-        ok = is_number && isfinite(d) && fabs(d) <= FLT_MAX;
+        ok = is_number && isfinite((float)d); /* what rounds to FLT_MAX is in */
         out.f = (float)d;
         want = is_number ? "within float32 range" : "a number";
         break;

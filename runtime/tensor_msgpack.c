@@ -39,7 +39,7 @@ static bool read_row(struct tensor_set *ts, const msgpack_object *array, char *e
     if (!t->name || !data) return false;
     for (uint32_t i = 0; i < n; i++) {
         double v;
-        if (!mp_as_double(&array->via.array.ptr[i], &v) || !isfinite(v) || fabs(v) > FLT_MAX) {
+        if (!mp_as_double(&array->via.array.ptr[i], &v) || !isfinite((float)v)) {
             snprintf(err, errlen, "row element %u is not a finite float32 number", i);
             return false;
         }

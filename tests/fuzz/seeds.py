@@ -28,6 +28,8 @@ def pack(o):
     if isinstance(o, str):
         b = o.encode()
         return (bytes([0xa0 | len(b)]) if len(b) < 32 else b"\xd9" + bytes([len(b)])) + b
+    if isinstance(o, bytes):
+        return b"\xc4" + bytes([len(o)]) + o
     if isinstance(o, list):
         return bytes([0x90 | len(o)]) + b"".join(pack(x) for x in o)
     if isinstance(o, dict):
@@ -104,16 +106,37 @@ def deploy_seeds():
     write("fuzz_deploy", b"&x [*x]\n")
 
 
-def rows_seeds():
+def tensors_seeds():
+    # Bare rows (JSON and msgpack).
     for text in (b"[1, 2, 3]", b"[[1.5, -2e3], [3, 4]]", b"[[[0.1]]]", b"[]", b"[[1], [2, 3]]",
                  b" [ 1e-38 , 3.4e38 ] "):
-        write("fuzz_rows", text)
-    write("fuzz_rows", pack([1.0, 2.5, -3.0]))
-    write("fuzz_rows", b"\x93\xca" + struct.pack(">f", 1.0) + b"\x01\xd0\xff")
+        write("fuzz_tensors", text)
+    write("fuzz_tensors", pack([1.0, 2.5, -3.0]))
+    write("fuzz_tensors", b"\x93\xca" + struct.pack(">f", 1.0) + b"\x01\xd0\xff")
+    # OIP JSON documents: every datatype, nested data, outputs, parameters.
+    doc = (b'{"id": "42", "parameters": {"binary_data_output": false, "tag": "x"}, "inputs": ['
+           b'{"name": "a", "shape": [2, 2], "datatype": "UINT32", "data": [[1, 2], [3, 4]]},'
+           b'{"name": "b", "shape": [3], "datatype": "BOOL", "data": [true, false, true]},'
+           b'{"name": "c", "shape": [1], "datatype": "BYTES", "data": ["h\\u00e9"]},'
+           b'{"name": "d", "shape": [2], "datatype": "FP64", "data": [0.1, -2]},'
+           b'{"name": "e", "shape": [2], "datatype": "INT8", "data": [-128, 127]}],'
+           b'"outputs": [{"name": "a", "parameters": {"binary_data": true}}]}')
+    write("fuzz_tensors", doc)
+    # With binary data: two bytes of JSON length, the JSON, the data.
+    header = (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32",'
+              b' "parameters": {"binary_data_size": 8}}, {"name": "s", "shape": [1],'
+              b' "datatype": "BYTES", "parameters": {"binary_data_size": 7}},'
+              b' {"name": "h", "shape": [1], "datatype": "FP16", "parameters": {"binary_data_size": 2}}]}')
+    write("fuzz_tensors", struct.pack("<H", len(header)) + header + struct.pack("<2f", 1.5, -2)
+          + struct.pack("<I", 3) + b"abc" + struct.pack("<e", 0.5))
+    # A msgpack document.
+    write("fuzz_tensors", pack({"id": "m", "inputs": [{"name": "x", "datatype": "INT16",
+                                                          "shape": [2], "data": b"\x01\x00\xff\xff"}],
+                               "outputs": ["x"]}))
 
 
 if __name__ == "__main__":
     http_seeds()
     control_seeds()
     deploy_seeds()
-    rows_seeds()
+    tensors_seeds()
