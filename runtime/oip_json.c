@@ -175,8 +175,9 @@ static bool jw_finish(struct jw *w, char **body, size_t *len)
 
 bool oip_json_encode(const struct tensor_set *ts, const struct serve_tensor *const *outs,
                      size_t n, const char *model, const char *version, char **body,
-                     size_t *len, size_t *json_len)
+                     size_t *len, size_t *json_len, bool *binary)
 {
+    *binary = false;
     struct jw w = {0};
     jw_s(&w, "{");
     const char *sep = "";
@@ -206,6 +207,7 @@ bool oip_json_encode(const struct tensor_set *ts, const struct serve_tensor *con
         if (t->binary == 1 || t->datatype == SERVE_TYPE_FP16) {
             jw_printf(&w, ",\"parameters\":{\"binary_data_size\":%zu}}", t->bytes);
             binary_bytes += t->bytes;
+            *binary = true;
         } else {
             jw_s(&w, ",\"data\":");
             jw_data(&w, t, false);

@@ -392,9 +392,11 @@ bool tensor_outputs_to_send(struct tensor_set *ts, const struct serve_tensor **o
 /* Encodes the outputs as the request came; false with err (400) or, with
  * err empty, out of memory. */
 static bool encode(serve_request *req, struct tensor_set *ts, char **body, size_t *len,
-                   const char **content_type, size_t *json_len, char *err, size_t errlen)
+                   const char **content_type, size_t *json_len, bool *binary, char *err,
+                   size_t errlen)
 {
     *json_len = 0;
+    *binary = false;
     if (ts->wire == WIRE_ROW_JSON || ts->wire == WIRE_ROW_MSGPACK) {
         if (!ts->output_count) {
             snprintf(err, errlen, "the model gave no output for a row");
@@ -416,8 +418,8 @@ static bool encode(serve_request *req, struct tensor_set *ts, char **body, size_
     } else if (ok) {
         char model[256] = "", version[64] = "";
         tensor_oip_path(serve_request_path(req), model, sizeof model, version, sizeof version);
-        ok = oip_json_encode(ts, outs, n, model, version, body, len, json_len);
-        *content_type = *json_len < *len ? "application/octet-stream" : "application/json";
+        ok = oip_json_encode(ts, outs, n, model, version, body, len, json_len, binary);
+        *content_type = *binary ? "application/octet-stream" : "application/json";
     }
     if (outs != small) free(outs);
     return ok;
@@ -431,10 +433,11 @@ SERVE_EXPORT int serve_respond_tensors(serve_request *req)
     if (!ts) return serve_respond_error(req, 500, "out of memory");
     char *body = NULL, err[512] = "";
     size_t len = 0, json_len = 0;
+    bool binary = false;
     const char *content_type = "application/json";
-    if (!encode(req, ts, &body, &len, &content_type, &json_len, err, sizeof err))
+    if (!encode(req, ts, &body, &len, &content_type, &json_len, &binary, err, sizeof err))
         return serve_respond_error(req, err[0] ? 400 : 500, err[0] ? err : "out of memory");
-    if (json_len < len) {
+    if (binary) {
         char header[32];
         snprintf(header, sizeof header, "%zu", json_len);
         serve_response_add_header(req, "Inference-Header-Content-Length", header);

@@ -116,10 +116,12 @@ bool oip_json_decode(struct tensor_set *ts, const char *json, size_t json_len,
                      const char *binary, size_t binary_len, char *err, size_t errlen);
 bool row_json_decode(struct tensor_set *ts, const char *json, size_t len, char *err,
                      size_t errlen);
-/* *json_len: the JSON part's length (the rest is binary data). */
+/* *json_len: the JSON part's length (the rest is binary data); *binary:
+ * some output went binary (even one of 0 bytes: the answer then needs
+ * its Inference-Header-Content-Length). */
 bool oip_json_encode(const struct tensor_set *ts, const struct serve_tensor *const *outs,
                      size_t n, const char *model, const char *version, char **body,
-                     size_t *len, size_t *json_len);
+                     size_t *len, size_t *json_len, bool *binary);
 bool row_json_encode(const struct serve_tensor *t, char **body, size_t *len);
 /* Sets ts->wire to WIRE_MSGPACK or WIRE_ROW_MSGPACK. */
 bool tensor_msgpack_decode(struct tensor_set *ts, const char *body, size_t len, char *err,

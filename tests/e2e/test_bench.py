@@ -142,6 +142,22 @@ class BenchServe(ServeTestCase):
         self.assertAlmostEqual(server["mean_batch_size"], 400 / status["batches"], places=2)
         self.assertGreater(server["mean_batch_size"], 1)
 
+    def test_an_oip_binary_body_from_a_file(self):
+        # --data @FILE sends the file's bytes as they are (NULs included)
+        # and -H the header that says where its JSON part ends: every
+        # answer is the tensors echoed, none a 400.
+        self.server.deploy("t", test_plugin("tensor_echo"), "/t")
+        header = json.dumps({"inputs": [{"name": "x", "datatype": "UINT8", "shape": [4],
+                                         "parameters": {"binary_data_size": 4}}]}).encode()
+        with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+            f.write(header + b"\x00\x01\x00\xff")
+            f.flush()
+            url = "http://%s:%d/v2/models/t/infer" % (self.server.host, self.server.port)
+            for length, errors in ((len(header), 0), (len(header) + 1, 50)):
+                j = json.loads(bench(url, "-n", "50", "-c", "2", "--data", "@" + f.name, "--json",
+                                     "-H", "Inference-Header-Content-Length: %d" % length).stdout)
+                self.assertEqual((j["requests"], j["errors"]["total"]), (50, errors))
+
     def test_sweep_table_plot_and_slo(self):
         self.server.deploy("sim", "sim", "/sim", "--max-batch-size", "16",
                            "--batch-wait-timeout-ms", "1", "--config", "base_us=1000")

@@ -2,8 +2,11 @@
 
 Which blocks run. A ```sh block is run when the line right above its opening
 fence is `<!-- tested -->` (an HTML comment, so it does not show on GitHub).
-Every other block is left alone: installing, the whole test suite, the
-benchmarks, torch and CUDA, examples that need a file the reader writes.
+`<!-- tested where torch is built -->` marks a block that runs the same way
+where the torch plugin was built beside the binary under test, and is left
+out where it was not (the TSan build). Every other block is left alone:
+installing, the whole test suite, the benchmarks, CUDA, examples that need a
+file the reader writes.
 Every ```sh block of the tour section must carry the mark.
 
 How they run. One bash process, in the repository root, gets the tested
@@ -42,18 +45,20 @@ from serve_harness import SANITIZER_MARKERS, SERVE_BIN
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 README = os.path.join(ROOT, "README.md")
 TESTED_MARK = "<!-- tested -->"
+TORCH_MARK = "<!-- tested where torch is built -->"
 EXPECT_RE = re.compile(r"(?:^|\s)#\s*→\s?(.*)$")
 TOUR_HEADING_RE = re.compile(r"^## .*\btour\b", re.I)
 COMMAND_TIMEOUT_S = 120
 
 
 class Block:
-    def __init__(self, line_no, lang, lines, tested, section):
+    def __init__(self, line_no, lang, lines, tested, section, needs_torch=False):
         self.line_no = line_no        # README line of the opening fence
         self.lang = lang
         self.lines = lines
         self.tested = tested
         self.section = section        # the "## " heading above it
+        self.needs_torch = needs_torch
 
 
 class Command:
@@ -80,8 +85,9 @@ def parse_blocks(text):
             while i < len(lines) and lines[i].rstrip() != "```":
                 body.append(lines[i])
                 i += 1
-            tested = start > 0 and lines[start - 1].strip() == TESTED_MARK
-            blocks.append(Block(start + 1, lang, body, tested, section))
+            mark = lines[start - 1].strip() if start > 0 else ""
+            tested = mark in (TESTED_MARK, TORCH_MARK)
+            blocks.append(Block(start + 1, lang, body, tested, section, mark == TORCH_MARK))
         i += 1
     return blocks
 
@@ -250,8 +256,9 @@ class Readme(unittest.TestCase):
                          (r"(?<=:)8000\b", str(port))]
         used = set()
         commands = []
+        have_torch = os.path.exists(os.path.join(bin_dir, "plugins", "torch.so"))
         for b in self.blocks:
-            if not b.tested:
+            if not b.tested or (b.needs_torch and not have_torch):
                 continue
             lines = []
             for line in b.lines:

@@ -38,7 +38,9 @@ static void round_trip_oip(struct tensor_set *ts, bool binary)
     size_t len, json_len;
     char *id = ts->id; /* an id could hold the text the rename below looks for */
     ts->id = NULL;
-    bool encoded = oip_json_encode(ts, outs, ts->input_count, "m", "", &body, &len, &json_len);
+    bool has_binary;
+    bool encoded = oip_json_encode(ts, outs, ts->input_count, "m", "", &body, &len, &json_len,
+                                   &has_binary);
     ts->id = id;
     if (!encoded) abort();
     /* The answer's outputs become a request's inputs: rename the key. */
@@ -50,7 +52,6 @@ static void round_trip_oip(struct tensor_set *ts, bool binary)
     memcpy(key, "\"inputs\": ", 10);
     struct tensor_set back = {0};
     char err[512] = "";
-    bool has_binary = json_len < len;
     if (!oip_json_decode(&back, doc, json_len, has_binary ? doc + json_len : NULL,
                          len - json_len, err, sizeof err)) {
         fprintf(stderr, "fuzz_tensors: an encoded answer did not decode: %s\n", err);
