@@ -222,7 +222,7 @@ class Torch(ServeTestCase):
         self.assertEqual(meta["outputs"], [{"name": "output", "datatype": "FP32", "shape": [-1, 10]}])
 
     def test_hostile_bodies_get_400(self):
-        """Found by fuzz_rows: numbers past float32 became inf and answers
+        """Found by fuzz_rows (now fuzz_tensors): numbers past float32 became inf and answers
         were not JSON; five bytes claiming 2^32 msgpack elements made
         msgpack-c ask for about 100 GB."""
         self.deploy_mlp()
