@@ -362,8 +362,11 @@ SERVE_EXPORT int serve_request_cancelled(const serve_request *req);
  * case: a plugin that wants bytes never pays for decoding.
  *
  * All of these may be called from any thread while the request is valid
- * (reading: before it is answered), in both isolation modes. Pointers
- * returned are owned by the request and valid as long as it is.
+ * (reading: before it is answered), in both isolation modes, one thread at
+ * a time per request until the first read has returned (that read
+ * decodes; for a replica that declared inputs it happened before
+ * handle_batch). Pointers returned are owned by the request and valid
+ * until it is answered.
  * ------------------------------------------------------------------------ */
 
 /* The Open Inference Protocol's datatypes. */
