@@ -3,6 +3,7 @@
  * with binary data (the first two bytes, little-endian, give the JSON
  * part's length), as an application/msgpack body and as a bare JSON row.
  * What decodes must encode and decode back to the same tensors. */
+#define _GNU_SOURCE /* memmem */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +48,7 @@ static void round_trip_oip(struct tensor_set *ts, bool binary)
     char *doc = malloc(len + 1);
     if (!doc) abort();
     memcpy(doc, body, len);
-    char *key = strstr(doc, "\"outputs\":");
+    char *key = memmem(doc, json_len, "\"outputs\":", 10); /* the data after may hold NULs */
     if (!key) abort();
     memcpy(key, "\"inputs\": ", 10);
     struct tensor_set back = {0};
