@@ -3,7 +3,6 @@
  * with binary data (the first two bytes, little-endian, give the JSON
  * part's length), as an application/msgpack body and as a bare JSON row.
  * What decodes must encode and decode back to the same tensors. */
-#define _GNU_SOURCE /* memmem */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
