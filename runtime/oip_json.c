@@ -6,7 +6,6 @@
  * parameters.binary_data_size takes its data from the bytes after the
  * JSON, in input order; an output sent binary carries its size there and
  * its bytes after the answer's JSON. */
-#include <float.h>
 #include <json-c/json.h>
 #include <math.h>
 #include <stdarg.h>
@@ -141,8 +140,7 @@ static void jw_data(struct jw *w, const struct serve_tensor *t, bool nested)
         for (size_t d = 0; d < dims; d++)
             if (i % block[d] == 0) jw_raw(w, "[", 1);
         if (t->datatype == SERVE_TYPE_BYTES) {
-            uint32_t len = (uint32_t)p[at] | (uint32_t)p[at + 1] << 8 | (uint32_t)p[at + 2] << 16 |
-                           (uint32_t)p[at + 3] << 24;
+            uint32_t len = tensor_le32(p + at);
             jw_str(w, (const char *)p + at + 4, len);
             at += 4 + len;
         } else {
@@ -461,7 +459,6 @@ static bool read_input(json_object *in, size_t index, struct serve_tensor *t, co
                  json_object_get_string(datatype));
         return false;
     }
-    json_object_object_get_ex(in, "shape", &shape);
     if (!read_shape(json_object_object_get_ex(in, "shape", &shape) ? shape : NULL, t, err, errlen))
         return false;
     if (json_object_object_get_ex(in, "parameters", &params) &&
@@ -490,16 +487,12 @@ static bool read_input(json_object *in, size_t index, struct serve_tensor *t, co
     } else if (has_data) {
         struct elements e = {0};
         bool ok = flatten(&e, t->datatype, data, t->name, err, errlen);
-        if (ok && t->datatype != SERVE_TYPE_BYTES && e.count != t->count) ok = false;
-        if (ok && t->datatype == SERVE_TYPE_BYTES && e.count != t->count) ok = false;
+        if (ok && e.count != t->count) ok = false;
         if (!ok && !err[0]) {
-            char shape_buf[128] = "[";
-            for (size_t i = 0; i < t->rank; i++)
-                snprintf(shape_buf + strlen(shape_buf), sizeof shape_buf - strlen(shape_buf),
-                         "%s%lld", i ? ", " : "", (long long)t->shape[i]);
-            snprintf(shape_buf + strlen(shape_buf), sizeof shape_buf - strlen(shape_buf), "]");
+            char shape[128];
+            tensor_shape_text(t->shape, t->rank, shape, sizeof shape);
             snprintf(err, errlen, "input '%s': shape %s holds %zu elements, data has %zu",
-                     t->name, shape_buf, t->count, e.count);
+                     t->name, shape, t->count, e.count);
         }
         if (!ok) {
             free(e.p);

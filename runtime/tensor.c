@@ -62,8 +62,7 @@ bool tensor_bytes_elements(const void *data, size_t bytes, size_t *elements)
     size_t at = 0, n = 0;
     while (at < bytes) {
         if (bytes - at < 4) return false;
-        uint32_t len = (uint32_t)p[at] | (uint32_t)p[at + 1] << 8 | (uint32_t)p[at + 2] << 16 |
-                       (uint32_t)p[at + 3] << 24;
+        uint32_t len = tensor_le32(p + at);
         at += 4;
         if (len > bytes - at) return false;
         at += len;
@@ -88,7 +87,7 @@ bool tensor_set_data(struct serve_tensor *t, const void *data, size_t bytes)
     return true;
 }
 
-static void shape_text(const int64_t *shape, size_t rank, char *out, size_t outlen)
+void tensor_shape_text(const int64_t *shape, size_t rank, char *out, size_t outlen)
 {
     size_t at = 0;
     at += (size_t)snprintf(out, outlen, "[");
@@ -100,7 +99,7 @@ static void shape_text(const int64_t *shape, size_t rank, char *out, size_t outl
 bool tensor_check_size(const struct serve_tensor *t, char *err, size_t errlen)
 {
     char shape[128];
-    shape_text(t->shape, t->rank, shape, sizeof shape);
+    tensor_shape_text(t->shape, t->rank, shape, sizeof shape);
     if (t->datatype == SERVE_TYPE_BYTES) {
         size_t elements;
         if (!tensor_bytes_elements(t->data, t->bytes, &elements)) {

@@ -74,6 +74,14 @@ bool tensor_set_param(struct tensor_set *ts, const char *key, const char *value)
 /* The element count of a shape; false when a dimension is negative or the
  * product overflows. */
 bool tensor_shape_count(const int64_t *shape, size_t rank, size_t *count);
+/* A BYTES element's 4-byte little-endian length at p. */
+static inline uint32_t tensor_le32(const void *at)
+{
+    const unsigned char *p = at;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+/* "[2, 3]": a shape as messages show it. */
+void tensor_shape_text(const int64_t *shape, size_t rank, char *out, size_t outlen);
 /* The number of BYTES elements in a length-prefixed buffer; false when
  * the lengths run past its end. */
 bool tensor_bytes_elements(const void *data, size_t bytes, size_t *elements);

@@ -8,7 +8,6 @@
  * answered {"id", "outputs": [{"name", "datatype", "shape", "data": BIN}]};
  * or a bare row, an array of numbers: one FP32 input named "input" of
  * shape [n], answered with the first output as an array of numbers. */
-#include <float.h>
 #include <math.h>
 #include <msgpack.h>
 #include <stdio.h>
@@ -248,8 +247,7 @@ bool row_msgpack_encode(const struct serve_tensor *t, char **body, size_t *len)
         case SERVE_TYPE_FP32: { float v; memcpy(&v, e, 4); msgpack_pack_float(&pk, v); break; }
         case SERVE_TYPE_FP64: { double v; memcpy(&v, e, 8); msgpack_pack_double(&pk, v); break; }
         case SERVE_TYPE_BYTES: {
-            uint32_t l = (uint32_t)p[at] | (uint32_t)p[at + 1] << 8 | (uint32_t)p[at + 2] << 16 |
-                         (uint32_t)p[at + 3] << 24;
+            uint32_t l = tensor_le32(p + at);
             msgpack_pack_bin(&pk, l);
             msgpack_pack_bin_body(&pk, p + at + 4, l);
             at += 4 + l;

@@ -9,7 +9,7 @@
 #   env: DURATION (default 5), REPS (default 3), MAX_BATCH (requests per
 #        batch, default 4), OLD_BUILD, PEERS_DIR
 source "$(dirname "$0")/lib.sh"
-build_bench
+build_bench -DSERVE_WITH_TORCH=ON
 [ -f build-bench/plugins/torch.so ] || { echo "the torch plugin was not built (libtorch-dev missing)"; exit 1; }
 MAX_BATCH=${MAX_BATCH:-4}
 BODIES=$(mktemp -d)

@@ -5,7 +5,7 @@
 # req/s, all in the same run. The BLAS in use is printed.
 #   env: DURATION (default 5), REPS (default 3), PEERS_DIR
 source "$(dirname "$0")/lib.sh"
-build_bench
+build_bench -DSERVE_WITH_TORCH=ON
 [ -f build-bench/plugins/torch.so ] || { echo "the torch plugin was not built (libtorch-dev missing)"; exit 1; }
 export SERVE_STATE_DIR=/tmp/serve-bench-torch
 "$SERVE" stop >/dev/null 2>&1 || true
