@@ -9,7 +9,7 @@ set -euo pipefail
 # libFuzzer targets; valgrind: the memcheck test; nginx: the request-smuggling
 # test puts a real proxy in front of serve (prlimit, for the out-of-descriptors
 # test, is in util-linux, which Debian always has).
-PACKAGES=(build-essential cmake pkg-config libevent-dev node-llhttp libmsgpack-dev libyaml-dev libjson-c-dev python3 curl
+PACKAGES=(build-essential cmake pkg-config libevent-dev node-llhttp libmsgpack-dev libyaml-dev libsimdjson-dev python3 curl
           mandoc libtorch-dev python3-torch libopenblas0-pthread clang libclang-rt-dev valgrind nginx)
 missing=()
 for p in "${PACKAGES[@]}"; do

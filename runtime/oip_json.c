@@ -1,18 +1,18 @@
 /* oip_json.c - the Open Inference Protocol's JSON documents (and bare JSON
- * rows): decoded with json-c, written with a small appender (numbers in
- * their shortest exact form, names escaped).
+ * rows): read with simdjson (json_dom.h), written with a small appender
+ * (numbers in a form that reads back exactly, names escaped).
  *
  * The binary tensor data extension shares the document: an input with
  * parameters.binary_data_size takes its data from the bytes after the
  * JSON, in input order; an output sent binary carries its size there and
  * its bytes after the answer's JSON. */
-#include <json-c/json.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_dom.h"
 #include "tensor.h"
 
 /* -- writing ------------------------------------------------------------- */
@@ -84,7 +84,10 @@ static void jw_str(struct jw *w, const char *s, size_t len)
     jw_raw(w, "\"", 1);
 }
 
-/* The shortest text that reads back as the same float (or double). */
+/* A text that reads back as the same float (9 significant digits) or
+ * double (17). One printf per number: searching for the shortest form
+ * cost three times as much, and writing the answers of one-row requests
+ * is on the replica's critical path (T1 in tests/bench/RESULTS.md). */
 static void jw_float(struct jw *w, double v, bool single)
 {
     if (!isfinite(v)) {
@@ -95,13 +98,7 @@ static void jw_float(struct jw *w, double v, bool single)
         jw_s(w, "-0.0"); /* "-0" reads back as the integer 0 */
         return;
     }
-    char buf[40];
-    for (int precision = single ? 6 : 15; precision <= (single ? 9 : 17); precision++) {
-        snprintf(buf, sizeof buf, "%.*g", precision, v);
-        double back = strtod(buf, NULL);
-        if (single ? (float)back == (float)v : back == v) break;
-    }
-    jw_s(w, buf);
+    jw_printf(w, single ? "%.9g" : "%.17g", v);
 }
 
 static void jw_element(struct jw *w, int datatype, const unsigned char *p)
@@ -253,113 +250,97 @@ char *tensor_decls_json(const struct tensor_decls *d)
 
 /* -- reading ------------------------------------------------------------- */
 
-/* Parses exactly `len` bytes as one JSON value; NULL with err set. */
-static json_object *parse(const char *text, size_t len, char *err, size_t errlen)
-{
-    if (len > INT32_MAX) {
-        snprintf(err, errlen, "JSON document of %zu bytes is too large", len);
-        return NULL;
-    }
-    struct json_tokener *tok = json_tokener_new_ex(64);
-    if (!tok) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT); /* no NaN, no single quotes */
-    json_object *doc = json_tokener_parse_ex(tok, text, (int)len);
-    enum json_tokener_error e = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    if (!doc && e == json_tokener_continue) {
-        snprintf(err, errlen, "malformed JSON: the document ends early (%zu bytes)", len);
-    } else if (!doc || e != json_tokener_success) {
-        snprintf(err, errlen, "malformed JSON at byte %zu: %s", end, json_tokener_error_desc(e));
-    } else {
-        while (end < len && strchr(" \t\r\n", text[end])) end++;
-        if (end < len) {
-            snprintf(err, errlen, "malformed JSON: unexpected text at byte %zu after the document",
-                     end);
-            json_object_put(doc);
-            doc = NULL;
-        }
-    }
-    json_tokener_free(tok);
-    return doc;
-}
-
 /* A growing buffer for one input's decoded elements. */
 struct elements {
     unsigned char *p;
     size_t len, cap, count;
 };
 
+/* Room for `more` bytes after what e holds. */
+static bool reserve(struct elements *e, size_t more)
+{
+    if (e->len + more <= e->cap) return true;
+    size_t cap = e->cap ? e->cap : 64;
+    while (cap < e->len + more) cap *= 2;
+    unsigned char *p = realloc(e->p, cap);
+    if (!p) return false;
+    e->p = p;
+    e->cap = cap;
+    return true;
+}
+
 static bool put(struct elements *e, const void *data, size_t len)
 {
-    if (e->len + len > e->cap) {
-        size_t cap = e->cap ? e->cap : 64;
-        while (cap < e->len + len) cap *= 2;
-        unsigned char *p = realloc(e->p, cap);
-        if (!p) return false;
-        e->p = p;
-        e->cap = cap;
-    }
+    if (!reserve(e, len)) return false;
     memcpy(e->p + e->len, data, len);
     e->len += len;
     return true;
 }
 
+static const char *kind_name(enum json_kind k)
+{
+    static const char *const names[] = {"null", "a boolean", "an integer", "an integer",
+                                        "a number", "a string", "an array", "an object"};
+    return names[k];
+}
+
 /* One JSON element as `datatype`; false with err naming the input. */
-static bool put_element(struct elements *e, int datatype, json_object *v, const char *name,
+static bool put_element(struct elements *e, int datatype, json_value v, const char *name,
                         char *err, size_t errlen)
 {
-    enum json_type type = json_object_get_type(v);
+    enum json_kind kind = json_kind_of(v);
     size_t index = e->count;
-    bool is_int = type == json_type_int, is_number = is_int || type == json_type_double;
-    int64_t i64 = is_int ? json_object_get_int64(v) : 0;
-    uint64_t u64 = is_int ? json_object_get_uint64(v) : 0;
-    bool negative = is_int && i64 < 0;
+    bool is_int = kind == JSON_INT64 || kind == JSON_UINT64;
+    bool is_number = is_int || kind == JSON_DOUBLE;
+    bool negative = kind == JSON_INT64 && json_int64(v) < 0;
+    int64_t i64 = kind == JSON_INT64 ? json_int64(v) : INT64_MAX;
+    uint64_t u64 = is_int && !negative ? json_uint64(v) : 0;
     union {
         uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
         int8_t i8; int16_t i16; int32_t i32; int64_t i64; float f; double d;
     } out;
     size_t size = serve_datatype_size(datatype);
     bool ok = true;
-    const char *want = "";
+    const char *want = "an integer in its range";
     switch (datatype) {
     case SERVE_TYPE_BOOL:
-        ok = type == json_type_boolean;
-        out.u8 = ok && json_object_get_boolean(v);
+        ok = kind == JSON_BOOL;
+        out.u8 = ok && json_bool(v);
         want = "true or false";
         break;
     case SERVE_TYPE_UINT8: ok = is_int && !negative && u64 <= UINT8_MAX; out.u8 = (uint8_t)u64; break;
     case SERVE_TYPE_UINT16: ok = is_int && !negative && u64 <= UINT16_MAX; out.u16 = (uint16_t)u64; break;
     case SERVE_TYPE_UINT32: ok = is_int && !negative && u64 <= UINT32_MAX; out.u32 = (uint32_t)u64; break;
     case SERVE_TYPE_UINT64: ok = is_int && !negative; out.u64 = u64; break;
-    case SERVE_TYPE_INT8: ok = is_int && i64 >= INT8_MIN && i64 <= INT8_MAX && (negative || u64 <= INT8_MAX); out.i8 = (int8_t)i64; break;
-    case SERVE_TYPE_INT16: ok = is_int && i64 >= INT16_MIN && i64 <= INT16_MAX && (negative || u64 <= INT16_MAX); out.i16 = (int16_t)i64; break;
-    case SERVE_TYPE_INT32: ok = is_int && i64 >= INT32_MIN && i64 <= INT32_MAX && (negative || u64 <= INT32_MAX); out.i32 = (int32_t)i64; break;
-    case SERVE_TYPE_INT64: ok = is_int && (negative || u64 <= INT64_MAX); out.i64 = i64; break;
+    /* A JSON_UINT64 is above INT64_MAX: i64 stays INT64_MAX, out of every
+     * signed range but INT64's, which its kind rules out. */
+    case SERVE_TYPE_INT8: ok = kind == JSON_INT64 && i64 >= INT8_MIN && i64 <= INT8_MAX; out.i8 = (int8_t)i64; break;
+    case SERVE_TYPE_INT16: ok = kind == JSON_INT64 && i64 >= INT16_MIN && i64 <= INT16_MAX; out.i16 = (int16_t)i64; break;
+    case SERVE_TYPE_INT32: ok = kind == JSON_INT64 && i64 >= INT32_MIN && i64 <= INT32_MAX; out.i32 = (int32_t)i64; break;
+    case SERVE_TYPE_INT64: ok = kind == JSON_INT64; out.i64 = i64; break;
     case SERVE_TYPE_FP32: {
-        double d = json_object_get_double(v);
+        double d = json_number(v);
         ok = is_number && isfinite((float)d); /* what rounds to FLT_MAX is in */
         out.f = (float)d;
         want = is_number ? "within float32 range" : "a number";
         break;
     }
     case SERVE_TYPE_FP64:
-        out.d = json_object_get_double(v);
-        ok = is_number && isfinite(out.d);
-        want = "a finite number";
+        out.d = json_number(v);
+        ok = is_number;
+        want = "a number";
         break;
     case SERVE_TYPE_BYTES: {
-        if (type != json_type_string) {
+        size_t len;
+        const char *str = json_string(v, &len);
+        if (!str) {
             snprintf(err, errlen, "input '%s': element %zu is not a string (BYTES)", name, index);
             return false;
         }
-        size_t len = (size_t)json_object_get_string_len(v);
         unsigned char prefix[4] = {(unsigned char)len, (unsigned char)(len >> 8),
                                    (unsigned char)(len >> 16), (unsigned char)(len >> 24)};
         e->count++;
-        if (!put(e, prefix, 4) || !put(e, json_object_get_string(v), len)) {
+        if (!put(e, prefix, 4) || !put(e, str, len)) {
             snprintf(err, errlen, "out of memory");
             return false;
         }
@@ -371,10 +352,11 @@ static bool put_element(struct elements *e, int datatype, json_object *v, const 
         return false;
     }
     if (!ok) {
-        if (!*want) want = "an integer in its range";
+        char *text = is_number ? json_text(v) : NULL;
+        if (text && strlen(text) > 40) strcpy(text + 37, "...");
         snprintf(err, errlen, "input '%s': element %zu (%s) is not %s for %s", name, index,
-                 json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN), want,
-                 serve_datatype_name(datatype));
+                 text ? text : kind_name(kind), want, serve_datatype_name(datatype));
+        free(text);
         return false;
     }
     e->count++;
@@ -386,37 +368,38 @@ static bool put_element(struct elements *e, int datatype, json_object *v, const 
 }
 
 /* The elements of `data`, flattened (OIP accepts nested or flat arrays). */
-static bool flatten(struct elements *e, int datatype, json_object *data, const char *name,
+static bool flatten(struct elements *e, int datatype, json_value data, const char *name,
                     char *err, size_t errlen)
 {
-    if (!json_object_is_type(data, json_type_array))
-        return put_element(e, datatype, data, name, err, errlen);
-    size_t n = json_object_array_length(data);
-    for (size_t i = 0; i < n; i++)
-        if (!flatten(e, datatype, json_object_array_get_idx(data, i), name, err, errlen))
-            return false;
+    if (json_kind_of(data) != JSON_ARRAY) return put_element(e, datatype, data, name, err, errlen);
+    json_iter it;
+    json_value v;
+    for (bool more = json_first(data, &it, &v); more; more = json_next(&it, &v))
+        if (!flatten(e, datatype, v, name, err, errlen)) return false;
     return true;
 }
 
-static bool read_shape(json_object *shape, struct serve_tensor *t, char *err, size_t errlen)
+static bool read_shape(const json_value *shape, struct serve_tensor *t, char *err, size_t errlen)
 {
-    if (!shape || !json_object_is_type(shape, json_type_array)) {
+    if (!shape || json_kind_of(*shape) != JSON_ARRAY) {
         snprintf(err, errlen, "input '%s': \"shape\" must be an array of sizes", t->name);
         return false;
     }
-    size_t rank = json_object_array_length(shape);
+    size_t rank = json_size(*shape);
     if (rank > SERVE_MAX_RANK) {
         snprintf(err, errlen, "input '%s': rank %zu is over %d", t->name, rank, SERVE_MAX_RANK);
         return false;
     }
-    for (size_t i = 0; i < rank; i++) {
-        json_object *d = json_object_array_get_idx(shape, i);
-        if (!json_object_is_type(d, json_type_int) || json_object_get_int64(d) < 0) {
+    json_iter it;
+    json_value d;
+    size_t i = 0;
+    for (bool more = json_first(*shape, &it, &d); more; more = json_next(&it, &d), i++) {
+        if (json_kind_of(d) != JSON_INT64 || json_int64(d) < 0) {
             snprintf(err, errlen, "input '%s': shape entry %zu is not a size (0 or more)", t->name,
                      i);
             return false;
         }
-        t->shape[i] = json_object_get_int64(d);
+        t->shape[i] = json_int64(d);
     }
     t->rank = rank;
     if (!tensor_shape_count(t->shape, rank, &t->count) ||
@@ -427,50 +410,46 @@ static bool read_shape(json_object *shape, struct serve_tensor *t, char *err, si
     return true;
 }
 
-static const char *param_text(json_object *v)
+/* A member that must be a string, copied (NULL: absent or not a string). */
+static char *string_member(json_value obj, const char *key)
 {
-    return json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v)
-               : json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN);
+    json_value v;
+    size_t len;
+    const char *s = json_member(obj, key, &v) ? json_string(v, &len) : NULL;
+    return s ? strndup(s, len) : NULL;
 }
 
 /* One entry of "inputs"; binary data taken from *binary on. */
-static bool read_input(json_object *in, size_t index, struct serve_tensor *t, const char **binary,
+static bool read_input(json_value in, size_t index, struct serve_tensor *t, const char **binary,
                        size_t *binary_left, char *err, size_t errlen)
 {
-    json_object *name, *datatype, *shape, *data, *params, *size = NULL;
-    if (!json_object_is_type(in, json_type_object) ||
-        !json_object_object_get_ex(in, "name", &name) ||
-        !json_object_is_type(name, json_type_string)) {
+    json_value shape, data, params, size;
+    if (json_kind_of(in) != JSON_OBJECT || !(t->name = string_member(in, "name"))) {
         snprintf(err, errlen, "input %zu: an object with a \"name\" string is required", index);
         return false;
     }
-    t->name = strdup(json_object_get_string(name));
-    if (!t->name) return false;
-    if (!json_object_object_get_ex(in, "datatype", &datatype) ||
-        !json_object_is_type(datatype, json_type_string)) {
+    char *datatype = string_member(in, "datatype");
+    if (!datatype) {
         snprintf(err, errlen, "input '%s': \"datatype\" is required", t->name);
         return false;
     }
-    t->datatype = serve_datatype_from_name(json_object_get_string(datatype));
-    if (!t->datatype) {
+    t->datatype = serve_datatype_from_name(datatype);
+    if (!t->datatype)
         snprintf(err, errlen, "input '%s': unknown datatype \"%s\" (BOOL, UINT8..UINT64, "
-                 "INT8..INT64, FP16, FP32, FP64 or BYTES)", t->name,
-                 json_object_get_string(datatype));
+                 "INT8..INT64, FP16, FP32, FP64 or BYTES)", t->name, datatype);
+    free(datatype);
+    if (!t->datatype) return false;
+    if (!read_shape(json_member(in, "shape", &shape) ? &shape : NULL, t, err, errlen))
         return false;
-    }
-    if (!read_shape(json_object_object_get_ex(in, "shape", &shape) ? shape : NULL, t, err, errlen))
-        return false;
-    if (json_object_object_get_ex(in, "parameters", &params) &&
-        json_object_is_type(params, json_type_object))
-        json_object_object_get_ex(params, "binary_data_size", &size);
-    bool has_data = json_object_object_get_ex(in, "data", &data);
-    if (size) {
-        if (!json_object_is_type(size, json_type_int) || json_object_get_int64(size) < 0) {
+    bool has_size = json_member(in, "parameters", &params) &&
+                    json_kind_of(params) == JSON_OBJECT &&
+                    json_member(params, "binary_data_size", &size);
+    if (has_size) {
+        if (json_kind_of(size) != JSON_INT64 || json_int64(size) < 0) {
             snprintf(err, errlen, "input '%s': binary_data_size must be a size", t->name);
             return false;
         }
-        uint64_t n = (uint64_t)json_object_get_int64(size);
+        uint64_t n = (uint64_t)json_int64(size);
         if (!*binary) {
             snprintf(err, errlen, "input '%s': binary_data_size without binary data (send the "
                      "Inference-Header-Content-Length header)", t->name);
@@ -484,15 +463,20 @@ static bool read_input(json_object *in, size_t index, struct serve_tensor *t, co
         if (!tensor_set_data(t, *binary, (size_t)n)) return false;
         *binary += n;
         *binary_left -= (size_t)n;
-    } else if (has_data) {
+    } else if (json_member(in, "data", &data)) {
         struct elements e = {0};
-        bool ok = flatten(&e, t->datatype, data, t->name, err, errlen);
+        /* Room for what the shape promises, within reason: a body of at
+         * most --max-body holds fewer elements than half its bytes. */
+        size_t size = serve_datatype_size(t->datatype), want = t->count * (size ? size : 8);
+        bool ok = reserve(&e, want <= (64u << 20) ? want : 0);
+        if (!ok) snprintf(err, errlen, "out of memory");
+        ok = ok && flatten(&e, t->datatype, data, t->name, err, errlen);
         if (ok && e.count != t->count) ok = false;
         if (!ok && !err[0]) {
-            char shape[128];
-            tensor_shape_text(t->shape, t->rank, shape, sizeof shape);
+            char shape_text[128];
+            tensor_shape_text(t->shape, t->rank, shape_text, sizeof shape_text);
             snprintf(err, errlen, "input '%s': shape %s holds %zu elements, data has %zu",
-                     t->name, shape, t->count, e.count);
+                     t->name, shape_text, t->count, e.count);
         }
         if (!ok) {
             free(e.p);
@@ -510,76 +494,88 @@ static bool read_input(json_object *in, size_t index, struct serve_tensor *t, co
     return tensor_check_size(t, err, errlen);
 }
 
-static bool read_outputs(struct tensor_set *ts, json_object *outputs, char *err, size_t errlen)
+static bool read_outputs(struct tensor_set *ts, json_value outputs, char *err, size_t errlen)
 {
-    if (!json_object_is_type(outputs, json_type_array)) {
+    if (json_kind_of(outputs) != JSON_ARRAY) {
         snprintf(err, errlen, "\"outputs\" must be an array");
         return false;
     }
-    size_t n = json_object_array_length(outputs);
+    size_t n = json_size(outputs);
     ts->wanted = calloc(n ? n : 1, sizeof *ts->wanted);
     if (!ts->wanted) return false;
-    for (size_t i = 0; i < n; i++) {
-        json_object *o = json_object_array_get_idx(outputs, i), *name, *params, *binary;
-        if (!json_object_is_type(o, json_type_object) ||
-            !json_object_object_get_ex(o, "name", &name) ||
-            !json_object_is_type(name, json_type_string)) {
+    json_iter it;
+    json_value o;
+    size_t i = 0;
+    for (bool more = json_first(outputs, &it, &o); more; more = json_next(&it, &o), i++) {
+        struct tensor_request_output *w = &ts->wanted[ts->wanted_count];
+        if (json_kind_of(o) != JSON_OBJECT || !(w->name = string_member(o, "name"))) {
             snprintf(err, errlen, "output %zu: an object with a \"name\" string is required", i);
             return false;
         }
-        struct tensor_request_output *w = &ts->wanted[ts->wanted_count++];
+        ts->wanted_count++;
         w->binary = -1;
-        w->name = strdup(json_object_get_string(name));
-        if (!w->name) return false;
-        if (json_object_object_get_ex(o, "parameters", &params) &&
-            json_object_is_type(params, json_type_object) &&
-            json_object_object_get_ex(params, "binary_data", &binary))
-            w->binary = json_object_get_boolean(binary) ? 1 : 0;
+        json_value params, binary;
+        if (json_member(o, "parameters", &params) && json_member(params, "binary_data", &binary))
+            w->binary = json_bool(binary) ? 1 : 0;
     }
     return true;
 }
 
-static bool read_document(struct tensor_set *ts, json_object *doc, const char *binary,
+static bool read_parameters(struct tensor_set *ts, json_value params, char *err, size_t errlen)
+{
+    if (json_kind_of(params) != JSON_OBJECT) {
+        snprintf(err, errlen, "\"parameters\" must be an object");
+        return false;
+    }
+    json_iter it;
+    const char *key;
+    size_t klen;
+    json_value v;
+    for (bool more = json_first_member(params, &it, &key, &klen, &v); more;
+         more = json_next_member(&it, &key, &klen, &v)) {
+        char *k = strndup(key, klen), *text;
+        size_t len;
+        const char *str = json_string(v, &len);
+        text = str ? strndup(str, len) : json_text(v);
+        bool ok = k && text && tensor_set_param(ts, k, text);
+        if (ok && strcmp(k, "binary_data_output") == 0) ts->binary_output = json_bool(v);
+        free(k);
+        free(text);
+        if (!ok) return false;
+    }
+    return true;
+}
+
+static bool read_document(struct tensor_set *ts, json_value doc, const char *binary,
                           size_t binary_len, char *err, size_t errlen)
 {
-    if (!json_object_is_type(doc, json_type_object)) {
+    if (json_kind_of(doc) != JSON_OBJECT) {
         snprintf(err, errlen, "the inference request must be a JSON object");
         return false;
     }
-    json_object *id, *params, *inputs, *outputs;
-    if (json_object_object_get_ex(doc, "id", &id)) {
-        if (!json_object_is_type(id, json_type_string)) {
+    json_value id, params, inputs, outputs;
+    if (json_member(doc, "id", &id)) {
+        if (json_kind_of(id) != JSON_STRING) {
             snprintf(err, errlen, "\"id\" must be a string");
             return false;
         }
-        if (!(ts->id = strdup(json_object_get_string(id)))) return false;
+        if (!(ts->id = string_member(doc, "id"))) return false;
     }
-    if (json_object_object_get_ex(doc, "parameters", &params)) {
-        if (!json_object_is_type(params, json_type_object)) {
-            snprintf(err, errlen, "\"parameters\" must be an object");
-            return false;
-        }
-        json_object_object_foreach(params, key, value)
-        {
-            if (!tensor_set_param(ts, key, param_text(value))) return false;
-            if (strcmp(key, "binary_data_output") == 0)
-                ts->binary_output = json_object_get_boolean(value);
-        }
-    }
-    if (!json_object_object_get_ex(doc, "inputs", &inputs) ||
-        !json_object_is_type(inputs, json_type_array)) {
+    if (json_member(doc, "parameters", &params) && !read_parameters(ts, params, err, errlen))
+        return false;
+    if (!json_member(doc, "inputs", &inputs) || json_kind_of(inputs) != JSON_ARRAY) {
         snprintf(err, errlen, "\"inputs\" (an array of tensors) is required");
         return false;
     }
-    size_t n = json_object_array_length(inputs);
+    size_t n = json_size(inputs);
     ts->inputs = calloc(n ? n : 1, sizeof *ts->inputs);
     if (!ts->inputs) return false;
     size_t binary_left = binary_len;
-    for (size_t i = 0; i < n; i++) {
-        ts->input_count++;
-        if (!read_input(json_object_array_get_idx(inputs, i), i, &ts->inputs[i], &binary,
-                        &binary_left, err, errlen))
-            return false;
+    json_iter it;
+    json_value in;
+    for (bool more = json_first(inputs, &it, &in); more; more = json_next(&it, &in)) {
+        size_t i = ts->input_count++;
+        if (!read_input(in, i, &ts->inputs[i], &binary, &binary_left, err, errlen)) return false;
         for (size_t j = 0; j < i; j++)
             if (strcmp(ts->inputs[j].name, ts->inputs[i].name) == 0) {
                 snprintf(err, errlen, "input '%s' is given twice", ts->inputs[i].name);
@@ -591,8 +587,7 @@ static bool read_document(struct tensor_set *ts, json_object *doc, const char *b
                  "binary_data_size", binary_left);
         return false;
     }
-    if (json_object_object_get_ex(doc, "outputs", &outputs) &&
-        !read_outputs(ts, outputs, err, errlen))
+    if (json_member(doc, "outputs", &outputs) && !read_outputs(ts, outputs, err, errlen))
         return false;
     return true;
 }
@@ -600,25 +595,26 @@ static bool read_document(struct tensor_set *ts, json_object *doc, const char *b
 bool oip_json_decode(struct tensor_set *ts, const char *json, size_t json_len, const char *binary,
                      size_t binary_len, char *err, size_t errlen)
 {
-    json_object *doc = parse(json, json_len, err, errlen);
-    if (!doc) return false;
+    json_value doc;
+    if (!json_parse(json, json_len, &doc, err, errlen)) return false;
     /* binary is NULL for a plain JSON request: binary_data_size is then an
      * error; for a binary one it is the (possibly empty) rest of the body. */
     bool ok = read_document(ts, doc, binary, binary_len, err, errlen);
     if (!ok && !err[0]) snprintf(err, errlen, "out of memory");
-    json_object_put(doc);
     return ok;
 }
 
 /* Every array at depth d has shape[d] entries, and only depth `rank`
  * holds numbers. */
-static bool rectangular(json_object *v, const int64_t *shape, size_t d, size_t rank)
+static bool rectangular(json_value v, const int64_t *shape, size_t d, size_t rank)
 {
-    bool array = json_object_is_type(v, json_type_array);
+    bool array = json_kind_of(v) == JSON_ARRAY;
     if (d == rank) return !array;
-    if (!array || json_object_array_length(v) != (size_t)shape[d]) return false;
-    for (size_t i = 0; i < (size_t)shape[d]; i++)
-        if (!rectangular(json_object_array_get_idx(v, i), shape, d + 1, rank)) return false;
+    if (!array || json_size(v) != (size_t)shape[d]) return false;
+    json_iter it;
+    json_value e;
+    for (bool more = json_first(v, &it, &e); more; more = json_next(&it, &e))
+        if (!rectangular(e, shape, d + 1, rank)) return false;
     return true;
 }
 
@@ -626,8 +622,8 @@ static bool rectangular(json_object *v, const int64_t *shape, size_t d, size_t r
 bool row_json_decode(struct tensor_set *ts, const char *json, size_t len, char *err,
                      size_t errlen)
 {
-    json_object *doc = parse(json, len, err, errlen);
-    if (!doc) return false;
+    json_value doc;
+    if (!json_parse(json, len, &doc, err, errlen)) return false;
     ts->inputs = calloc(1, sizeof *ts->inputs);
     bool ok = ts->inputs != NULL;
     struct serve_tensor *t = ts->inputs;
@@ -638,15 +634,16 @@ bool row_json_decode(struct tensor_set *ts, const char *json, size_t len, char *
         ok = t->name != NULL;
     }
     /* The shape: the first element's, level by level. */
-    for (json_object *level = doc; ok && json_object_is_type(level, json_type_array);
-         level = json_object_array_get_idx(level, 0)) {
+    json_value level = doc;
+    while (ok && json_kind_of(level) == JSON_ARRAY) {
         if (t->rank == SERVE_MAX_RANK) {
             snprintf(err, errlen, "a row nested deeper than %d levels", SERVE_MAX_RANK);
             ok = false;
             break;
         }
-        t->shape[t->rank++] = (int64_t)json_object_array_length(level);
-        if (!json_object_array_length(level)) break;
+        t->shape[t->rank++] = (int64_t)json_size(level);
+        json_iter it;
+        if (!json_first(level, &it, &level)) break;
     }
     if (ok && !tensor_shape_count(t->shape, t->rank, &t->count)) ok = false;
     struct elements e = {0};
@@ -654,22 +651,20 @@ bool row_json_decode(struct tensor_set *ts, const char *json, size_t len, char *
         snprintf(err, errlen, "a row must be a JSON array of numbers");
         ok = false;
     }
-    if (ok) ok = flatten(&e, SERVE_TYPE_FP32, doc, "input", err, errlen);
+    if (ok) ok = reserve(&e, t->count <= len ? t->count * sizeof(float) : 0) &&
+                 flatten(&e, SERVE_TYPE_FP32, doc, "input", err, errlen);
     /* Rectangular: each level's arrays as long as the first one's (a
-     * ragged row flattens to the wrong count, or to the right count in the
-     * wrong places: checked level by level). */
+     * ragged row can flatten to the right count in the wrong places). */
     if (ok && (e.count != t->count || !rectangular(doc, t->shape, 0, t->rank))) ok = false;
     if (!ok) {
         if (!err[0])
             snprintf(err, errlen, "a row must be a rectangular array of numbers (expected %zu "
                      "elements by its first entries, got %zu)", t->count, e.count);
         free(e.p);
-        json_object_put(doc);
         return false;
     }
     t->owned = e.p ? e.p : malloc(1);
     t->data = t->owned;
     t->bytes = e.len;
-    json_object_put(doc);
     return t->owned != NULL;
 }

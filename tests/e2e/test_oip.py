@@ -287,11 +287,13 @@ class OIP(ServeTestCase):
         a = {"name": "a", "datatype": "INT32", "shape": [2]}
         cases = [
             (b"{\"inputs\": [", ["malformed JSON"]),
-            (b"[1, 2] [3]", ["malformed JSON at byte 7"]),
+            (b"[1, 2] [3]", ["malformed JSON"]),
             (b'{"inputs": [{"name": "f", "datatype": "FP32", "shape": [1], "data": [NaN]}]}',
-             ["input 'f'", "is not within float32 range"]),
+             ["malformed JSON"]),
+            (b'{"inputs": [{"name": "f", "datatype": "FP32", "shape": [1], "data": [1e39]}]}',
+             ["input 'f'", "element 0 (1e+39) is not within float32 range"]),
             (b'{"inputs": [{"name": "d", "datatype": "FP64", "shape": [1], "data": [1e999]}]}',
-             ["input 'd'", "is not a finite number"]),
+             ["malformed JSON"]),
             (b"\"text\"", ["must be a JSON object"]),
             (b"{}", ["\"inputs\"", "required"]),
             (json.dumps({"inputs": [dict(a, data=[1, 2, 3])]}).encode(),

@@ -13,7 +13,7 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(fuzz_http fuzz_control fuzz_deploy fuzz_tensors)
 
-CC=clang cmake -S . -B build-fuzz -DSERVE_FUZZ=ON -DSERVE_WITH_TORCH=OFF -DSERVE_WITH_CUDA=OFF \
+CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSERVE_FUZZ=ON -DSERVE_WITH_TORCH=OFF -DSERVE_WITH_CUDA=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]}" >/dev/null
 
