@@ -2,11 +2,15 @@
  * Inference Protocol documents (SPEC 1), by measurement: decoding an infer
  * request with an FP32 [32, 64] input (flat and nested data) into floats,
  * and encoding an infer answer with an FP32 [32, 64] output, with jansson,
- * json-c and cJSON. jansson and json-c share symbol names, so each library
- * gets a binary of its own: built with -DUSE_JANSSON, -DUSE_JSONC or
- * -DUSE_CJSON by tests/bench/json.sh. */
+ * json-c and cJSON, and with simdjson through serve's own C shim
+ * (runtime/json_dom.cpp; simdjson writes no JSON, so its encode is serve's:
+ * one "%.9g" per number). jansson and json-c share symbol names, so each
+ * library gets a binary of its own: built with -DUSE_JANSSON, -DUSE_JSONC,
+ * -DUSE_CJSON or -DUSE_SIMDJSON by tests/bench/json.sh. */
 #define _POSIX_C_SOURCE 200809L
-#if defined(USE_CJSON)
+#if defined(USE_SIMDJSON)
+#include "json_dom.h"
+#elif defined(USE_CJSON)
 #include <cjson/cJSON.h>
 #elif defined(USE_JANSSON)
 #include <jansson.h>
@@ -103,7 +107,7 @@ static int decode_jsonc(const char *doc, size_t len, float *out)
     return got == N ? 0 : -1;
 }
 
-#else
+#elif defined(USE_CJSON)
 static size_t cjson_fill(const cJSON *a, float *out, size_t at)
 {
     for (const cJSON *v = a ? a->child : NULL; v; v = v->next) {
@@ -165,6 +169,39 @@ static size_t encode_jsonc(const float *v)
     json_object_object_add(root, "outputs", outs);
     size_t n = strlen(json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN));
     json_object_put(root);
+    return n;
+}
+
+#elif defined(USE_SIMDJSON)
+static size_t simdjson_fill(json_value a, float *out, size_t at)
+{
+    json_iter it;
+    json_value v;
+    for (bool more = json_first(a, &it, &v); more; more = json_next(&it, &v))
+        if (json_kind_of(v) == JSON_ARRAY) at = simdjson_fill(v, out, at);
+        else if (at < N) out[at++] = (float)json_number(v);
+    return at;
+}
+
+static int decode_simdjson(const char *doc, size_t len, float *out)
+{
+    json_value root, inputs, first, data;
+    char err[256];
+    json_iter it;
+    if (!json_parse(doc, len, &root, err, sizeof err) || !json_member(root, "inputs", &inputs) ||
+        !json_first(inputs, &it, &first) || !json_member(first, "data", &data))
+        return -1;
+    return simdjson_fill(data, out, 0) == N ? 0 : -1;
+}
+
+static size_t encode_simdjson(const float *v)
+{
+    static char out[64 + N * 20];
+    size_t n = (size_t)sprintf(out, "{\"model_name\":\"m\",\"id\":\"42\",\"outputs\":[{\"name\":"
+                                    "\"y\",\"datatype\":\"FP32\",\"shape\":[%d,%d],\"data\":[",
+                               ROWS, COLS);
+    for (int i = 0; i < N; i++) n += (size_t)sprintf(out + n, "%s%.9g", i ? "," : "", v[i]);
+    n += (size_t)sprintf(out + n, "]}]}");
     return n;
 }
 
@@ -234,6 +271,8 @@ int main(int argc, char **argv)
     measure("jansson", decode_jansson, encode_jansson, flat, nested, reps);
 #elif defined(USE_JSONC)
     measure("json-c", decode_jsonc, encode_jsonc, flat, nested, reps);
+#elif defined(USE_SIMDJSON)
+    measure("simdjson", decode_simdjson, encode_simdjson, flat, nested, reps);
 #else
     measure("cJSON", decode_cjson, encode_cjson, flat, nested, reps);
 #endif
