@@ -210,6 +210,11 @@ extern "C" const char *json_string(json_value v, size_t *len)
     return s.data();
 }
 
+extern "C" bool json_valid_utf8(const char *text, size_t len)
+{
+    return simdjson::validate_utf8(text, len);
+}
+
 extern "C" char *json_text(json_value v)
 {
     try {

@@ -66,6 +66,9 @@ const char *json_string(json_value v, size_t *len); /* not NUL-terminated */
 /* The value as minified JSON text (malloc'd; NULL when out of memory). */
 char *json_text(json_value v);
 
+/* True when text[0..len) is valid UTF-8 (what a JSON string may hold). */
+bool json_valid_utf8(const char *text, size_t len);
+
 #ifdef __cplusplus
 }
 #endif

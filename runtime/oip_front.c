@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "dispatch.h"
 
 #ifndef SERVE_VERSION
 #define SERVE_VERSION "dev"
@@ -101,6 +102,15 @@ static enum oip_outcome models(const struct routes *routes, struct http1_exchang
     if (strcmp(what, "/infer") == 0) {
         if (strcmp(method, "POST") != 0) {
             answer_405(ex, request_id, close, "POST", "infer");
+            return OIP_ANSWERED;
+        }
+        /* An endpoint whose methods leave POST out takes no inference
+         * either: /v2 is another way in, not around its rules. */
+        struct dispatch_error err;
+        if (!dispatch_check_method(e, "POST", &err)) {
+            snprintf(err.message, sizeof err.message, "method not allowed: endpoint %s does not "
+                     "take POST (its methods: %s), so no inference either", e->endpoint, err.allow);
+            http1_answer_error(ex, 405, request_id, err.message, close);
             return OIP_ANSWERED;
         }
         *route = e;

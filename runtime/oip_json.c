@@ -168,6 +168,21 @@ static bool jw_finish(struct jw *w, char **body, size_t *len)
     return true;
 }
 
+/* An output goes binary when asked, and when JSON cannot carry it: FP16,
+ * or BYTES elements that are not UTF-8 text (a JSON string is). */
+static bool goes_binary(const struct serve_tensor *t)
+{
+    if (t->binary == 1 || t->datatype == SERVE_TYPE_FP16) return true;
+    if (t->datatype != SERVE_TYPE_BYTES) return false;
+    const unsigned char *p = t->data;
+    for (size_t at = 0; at + 4 <= t->bytes;) {
+        uint32_t len = tensor_le32(p + at);
+        if (!json_valid_utf8((const char *)p + at + 4, len)) return true;
+        at += 4 + (size_t)len;
+    }
+    return false;
+}
+
 bool oip_json_encode(const struct tensor_set *ts, const struct serve_tensor *const *outs,
                      size_t n, const char *model, const char *version, char **body,
                      size_t *len, size_t *json_len, bool *binary)
@@ -198,8 +213,7 @@ bool oip_json_encode(const struct tensor_set *ts, const struct serve_tensor *con
         jw_str(&w, t->name, strlen(t->name));
         jw_printf(&w, ",\"datatype\":\"%s\",\"shape\":", serve_datatype_name(t->datatype));
         jw_shape(&w, t->shape, t->rank);
-        /* FP16 has no JSON form: it goes binary whatever was asked. */
-        if (t->binary == 1 || t->datatype == SERVE_TYPE_FP16) {
+        if (goes_binary(t)) {
             jw_printf(&w, ",\"parameters\":{\"binary_data_size\":%zu}}", t->bytes);
             binary_bytes += t->bytes;
             *binary = true;
@@ -213,8 +227,7 @@ bool oip_json_encode(const struct tensor_set *ts, const struct serve_tensor *con
     *json_len = w.len;
     if (binary_bytes && jw_reserve(&w, binary_bytes))
         for (size_t i = 0; i < n; i++)
-            if (outs[i]->binary == 1 || outs[i]->datatype == SERVE_TYPE_FP16)
-                jw_raw(&w, outs[i]->data, outs[i]->bytes);
+            if (goes_binary(outs[i])) jw_raw(&w, outs[i]->data, outs[i]->bytes);
     return jw_finish(&w, body, len);
 }
 
@@ -295,6 +308,21 @@ static bool put_element(struct elements *e, int datatype, json_value v, const ch
     bool negative = kind == JSON_INT64 && json_int64(v) < 0;
     int64_t i64 = kind == JSON_INT64 ? json_int64(v) : INT64_MAX;
     uint64_t u64 = is_int && !negative ? json_uint64(v) : 0;
+    /* A client that writes every number as a float (1000.0) means the
+     * integer when it is one: taken as such within int64/uint64. */
+    double d = kind == JSON_DOUBLE ? json_number(v) : 0;
+    if (kind == JSON_DOUBLE && d == floor(d) && d >= -9223372036854775808.0 &&
+        d < 18446744073709551616.0) {
+        is_int = true;
+        negative = d < 0;
+        if (d < 9223372036854775808.0) {
+            i64 = (int64_t)d;
+            kind = JSON_INT64;
+        } else {
+            kind = JSON_UINT64;
+        }
+        u64 = negative ? 0 : (uint64_t)d;
+    }
     union {
         uint8_t u8; uint16_t u16; uint32_t u32; uint64_t u64;
         int8_t i8; int16_t i16; int32_t i32; int64_t i64; float f; double d;
@@ -379,6 +407,20 @@ static bool flatten(struct elements *e, int datatype, json_value data, const cha
     return true;
 }
 
+/* Every array at depth d has shape[d] entries, and only depth `rank`
+ * holds numbers. */
+static bool rectangular(json_value v, const int64_t *shape, size_t d, size_t rank)
+{
+    bool array = json_kind_of(v) == JSON_ARRAY;
+    if (d == rank) return !array;
+    if (!array || json_size(v) != (size_t)shape[d]) return false;
+    json_iter it;
+    json_value e;
+    for (bool more = json_first(v, &it, &e); more; more = json_next(&it, &e))
+        if (!rectangular(e, shape, d + 1, rank)) return false;
+    return true;
+}
+
 static bool read_shape(const json_value *shape, struct serve_tensor *t, char *err, size_t errlen)
 {
     if (!shape || json_kind_of(*shape) != JSON_ARRAY) {
@@ -444,6 +486,11 @@ static bool read_input(json_value in, size_t index, struct serve_tensor *t, cons
     bool has_size = json_member(in, "parameters", &params) &&
                     json_kind_of(params) == JSON_OBJECT &&
                     json_member(params, "binary_data_size", &size);
+    if (has_size && json_member(in, "data", &data)) {
+        snprintf(err, errlen, "input '%s': both \"data\" and parameters.binary_data_size: "
+                 "send one", t->name);
+        return false;
+    }
     if (has_size) {
         if (json_kind_of(size) != JSON_INT64 || json_int64(size) < 0) {
             snprintf(err, errlen, "input '%s': binary_data_size must be a size", t->name);
@@ -472,6 +519,18 @@ static bool read_input(json_value in, size_t index, struct serve_tensor *t, cons
         if (!ok) snprintf(err, errlen, "out of memory");
         ok = ok && flatten(&e, t->datatype, data, t->name, err, errlen);
         if (ok && e.count != t->count) ok = false;
+        /* Flat data is one array of every element; nested data must nest
+         * as the shape does, level by level. */
+        json_iter it;
+        json_value first;
+        if (ok && t->rank > 1 && json_first(data, &it, &first) &&
+            json_kind_of(first) == JSON_ARRAY && !rectangular(data, t->shape, 0, t->rank)) {
+            char shape_text[128];
+            tensor_shape_text(t->shape, t->rank, shape_text, sizeof shape_text);
+            snprintf(err, errlen, "input '%s': nested data does not nest as shape %s (send it "
+                     "flat, or nested level by level)", t->name, shape_text);
+            ok = false;
+        }
         if (!ok && !err[0]) {
             char shape_text[128];
             tensor_shape_text(t->shape, t->rank, shape_text, sizeof shape_text);
@@ -512,6 +571,13 @@ static bool read_outputs(struct tensor_set *ts, json_value outputs, char *err, s
             snprintf(err, errlen, "output %zu: an object with a \"name\" string is required", i);
             return false;
         }
+        for (size_t j = 0; j < ts->wanted_count; j++)
+            if (strcmp(ts->wanted[j].name, w->name) == 0) {
+                snprintf(err, errlen, "output '%s' is asked for twice", w->name);
+                free(w->name);
+                w->name = NULL;
+                return false;
+            }
         ts->wanted_count++;
         w->binary = -1;
         json_value params, binary;
@@ -602,20 +668,6 @@ bool oip_json_decode(struct tensor_set *ts, const char *json, size_t json_len, c
     bool ok = read_document(ts, doc, binary, binary_len, err, errlen);
     if (!ok && !err[0]) snprintf(err, errlen, "out of memory");
     return ok;
-}
-
-/* Every array at depth d has shape[d] entries, and only depth `rank`
- * holds numbers. */
-static bool rectangular(json_value v, const int64_t *shape, size_t d, size_t rank)
-{
-    bool array = json_kind_of(v) == JSON_ARRAY;
-    if (d == rank) return !array;
-    if (!array || json_size(v) != (size_t)shape[d]) return false;
-    json_iter it;
-    json_value e;
-    for (bool more = json_first(v, &it, &e); more; more = json_next(&it, &e))
-        if (!rectangular(e, shape, d + 1, rank)) return false;
-    return true;
 }
 
 /* A bare row: nested arrays of numbers, rectangular, as one FP32 input. */

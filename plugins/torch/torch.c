@@ -143,8 +143,14 @@ static bool read_rows(const struct torch_replica *t, serve_request *req, struct 
 {
     const serve_tensor *in = serve_request_input(req, 0);
     char msg[400], got[128], expected[128];
-    if (serve_request_input_count(req) != 1 || serve_tensor_datatype(in) != SERVE_TYPE_FP32) {
-        serve_respond_error(req, 400, "torch: expected one FP32 input tensor");
+    int count = serve_request_input_count(req);
+    if (count != 1 || serve_tensor_datatype(in) != SERVE_TYPE_FP32) {
+        if (count != 1)
+            snprintf(msg, sizeof msg, "torch: expected one FP32 input tensor, got %d inputs", count);
+        else
+            snprintf(msg, sizeof msg, "torch: expected one FP32 input tensor, got %s",
+                     serve_datatype_name(serve_tensor_datatype(in)));
+        serve_respond_error(req, 400, msg);
         return false;
     }
     const int64_t *shape = serve_tensor_shape(in);

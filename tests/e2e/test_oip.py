@@ -342,6 +342,45 @@ class OIP(ServeTestCase):
         r = binary_request({"inputs": [d]}, b"\x01\x02", path=path, server=self.server)
         self.assert_400(r, "input 't'", "BOOL element 1 is 2")
 
+    def test_what_a_new_user_tripped_on(self):
+        # An endpoint that takes no POST takes no inference through /v2.
+        self.server.cli("create-endpoint", "getonly", "--backend", "echo_t", "--route", "/getonly",
+                        "--methods", "GET")
+        r = self.infer("getonly", {"inputs": []})
+        self.assertEqual(r.status, 405)
+        self.assertIn("does not take POST", r.json()["error"])
+        # Nested data must nest as the shape does, not only add up.
+        row = [0.5] * 4
+        r = self.infer("echo_t", {"inputs": [{"name": "a", "datatype": "FP32", "shape": [2, 4],
+                                              "data": [row, row[:3] + [[0.5]]]}]})
+        self.assert_400(r, "input 'a'", "does not nest as shape [2, 4]")
+        r = self.infer("echo_t", {"inputs": [{"name": "a", "datatype": "FP32", "shape": [2, 4],
+                                              "data": [[0.5, 0.5]] * 4}]})
+        self.assert_400(r, "does not nest as shape [2, 4]")
+        # Both data and binary_data_size; an output asked for twice.
+        r = self.infer("echo_t", {"inputs": [{"name": "a", "datatype": "INT8", "shape": [1],
+                                              "data": [1], "parameters": {"binary_data_size": 1}}]})
+        self.assert_400(r, "both \"data\" and parameters.binary_data_size")
+        r = self.infer("echo_t", {"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": [1]}],
+                                  "outputs": [{"name": "a"}, {"name": "a"}]})
+        self.assert_400(r, "output 'a' is asked for twice")
+        # Integers written as floats (what many clients do) are integers.
+        r = self.infer("echo_t", {"inputs": [{"name": "a", "datatype": "INT16", "shape": [2],
+                                              "data": [1000.0, -3.0]}]})
+        self.assertEqual(r.json()["outputs"][0]["data"], [1000, -3])
+        self.assert_400(self.infer("echo_t", {"inputs": [{"name": "a", "datatype": "INT16",
+                                                          "shape": [1], "data": [1.5]}]}),
+                        "element 0 (1.5) is not an integer")
+        # BYTES that are not UTF-8 cannot be a JSON string: that output goes binary.
+        blob = bytes_elements([b"\xff\xfe", b"ok"])
+        r = binary_request({"inputs": [{"name": "s", "datatype": "BYTES", "shape": [2],
+                                        "parameters": {"binary_data_size": len(blob)}}]}, blob,
+                           path="/v2/models/echo_t/infer", server=self.server)
+        self.assertEqual((r.status, r.headers["content-type"]), (200, "application/octet-stream"), r)
+        got, data = split_binary(r)
+        self.assertEqual(got["outputs"][0]["parameters"], {"binary_data_size": len(blob)})
+        self.assertEqual(data, blob)
+
     def test_declared_inputs_are_decoded_by_the_runtime(self):
         # A replica that declares inputs never sees a bad body: the runtime
         # answers it 400, and its batch-mates are served.
