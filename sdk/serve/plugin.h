@@ -339,8 +339,9 @@ SERVE_EXPORT int serve_request_cancelled(const serve_request *req);
  *   - the same with the binary tensor data extension (a request with an
  *     Inference-Header-Content-Length header);
  *   - an application/msgpack map {"inputs": [{"name", "datatype",
- *     "shape", "data": BIN}], "id", "parameters"} (answered as
- *     {"outputs": [...]} the same way);
+ *     "shape", "data": BIN}], "id", "parameters", "outputs": [NAME...]}
+ *     (answered as {"id", "outputs": [{"name", "datatype", "shape",
+ *     "data": BIN}]}, data in the binary extension's layout);
  *   - a bare row: a JSON array of numbers (nested for higher rank), or an
  *     application/msgpack array of numbers: one FP32 input named "input"
  *     whose shape is the array's. Its answer is the first output alone, as
@@ -355,7 +356,9 @@ SERVE_EXPORT int serve_request_cancelled(const serve_request *req);
  * A replica that declares inputs (serve_replica_declare_tensor, in init)
  * never sees a request whose body does not decode: the runtime answers it
  * 400 {"error": ...} before handle_batch, saying what is wrong, and hands
- * the plugin only the rest of the batch. Other plugins may still call the
+ * the plugin only the rest of the batch. The declaration is not enforced
+ * on what decodes: the plugin checks the names, datatypes and shapes it
+ * needs. Other plugins may still call the
  * reading functions below: they decode on first use and report a bad body
  * through serve_request_input_count's SERVE_EPROTO and
  * serve_request_input_error. The raw-body functions keep working in every
@@ -467,7 +470,9 @@ SERVE_EXPORT int serve_respond_tensors(serve_request *req);
  * of the Open Inference Protocol (GET /v2/models/NAME): its name,
  * datatype, and shape with -1 for a dimension of any size. Call it from
  * init, in the order the tensors should be listed. What replica 0
- * declares is the backend's metadata. A replica that declares at least
+ * declares is the backend's metadata (for an endpoint split over several
+ * backends, its first backend's), and describes the model: requests are
+ * not checked against it. A replica that declares at least
  * one input gets its requests decoded before handle_batch (see above).
  * SERVE_EINVAL for a bad argument, SERVE_ESTATE outside init. */
 SERVE_EXPORT int serve_replica_declare_tensor(serve_replica *replica, int direction,
