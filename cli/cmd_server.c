@@ -80,6 +80,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
         {"max-connections", required_argument, NULL, 'C'},
         {"log-level", required_argument, NULL, 'l'},
         {"deploy", required_argument, NULL, 'd'},
+        {"watch", no_argument, NULL, 'W'},
         {"access-log", required_argument, NULL, 'a'},
         {"access-log-format", required_argument, NULL, 'F'},
         {"no-metrics", no_argument, NULL, 'M'},
@@ -87,7 +88,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
     struct server_options o;
     server_options_default(&o);
     o.state_dir = state_dir;
-    bool foreground = false;
+    bool foreground = false, watch = false;
     char host[256];
     uint32_t u;
     uint64_t size;
@@ -107,6 +108,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
             break;
         case 'f': foreground = true; break;
         case 'd': o.deploy_file = optarg; break;
+        case 'W': watch = true; break;
         case 'a': o.access_log = optarg; break;
         case 'M': o.no_metrics = true; break;
         case 'F':
@@ -162,6 +164,9 @@ static int run_start(int argc, char **argv, const char *state_dir)
         }
     }
     if (optind < argc) return cli_fail("start", "unexpected argument '%s'", argv[optind]);
+    if (watch && !o.deploy_file)
+        return cli_fail("start", "--watch re-applies the file of --deploy FILE: give both");
+    if (watch) o.watch_file = o.deploy_file;
 
     struct start_report report = {.fd = -1};
     o.on_started = report_started;
@@ -235,7 +240,7 @@ static int run_start(int argc, char **argv, const char *state_dir)
 
 const struct cli_command cmd_start = {
     .name = "start",
-    .usage = "start [--http HOST:PORT] [--http-threads N] [--foreground] [--deploy FILE] [options]",
+    .usage = "start [--http HOST:PORT] [--http-threads N] [--foreground] [--deploy FILE [--watch]] [options]",
     .summary = "Start a server; restores the backends and endpoints of its state dir.",
     .help = "A small supervisor process stays above the server process: it holds the\n"
             "listening socket and starts the server again, with its state, if it dies.\n\n"
@@ -261,6 +266,9 @@ const struct cli_command cmd_start = {
             "  --log-level LEVEL   error, warn, info or debug (default info)\n"
             "  --deploy FILE       after restoring the state dir, apply this deploy file\n"
             "                      (as `serve deploy FILE`); a bad file stops the start\n"
+            "  --watch             with --deploy: apply FILE again whenever it changes\n"
+            "                      (polled every 500 ms); a bad version is refused whole\n"
+            "                      and logged, and the server keeps what it runs\n"
             "  --access-log FILE   one line per request (HTTP and handle calls); - is stdout\n"
             "                      (the log file when daemonised); off by default\n"
             "  --access-log-format combined|json\n"

@@ -23,6 +23,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "deploy_watch.h"
 #include "frame.h"
 #include "handles.h"
 #include "live_stats.h"
@@ -73,6 +74,7 @@ struct control {
     pthread_cond_t closed_cond;
     bool closed;
     struct control_answer *answers, *answers_tail; /* guarded by answers_mutex; in order */
+    struct deploy_watch *watch; /* --watch: the deploy file, polled on this thread */
 };
 
 /* The mailbox's lock and the loop it delivers to: NULL once the control
@@ -627,6 +629,8 @@ static void close_now(struct control *ctl)
     if (ctl->closing) return;
     ctl->closing = true;
     close_listener(ctl);
+    deploy_watch_free(ctl->watch); /* a stop began: nothing is deployed any more */
+    ctl->watch = NULL;
     for (struct control_conn *c = ctl->conns, *next; c; c = next) {
         next = c->next;
         if (c->fd >= 0) conn_run(c);
@@ -758,6 +762,14 @@ bool control_start(struct server *s, char *err, size_t errlen)
     }
     event_add(ctl->accept_ev, NULL);
     arm(ctl->sample_ev, 1);
+    if (s->options.watch_file) {
+        ctl->watch = deploy_watch_start(ctl->base, s, s->options.watch_file,
+                                        s->options.deploy_file != NULL);
+        if (!ctl->watch) {
+            snprintf(err, errlen, "out of memory for --watch");
+            return false;
+        }
+    }
     pthread_mutex_lock(&answers_mutex);
     answers_to = ctl;
     pthread_mutex_unlock(&answers_mutex);

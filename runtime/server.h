@@ -19,6 +19,7 @@ struct server_options {
     int read_timeout_s;      /* a request's first byte to its last */
     size_t max_connections;  /* 0: the open-files limit less a reserve */
     const char *deploy_file; /* applied after the state dir's state; NULL: none */
+    const char *watch_file;  /* re-applied whenever it changes (deploy_watch.h); NULL: none */
     const char *access_log;  /* path or "-"; NULL: off */
     int access_log_format;   /* enum access_log_format */
     bool no_metrics;
