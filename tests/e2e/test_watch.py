@@ -4,6 +4,7 @@ ConfigMap-style symlink swap counts as an edit."""
 import os
 import re
 import shutil
+import signal
 import tempfile
 import time
 import unittest
@@ -98,6 +99,26 @@ class Watch(unittest.TestCase):
         shutil.rmtree(os.path.join(mount, "v1"))
         self.assertTrue(wait_for(lambda: server.post("/b", b"y").status == 200, 2.0))
         server.stop()
+
+    def test_a_restarted_server_applies_what_changed_while_it_was_down(self):
+        # The state dir holds what the dead process had deployed; the file
+        # changed meanwhile: the new process applies it at its first look.
+        server = self.start()
+        pid = server.server_pid()
+        os.kill(pid, signal.SIGSTOP)  # it sees nothing from here on
+        self.write(TWO)
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: self.serves(server, "/b"), 30),
+                        "the restarted server did not apply the edit")
+        self.assertNotEqual(server.server_pid(), pid)
+        server.stop()
+
+    @staticmethod
+    def serves(server, path):
+        try:
+            return server.post(path, b"x", timeout=2).status == 200
+        except OSError:
+            return False  # between the two server processes
 
     def test_watch_needs_deploy(self):
         state = tempfile.mkdtemp(prefix="serve-watch-state-")
