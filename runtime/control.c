@@ -764,7 +764,7 @@ bool control_start(struct server *s, char *err, size_t errlen)
     arm(ctl->sample_ev, 1);
     if (s->options.watch_file) {
         ctl->watch = deploy_watch_start(ctl->base, s, s->options.watch_file,
-                                        s->options.deploy_file != NULL);
+                                        s->options.deploy_file ? &s->watch_mark : NULL);
         if (!ctl->watch) {
             snprintf(err, errlen, "out of memory for --watch");
             return false;

@@ -80,16 +80,26 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     }
     w->missing_logged = false;
     if (w->seen_ok && same_file(&now, &w->seen)) return;
+    uint64_t h;
+    if (!content_hash(w->path, &h)) return; /* looked at again next time */
     w->seen = now;
     w->seen_ok = true;
-    uint64_t h;
-    if (!content_hash(w->path, &h) || h == w->content) return;
+    if (h == w->content) return;
     w->content = h;
     apply_file(w);
 }
 
+void deploy_watch_mark_take(const char *path, struct deploy_watch_mark *mark)
+{
+    memset(mark, 0, sizeof *mark);
+    /* Hashed first: a change between the two shows as a new stat. */
+    if (!content_hash(path, &mark->content)) mark->content = 0;
+    mark->seen_ok = stat(path, &mark->seen) == 0;
+}
+
 struct deploy_watch *deploy_watch_start(struct event_base *base, struct server *s,
-                                        const char *path, bool applied)
+                                        const char *path,
+                                        const struct deploy_watch_mark *applied)
 {
     struct deploy_watch *w = calloc(1, sizeof *w);
     if (!w) return NULL;
@@ -101,8 +111,9 @@ struct deploy_watch *deploy_watch_start(struct event_base *base, struct server *
         return NULL;
     }
     if (applied) {
-        w->seen_ok = stat(path, &w->seen) == 0;
-        content_hash(path, &w->content);
+        w->seen = applied->seen;
+        w->seen_ok = applied->seen_ok;
+        w->content = applied->content;
     }
     struct timeval every = {0, POLL_MS * 1000};
     event_add(w->tick, &every);

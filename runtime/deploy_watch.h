@@ -12,18 +12,31 @@
 #define SERVE_RUNTIME_DEPLOY_WATCH_H
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
 
 struct event_base;
 struct server;
 struct deploy_watch;
 
+/* The file as it was when read: taken just before `--deploy` loads it, so
+ * that an edit made while the start applies it (which can take as long as
+ * the models load) is seen as a change. */
+struct deploy_watch_mark {
+    struct stat seen;
+    bool seen_ok;
+    uint64_t content; /* a hash of its bytes; 0 when unread */
+};
+void deploy_watch_mark_take(const char *path, struct deploy_watch_mark *mark);
+
 /* Starts polling `path` on `base` (the control thread's), applying its
- * changes to s. `applied`: this process applied the file as it is now
- * (`--deploy` at start); otherwise (a restarted server process, which
- * restored the state dir) the first look applies it, in case it changed
- * while no server ran. NULL when out of memory. */
+ * changes to s. `applied`: the file as this process applied it (`--deploy`
+ * at start); NULL for a restarted server process, which restored the state
+ * dir: its first look applies the file, in case it changed while no server
+ * ran. NULL when out of memory. */
 struct deploy_watch *deploy_watch_start(struct event_base *base, struct server *s,
-                                        const char *path, bool applied);
+                                        const char *path,
+                                        const struct deploy_watch_mark *applied);
 void deploy_watch_free(struct deploy_watch *w);
 
 #endif

@@ -45,6 +45,8 @@ namespace {
 // Nesting deeper than this is refused: OIP documents need a handful of
 // levels, and data nests once per dimension (at most 8).
 constexpr size_t max_depth = 64;
+// Documents up to this size keep the thread's buffers between parses.
+constexpr size_t large = 1 << 20;
 
 struct thread_state {
     simdjson::dom::parser parser;
@@ -60,7 +62,8 @@ extern "C" bool json_parse(const char *text, size_t len, json_value *root, char 
 {
     try {
         thread_state &s = state;
-        if (s.padded_cap < len + simdjson::SIMDJSON_PADDING) {
+        if (s.padded_cap < len + simdjson::SIMDJSON_PADDING ||
+            (s.padded_cap > 2 * large && len <= large)) {
             size_t cap = len + simdjson::SIMDJSON_PADDING + 4096;
             char *p = static_cast<char *>(std::realloc(s.padded, cap));
             if (!p) {
@@ -72,7 +75,10 @@ extern "C" bool json_parse(const char *text, size_t len, json_value *root, char 
         }
         std::memcpy(s.padded, text, len);
         std::memset(s.padded + len, 0, simdjson::SIMDJSON_PADDING);
-        if (s.parser.capacity() < len || s.parser.max_depth() != max_depth) {
+        // A large document's buffers (about 15 x its size) are not kept for
+        // the small ones that follow.
+        bool oversized = s.parser.capacity() > large && len <= large;
+        if (s.parser.capacity() < len || s.parser.max_depth() != max_depth || oversized) {
             size_t capacity = len > 4096 ? len : 4096;
             if (s.parser.allocate(capacity, max_depth) != simdjson::SUCCESS) {
                 std::snprintf(err, errlen, "out of memory");

@@ -1,6 +1,7 @@
 /* oip_front.c - the Open Inference Protocol's paths (oip_front.h). */
 #include "oip_front.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,8 +84,12 @@ static enum oip_outcome models(const struct routes *routes, struct http1_exchang
     if (strncmp(what, "/versions/", 10) == 0) {
         const char *v = what + 10, *end = strchr(v, '/');
         size_t vlen = end ? (size_t)(end - v) : strlen(v);
-        if (vlen == 0 || vlen >= sizeof version) {
-            http1_answer_error(ex, 404, request_id, "malformed model version in the path", close);
+        bool plain = vlen > 0 && vlen < sizeof version;
+        for (size_t i = 0; plain && i < vlen; i++)
+            plain = isalnum((unsigned char)v[i]) || v[i] == '.' || v[i] == '_' || v[i] == '-';
+        if (!plain) {
+            http1_answer_error(ex, 404, request_id, "malformed model version in the path "
+                               "(letters, digits, '.', '_' and '-')", close);
             return OIP_ANSWERED;
         }
         memcpy(version, v, vlen);

@@ -566,6 +566,10 @@ static bool read_outputs(struct tensor_set *ts, json_value outputs, char *err, s
     json_value o;
     size_t i = 0;
     for (bool more = json_first(outputs, &it, &o); more; more = json_next(&it, &o), i++) {
+        if (ts->wanted_count == n) { /* simdjson's count saturates at 2^24 - 1 */
+            snprintf(err, errlen, "too many outputs");
+            return false;
+        }
         struct tensor_request_output *w = &ts->wanted[ts->wanted_count];
         if (json_kind_of(o) != JSON_OBJECT || !(w->name = string_member(o, "name"))) {
             snprintf(err, errlen, "output %zu: an object with a \"name\" string is required", i);
@@ -640,6 +644,10 @@ static bool read_document(struct tensor_set *ts, json_value doc, const char *bin
     json_iter it;
     json_value in;
     for (bool more = json_first(inputs, &it, &in); more; more = json_next(&it, &in)) {
+        if (ts->input_count == n) { /* simdjson's count saturates at 2^24 - 1 */
+            snprintf(err, errlen, "too many inputs");
+            return false;
+        }
         size_t i = ts->input_count++;
         if (!read_input(in, i, &ts->inputs[i], &binary, &binary_left, err, errlen)) return false;
         for (size_t j = 0; j < i; j++)
@@ -703,8 +711,11 @@ bool row_json_decode(struct tensor_set *ts, const char *json, size_t len, char *
         snprintf(err, errlen, "a row must be a JSON array of numbers");
         ok = false;
     }
-    if (ok) ok = reserve(&e, t->count <= len ? t->count * sizeof(float) : 0) &&
-                 flatten(&e, SERVE_TYPE_FP32, doc, "input", err, errlen);
+    if (ok && !reserve(&e, t->count <= len ? t->count * sizeof(float) : 0)) {
+        snprintf(err, errlen, "out of memory");
+        ok = false;
+    }
+    if (ok) ok = flatten(&e, SERVE_TYPE_FP32, doc, "input", err, errlen);
     /* Rectangular: each level's arrays as long as the first one's (a
      * ragged row can flatten to the right count in the wrong places). */
     if (ok && (e.count != t->count || !rectangular(doc, t->shape, 0, t->rank))) ok = false;

@@ -211,6 +211,7 @@ int server_run(const struct server_options *o)
     if (!restore(s, err, sizeof err)) goto fail;
     if (o->deploy_file) {
         struct deployment desired;
+        if (o->watch_file) deploy_watch_mark_take(o->watch_file, &s->watch_mark);
         if (!deploy_file_load(o->deploy_file, &desired, err, sizeof err) ||
             !server_apply(s, &desired, err, sizeof err))
             goto fail;

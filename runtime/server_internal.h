@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "deploy_watch.h"
 #include "backend.h"
 #include "deployment.h"
 #include "http_server.h"
@@ -28,6 +29,7 @@ struct server {
     struct routes *routes;       /* the snapshot last published */
 
     struct control *control;     /* control.c's */
+    struct deploy_watch_mark watch_mark; /* --watch: the deploy file as --deploy read it */
     _Atomic double stop_timeout_s; /* set by the stop command */
 };
 

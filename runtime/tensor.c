@@ -257,7 +257,9 @@ size_t tensor_admit(serve_request *const *reqs, size_t n, serve_request **kept)
         if (!ts)
             serve_respond_error(reqs[i], 500, "out of memory decoding the tensors");
         else if (ts->error)
-            serve_respond_error(reqs[i], 400, ts->error);
+            /* The server's own shortage is not the client's mistake. */
+            serve_respond_error(reqs[i], strcmp(ts->error, "out of memory") == 0 ? 500 : 400,
+                                ts->error);
         else
             kept[k++] = reqs[i];
     }
@@ -405,9 +407,11 @@ static bool encode(serve_request *req, struct tensor_set *ts, char **body, size_
         return ts->wire == WIRE_ROW_JSON ? row_json_encode(&ts->outputs[0], body, len)
                                          : row_msgpack_encode(&ts->outputs[0], body, len);
     }
+    /* Room for every output, and for every name asked for (each is one
+     * output at most: the decoders refuse a name asked for twice). */
+    size_t room = ts->output_count > ts->wanted_count ? ts->output_count : ts->wanted_count;
     const struct serve_tensor *small[8];
-    const struct serve_tensor **outs =
-        ts->output_count <= 8 ? small : malloc(ts->output_count * sizeof *outs);
+    const struct serve_tensor **outs = room <= 8 ? small : malloc(room * sizeof *outs);
     if (!outs) return false;
     size_t n = 0;
     bool ok = tensor_outputs_to_send(ts, outs, &n, err, errlen);

@@ -39,16 +39,20 @@ struct torch_replica {
     const serve_replica *replica;
 };
 
-/* For the OIP model metadata: rows of any number ([-1, row shape]). */
-static void declare(serve_replica *replica, const struct torch_replica *t)
+/* For the OIP model metadata: rows of any number ([-1, row shape]). A
+ * row's rank is below SERVE_MAX_RANK (checked at init), so this fits. */
+static int declare(serve_replica *replica, const struct torch_replica *t)
 {
-    int64_t shape[TORCH_SHIM_MAX_RANK + 1] = {-1};
+    int64_t shape[SERVE_MAX_RANK] = {-1};
     for (int i = 0; i < t->input_rank; i++) shape[i + 1] = t->input_shape[i];
-    serve_replica_declare_tensor(replica, SERVE_INPUT, "input", SERVE_TYPE_FP32, shape,
-                                 (size_t)t->input_rank + 1);
-    for (int i = 0; i < t->output_rank; i++) shape[i + 1] = t->output_shape[i];
-    serve_replica_declare_tensor(replica, SERVE_OUTPUT, "output", SERVE_TYPE_FP32, shape,
-                                 (size_t)t->output_rank + 1);
+    int rc = serve_replica_declare_tensor(replica, SERVE_INPUT, "input", SERVE_TYPE_FP32, shape,
+                                          (size_t)t->input_rank + 1);
+    if (rc == SERVE_OK && t->output_rank < SERVE_MAX_RANK) {
+        for (int i = 0; i < t->output_rank; i++) shape[i + 1] = t->output_shape[i];
+        rc = serve_replica_declare_tensor(replica, SERVE_OUTPUT, "output", SERVE_TYPE_FP32,
+                                          shape, (size_t)t->output_rank + 1);
+    }
+    return rc;
 }
 
 static int torch_init(serve_replica *replica, const serve_config *config, void **state)
@@ -78,8 +82,11 @@ static int torch_init(serve_replica *replica, const serve_config *config, void *
         return -1;
     }
     t->replica = replica;
-    if (shape && !shape_parse(shape, t->input_shape, &t->input_rank)) {
-        serve_replica_fail(replica, "config input_shape=%s: expected sizes such as 64 or 3,32,32", shape);
+    /* A request adds a rows dimension: a row has one less than a tensor. */
+    if (shape && (!shape_parse(shape, t->input_shape, &t->input_rank) ||
+                  t->input_rank >= SERVE_MAX_RANK)) {
+        serve_replica_fail(replica, "config input_shape=%s: expected 1 to %d sizes such as 64 or "
+                           "3,32,32", shape, SERVE_MAX_RANK - 1);
         free(t);
         return -1;
     }
@@ -116,7 +123,13 @@ static int torch_init(serve_replica *replica, const serve_config *config, void *
             return -1;
         }
     }
-    declare(replica, t);
+    int rc = declare(replica, t);
+    if (rc != SERVE_OK) {
+        serve_replica_fail(replica, "cannot declare the model's tensors: %s", serve_strerror(rc));
+        torch_shim_free(t->model);
+        free(t);
+        return -1;
+    }
     *state = t;
     return 0;
 }
@@ -194,11 +207,18 @@ static void answer(serve_request *req, const struct rows *r, const float *out,
     char header[32];
     snprintf(header, sizeof header, "%zu", rows_in_forward);
     serve_response_add_header(req, "X-Forward-Rows", header);
-    if (serve_response_add_tensor(req, "output", SERVE_TYPE_FP32, shape, rank, out,
-                                  r->count * per_row * sizeof *out) == SERVE_OK)
+    int rc = rank <= SERVE_MAX_RANK
+                 ? serve_response_add_tensor(req, "output", SERVE_TYPE_FP32, shape, rank, out,
+                                             r->count * per_row * sizeof *out)
+                 : SERVE_EINVAL;
+    if (rc == SERVE_OK) {
         serve_respond_tensors(req);
-    else
-        serve_respond_error(req, 500, "torch: out of memory");
+    } else {
+        char msg[160];
+        snprintf(msg, sizeof msg, "torch: cannot answer an output of rank %zu: %s", rank,
+                 serve_strerror(rc));
+        serve_respond_error(req, 500, msg);
+    }
 }
 
 /* One stacked forward over the rows of requests idx[0..k) (all of one row

@@ -381,6 +381,20 @@ class OIP(ServeTestCase):
         self.assertEqual(got["outputs"][0]["parameters"], {"binary_data_size": len(blob)})
         self.assertEqual(data, blob)
 
+    def test_what_a_code_review_found(self):
+        # A msgpack map naming one output 20 times overflowed the list of
+        # outputs to send (the replica, or in thread mode the server, died).
+        doc = {"inputs": [{"name": "a", "datatype": "INT8", "shape": [1], "data": b"\x01"}],
+               "outputs": ["a"] * 20}
+        r = self.server.post("/echo_t", mp.packb(doc), headers={"Content-Type": "application/msgpack"})
+        self.assert_400(r, "output 'a' is asked for twice")
+        self.assertEqual(self.server.post("/echo_t", b"[1]").status, 200)
+        # A version is a plain name: nothing of it is written into JSON raw.
+        r = self.server.get("/v2/models/echo_t/versions/a%22%7D%2C%22x%22%3A1")
+        self.assertEqual(r.status, 404)
+        self.assertIn("malformed model version", r.json()["error"])
+        self.assertEqual(self.server.get("/v2/models/echo_t/versions/1.2-b_3").status, 200)
+
     def test_declared_inputs_are_decoded_by_the_runtime(self):
         # A replica that declares inputs never sees a bad body: the runtime
         # answers it 400, and its batch-mates are served.
