@@ -575,18 +575,11 @@ static bool read_outputs(struct tensor_set *ts, json_value outputs, char *err, s
             snprintf(err, errlen, "output %zu: an object with a \"name\" string is required", i);
             return false;
         }
-        for (size_t j = 0; j < ts->wanted_count; j++)
-            if (strcmp(ts->wanted[j].name, w->name) == 0) {
-                snprintf(err, errlen, "output '%s' is asked for twice", w->name);
-                free(w->name);
-                w->name = NULL;
-                return false;
-            }
-        ts->wanted_count++;
-        w->binary = -1;
         json_value params, binary;
+        int as_binary = -1;
         if (json_member(o, "parameters", &params) && json_member(params, "binary_data", &binary))
-            w->binary = json_bool(binary) ? 1 : 0;
+            as_binary = json_bool(binary) ? 1 : 0;
+        if (!tensor_want_output(ts, as_binary, err, errlen)) return false;
     }
     return true;
 }

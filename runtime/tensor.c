@@ -139,6 +139,21 @@ void tensor_clear(struct serve_tensor *t)
     memset(t, 0, sizeof *t);
 }
 
+bool tensor_want_output(struct tensor_set *ts, int binary, char *err, size_t errlen)
+{
+    struct tensor_request_output *w = &ts->wanted[ts->wanted_count];
+    for (size_t j = 0; j < ts->wanted_count; j++)
+        if (strcmp(ts->wanted[j].name, w->name) == 0) {
+            snprintf(err, errlen, "output '%s' is asked for twice", w->name);
+            free(w->name);
+            w->name = NULL;
+            return false;
+        }
+    w->binary = binary;
+    ts->wanted_count++;
+    return true;
+}
+
 bool tensor_set_param(struct tensor_set *ts, const char *key, const char *value)
 {
     char **grown = realloc(ts->params, 2 * (ts->param_count + 1) * sizeof *grown);

@@ -70,6 +70,10 @@ void tensor_set_free(struct tensor_set *ts);
 size_t tensor_admit(serve_request *const *reqs, size_t n, serve_request **kept);
 
 /* Helpers for the codecs. */
+/* Takes the name just read into wanted[wanted_count] (malloc'd) as one
+ * more requested output; false (the name freed) with a message when it
+ * was asked for already. */
+bool tensor_want_output(struct tensor_set *ts, int binary, char *err, size_t errlen);
 bool tensor_set_param(struct tensor_set *ts, const char *key, const char *value);
 /* The element count of a shape; false when a dimension is negative or the
  * product overflows. */

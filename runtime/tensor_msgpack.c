@@ -147,15 +147,7 @@ static bool read_map(struct tensor_set *ts, const msgpack_object *map, char *err
                 snprintf(err, errlen, "output %u: a name (string) is required", i);
                 return false;
             }
-            for (size_t j = 0; j < ts->wanted_count; j++)
-                if (strcmp(ts->wanted[j].name, w->name) == 0) {
-                    snprintf(err, errlen, "output '%s' is asked for twice", w->name);
-                    free(w->name);
-                    w->name = NULL;
-                    return false;
-                }
-            w->binary = -1;
-            ts->wanted_count++;
+            if (!tensor_want_output(ts, -1, err, errlen)) return false;
         }
     }
     return true;

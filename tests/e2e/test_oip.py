@@ -407,6 +407,11 @@ class OIP(ServeTestCase):
         self.assertEqual([a.status for a in answers], [200, 400, 200, 400])
         self.assertIn("malformed JSON", answers[1].json()["error"])
         self.assertIn("rectangular", answers[3].json()["error"])
+        # The runtime answered them: the plugin marks its own refusals.
+        for a in (answers[1], answers[3]):
+            self.assertFalse(a.json()["error"].startswith("tensor_echo:"), a)
+        plain = self.server.post("/echo_t", b"{bad")
+        self.assertTrue(plain.json()["error"].startswith("tensor_echo: malformed JSON"), plain)
         meta = self.server.get("/v2/models/strict").json()
         self.assertEqual(meta["inputs"], [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}])
         self.server.stop()
