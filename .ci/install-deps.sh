@@ -7,10 +7,11 @@ set -euo pipefail
 # the tests' reference forward; libopenblas0-pthread: without it Debian's
 # libtorch runs on the slow reference BLAS; clang and libclang-rt-dev: the
 # libFuzzer targets; valgrind: the memcheck test; nginx: the request-smuggling
-# test puts a real proxy in front of serve (prlimit, for the out-of-descriptors
+# test puts a real proxy in front of serve; haproxy: samples/cluster and its
+# test balance serve nodes with it (prlimit, for the out-of-descriptors
 # test, is in util-linux, which Debian always has).
 PACKAGES=(build-essential cmake pkg-config libevent-dev node-llhttp libmsgpack-dev libyaml-dev libsimdjson-dev python3 curl
-          mandoc libtorch-dev python3-torch libopenblas0-pthread clang libclang-rt-dev valgrind nginx)
+          mandoc libtorch-dev python3-torch libopenblas0-pthread clang libclang-rt-dev valgrind nginx haproxy)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

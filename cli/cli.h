@@ -45,7 +45,8 @@ extern const struct cli_command cmd_bench, cmd_try;
     "                                logged (thread) (default: none)\n"                     \
     "  --max-memory SIZE             restart a process replica whose resident memory\n"     \
     "                                passes SIZE (512M, 4G) (default: none)\n"              \
-    "  --config KEY=VALUE            user config for the plugin (repeatable)\n"
+    "  --config KEY=VALUE            user config for the plugin (repeatable)\n"              \
+    "  --remote URL[,URL...]         no plugin: forward to http://HOST:PORT/PATH (see above)\n"
 struct backend_spec;
 extern const struct option backend_long_options[];
 /* Applies one getopt result of backend_long_options to spec; 0 or 1 (error

@@ -8,6 +8,7 @@
 
 #include "../runtime/mp.h"
 #include "../runtime/plugin_path.h"
+#include "../runtime/remote_url.h"
 #include "../runtime/spec.h"
 #include "cli.h"
 
@@ -22,6 +23,7 @@ const struct option backend_long_options[] = {
     {"hang-timeout-ms", required_argument, NULL, 'h'},
     {"max-memory", required_argument, NULL, 'M'},
     {"config", required_argument, NULL, 'C'},
+    {"remote", required_argument, NULL, 'R'},
     {0, 0, 0, 0}};
 
 int parse_backend_option(int c, struct backend_spec *spec)
@@ -77,6 +79,17 @@ int parse_backend_option(int c, struct backend_spec *spec)
         free(key);
         return rc == 0 ? 0 : cli_fail("create-backend", "out of memory");
     }
+    case 'R': {
+        struct remote_url *urls;
+        size_t count;
+        char why[512];
+        if (!remote_urls_parse(optarg, &urls, &count, why, sizeof why))
+            return cli_fail("create-backend", "--remote: %s", why);
+        remote_urls_free(urls, count);
+        free(spec->remote);
+        spec->remote = strdup(optarg);
+        return spec->remote ? 0 : cli_fail("create-backend", "out of memory");
+    }
     default: return cli_fail("create-backend", "unknown option; see `serve create-backend --help`");
     }
     if (!ok) return cli_fail("create-backend", "%s %s: not a valid value", name, optarg);
@@ -92,19 +105,23 @@ static int run_create_backend(int argc, char **argv, const char *state_dir)
     optind = 1;
     while ((c = cli_getopt("create-backend", argc, argv, backend_long_options)) != -1)
         if (parse_backend_option(c, &spec) != 0) goto out;
-    if (argc - optind != 2) {
-        cli_fail("create-backend", "usage: serve create-backend NAME PLUGIN [options]");
+    if (argc - optind != (spec.remote ? 1 : 2)) {
+        cli_fail("create-backend", spec.remote
+                                       ? "usage: serve create-backend NAME --remote URL[,URL...] "
+                                         "[options] (no PLUGIN)"
+                                       : "usage: serve create-backend NAME PLUGIN [options]");
         goto out;
     }
     char err[4096], path[PATH_MAX];
     if (!spec_name_valid("backend", argv[optind], err, sizeof err) ||
         !backend_options_valid(&spec.options, err, sizeof err) ||
-        !plugin_path_resolve(argv[optind + 1], path, sizeof path, err, sizeof err)) {
+        (!spec.remote &&
+         !plugin_path_resolve(argv[optind + 1], path, sizeof path, err, sizeof err))) {
         cli_fail("create-backend", "%s", err);
         goto out;
     }
     spec.name = strdup(argv[optind]);
-    spec.plugin = strdup(path);
+    if (!spec.remote) spec.plugin = strdup(path);
 
     struct cli_request req;
     cli_request_begin(&req, "create-backend", 1);
@@ -115,8 +132,11 @@ static int run_create_backend(int argc, char **argv, const char *state_dir)
     const msgpack_object *result;
     bool ok = cli_send("create-backend", state_dir, &req, &reply, &result);
     if (ok) {
-        printf("serve: backend %s created: %u replica(s) of %s\n", spec.name,
-               spec.options.num_replicas, spec.plugin);
+        if (spec.remote)
+            printf("serve: backend %s created: remote %s\n", spec.name, spec.remote);
+        else
+            printf("serve: backend %s created: %u replica(s) of %s\n", spec.name,
+                   spec.options.num_replicas, spec.plugin);
         cli_reply_free(&reply);
         rc = 0;
     }
@@ -127,11 +147,18 @@ out:
 
 const struct cli_command cmd_create_backend = {
     .name = "create-backend",
-    .usage = "create-backend NAME PLUGIN [options] [--config KEY=VALUE]...",
+    .usage = "create-backend NAME PLUGIN|--remote URL[,URL...] [options] [--config KEY=VALUE]...",
     .summary = "Load a plugin and start its replicas as backend NAME.",
     .help = "PLUGIN is a path to a .so, or a bare name (counter) looked up as PLUGIN.so in\n"
             "each folder of SERVE_PLUGIN_PATH, beside the serve binary (plugins/) and in\n"
             "the installed plugin folder.\n\n"
+            "With --remote instead of PLUGIN, nothing is loaded: requests routed to NAME\n"
+            "(HTTP, handle calls, shadows, split shares) are forwarded to another serve\n"
+            "node (or any HTTP server) over pooled keep-alive HTTP/1.1 connections, the\n"
+            "URL's path taking the place of the endpoint's route. A request is tried on\n"
+            "the next URL only when none of it was sent; an unreachable remote answers\n"
+            "502 \"remote backend NAME unreachable: REASON\". Each replica is a client\n"
+            "loop of --max-concurrent-queries connections.\n\n"
             "Options:\n" BACKEND_OPTIONS_HELP,
     .run = run_create_backend,
 };

@@ -81,6 +81,10 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
         cli_fail("update-backend", "usage: serve update-backend NAME [options]");
         goto out;
     }
+    if (plugin && spec.remote) {
+        cli_fail("update-backend", "--plugin and --remote exclude each other");
+        goto out;
+    }
     char path[PATH_MAX], err[4096];
     if (plugin && !plugin_path_resolve(plugin, path, sizeof path, err, sizeof err)) {
         cli_fail("update-backend", "%s", err);
@@ -102,6 +106,7 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     size_t fields = 3;
     for (size_t i = 0; i < 4; i++) fields += counts[i].value != UINT32_MAX;
     fields += (o->batch_wait_timeout_ms >= 0) + (o->request_timeout_ms >= 0) + (plugin != NULL);
+    fields += !plugin && spec.remote;
     fields += (o->hang_timeout_ms >= 0) + (o->isolation != UINT32_MAX) +
               (o->max_memory != UINT64_MAX);
     msgpack_pack_map(pk, fields);
@@ -133,6 +138,9 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     if (plugin) {
         mp_pack_key(pk, "plugin");
         mp_pack_str(pk, path);
+    } else if (spec.remote) {
+        mp_pack_key(pk, "remote");
+        mp_pack_str(pk, spec.remote);
     }
     mp_pack_key(pk, "config");
     config_pack(pk, spec.config);
@@ -159,7 +167,9 @@ const struct cli_command cmd_update_backend = {
             "replicas, routes to them, then drains and stops the old ones.\n\n"
             "Options:\n" BACKEND_OPTIONS_HELP
             "  --unset-config KEY            remove a key from the user config (repeatable)\n"
-            "  --plugin PATH                 serve a different plugin .so (or bare name)\n",
+            "  --plugin PATH                 serve a different plugin .so (or bare name)\n"
+            "                                (--remote URLs make it a remote backend, --plugin\n"
+            "                                a local one again)\n",
     .run = run_update_backend,
 };
 

@@ -497,7 +497,8 @@ static void destroy_replicas(struct backend *b)
 struct backend *backend_create(const struct backend_spec *spec, char *err,
                                size_t errlen)
 {
-    const struct replica_kind *kind = spec->options.isolation == ISOLATION_THREAD
+    const struct replica_kind *kind = spec->remote ? &replica_kind_remote
+                                      : spec->options.isolation == ISOLATION_THREAD
                                           ? &replica_kind_thread
                                           : &replica_kind_process;
     return backend_create_with_kind(spec, kind, err, errlen);
@@ -1127,6 +1128,8 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
         {"serve_backend_replica_restarts_total", "counter", "Replicas started again because an update replaced them."},
         {"serve_backend_cancelled_total", "counter", "Queued requests dropped before they ran because their client went away."},
         {"serve_backend_replica_crashes_total", "counter", "Process replicas that died, by reason: the signal's name (SIGSEGV), exit, hang (past --hang-timeout-ms) or memory (past --max-memory); each is restarted."},
+        {"serve_remote_requests_total", "counter", "Requests a remote backend forwarded, by the status its caller got (the remote's, or 502 when unreachable or garbled, 499 when cancelled)."},
+        {"serve_remote_request_seconds", "histogram", "Time from a remote backend taking a request to its answer (the whole answer, or a stream's head)."},
     };
     static const char *const crash_reasons[CRASH_REASONS] = {"signal", "exit", "hang", "memory"};
     static const char *const reasons[REJECT_REASONS] = {"backpressure", "timeout", "plugin_error"};
@@ -1181,7 +1184,20 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                 evbuffer_add_printf(out, "%s{%s} %lu\n", series[k].name, labels,
                                     atomic_load(&m->cancelled_total));
                 break;
-            default:
+            case 14:
+                if (!atomic_load(&m->remote)) break;
+                for (int s = 0; s < 500; s++) {
+                    unsigned long n = atomic_load(&m->remote_by_status[s]);
+                    if (n)
+                        evbuffer_add_printf(out, "%s{%s,code=\"%d\"} %lu\n", series[k].name,
+                                            labels, s + 100, n);
+                }
+                break;
+            case 15:
+                if (atomic_load(&m->remote))
+                    histogram_write(&m->remote_seconds, out, series[k].name, labels);
+                break;
+            case 13:
                 /* By signal name (those seen), then exit, hang and memory. */
                 for (int sig = 0; sig < 65; sig++) {
                     unsigned long n = atomic_load(&m->crash_signals[sig]);

@@ -52,7 +52,7 @@ bool server_add_live_backend(struct server *s, const struct backend_spec *spec,
     if (!b) return false;
     s->live[i] = b;
     LOG_INFO("backend=%s: started %u replica(s) of %s%s%s%s", spec->name,
-             spec->options.num_replicas, spec->plugin,
+             spec->options.num_replicas, spec->plugin ? spec->plugin : spec->remote,
              spec->plugin_digest ? " (the copy of digest " : "",
              spec->plugin_digest ? spec->plugin_digest : "", spec->plugin_digest ? ")" : "");
     return true;
@@ -242,10 +242,19 @@ static bool update_backend(struct server *s, const msgpack_object *req,
         if (mp_as_str(mp_get(changes, "isolation"), &isolation))
             o->isolation = isolation_from_name(isolation);
         free(isolation);
+        char *remote = NULL;
         if (mp_as_str(mp_get(changes, "plugin"), &plugin)) {
             /* Read again even when the path is the same: it may be a new build. */
             free(spec->plugin);
             spec->plugin = plugin;
+            free(spec->remote);
+            spec->remote = NULL;
+            forget_copy(spec);
+        } else if (mp_as_str(mp_get(changes, "remote"), &remote)) {
+            free(spec->remote);
+            spec->remote = remote;
+            free(spec->plugin);
+            spec->plugin = NULL;
             forget_copy(spec);
         }
         const msgpack_object *set = mp_get(changes, "config");

@@ -130,6 +130,32 @@ static bool resolve_plugin(struct reader *r, const yaml_node_t *n, char **out)
     return *out ? true : fail(r, n, "out of memory");
 }
 
+/* remote: URL, or a list of URLs; kept as "URL,URL" (spec.h). */
+static bool read_remote(struct reader *r, const yaml_node_t *n, char **out)
+{
+    if (scalar(n)) {
+        *out = strdup(scalar(n));
+        return *out ? true : fail(r, n, "out of memory");
+    }
+    if (n->type != YAML_SEQUENCE_NODE || n->data.sequence.items.start == n->data.sequence.items.top)
+        return fail(r, n, "remote must be a URL or a list of URLs");
+    size_t len = 1;
+    for (yaml_node_item_t *i = n->data.sequence.items.start; i < n->data.sequence.items.top; i++) {
+        const char *url = scalar(node(r, *i));
+        if (!url || !*url || strchr(url, ',')) return fail(r, node(r, *i), "remote: each item must be one URL");
+        len += strlen(url) + 1;
+    }
+    char *list = malloc(len);
+    if (!list) return fail(r, n, "out of memory");
+    list[0] = '\0';
+    for (yaml_node_item_t *i = n->data.sequence.items.start; i < n->data.sequence.items.top; i++) {
+        if (list[0]) strcat(list, ",");
+        strcat(list, scalar(node(r, *i)));
+    }
+    *out = list;
+    return true;
+}
+
 static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_spec *b)
 {
     memset(b, 0, sizeof *b);
@@ -150,6 +176,8 @@ static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_
             if (!ok) ok = fail(r, v, "name must be a string");
         } else if (strcmp(key, "plugin") == 0) {
             ok = resolve_plugin(r, v, &b->plugin);
+        } else if (strcmp(key, "remote") == 0) {
+            ok = read_remote(r, v, &b->remote);
         } else if (strcmp(key, "num_replicas") == 0) {
             ok = read_u32(r, v, key, &o->num_replicas);
         } else if (strcmp(key, "max_batch_size") == 0) {
@@ -185,7 +213,11 @@ static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_
     }
     char why[512];
     if (!b->name) return fail(r, n, "a backend needs a name");
-    if (!b->plugin) return fail(r, n, "backend %s needs a plugin", b->name);
+    if (!b->plugin && !b->remote)
+        return fail(r, n, "backend %s needs a plugin or remote URLs", b->name);
+    if (b->plugin && b->remote)
+        return fail(r, n, "backend %s: plugin and remote exclude each other", b->name);
+    if (b->remote && !backend_source_valid(b, why, sizeof why)) return fail(r, n, "%s", why);
     if (!spec_name_valid("backend", b->name, why, sizeof why)) return fail(r, n, "%s", why);
     if (!backend_options_valid(&b->options, why, sizeof why)) {
         /* The shared message names the CLI flag; say the file's key. */

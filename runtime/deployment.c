@@ -90,6 +90,8 @@ bool deployment_valid(const struct deployment *d, char *err, size_t errlen)
                 snprintf(err, errlen, "backend %s is defined twice", d->backends[i].name);
                 return false;
             }
+    for (size_t i = 0; i < d->backend_count; i++)
+        if (!backend_source_valid(&d->backends[i], err, errlen)) return false;
     for (size_t i = 0; i < d->endpoint_count; i++) {
         const struct endpoint_spec *e = &d->endpoints[i];
         for (size_t j = 0; j < i; j++) {

@@ -177,6 +177,13 @@ static enum enqueue_result enqueue_and_shadow(serve_request *req,
                                               const char *shard_key, struct event_base *timers)
 {
     bool shadows = route->shadow_count > 0;
+    req->route_len = 0;
+    if (route->route) {
+        /* "/" (or "/x/") matches "/a" as "/" + "a": the suffix keeps its slash. */
+        size_t len = route->route_len;
+        if (len && route->route[len - 1] == '/') len--;
+        if (strncmp(req->path, route->route, len) == 0) req->route_len = (uint32_t)len;
+    }
     if (shadows) request_ref(req);
     enum enqueue_result queued = enqueue(req, route, shard_key, timers);
     if (shadows) {
@@ -310,6 +317,7 @@ static serve_request *shadow_copy(const serve_request *primary, struct backend *
     req->method = primary->method; /* a static string */
     req->owned_path = strdup(primary->path);
     req->path = req->owned_path;
+    req->route_len = primary->route_len;
     req->owned_id = strdup(primary->id);
     req->id = req->owned_id;
     req->owned_body = copy_bytes(primary->body ? primary->body : "", primary->body_len);

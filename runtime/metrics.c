@@ -111,6 +111,7 @@ struct backend_metrics *metrics_backend(const char *name)
         strcpy(m->name, name);
         histogram_init_batch_sizes(&m->batch_size);
         histogram_init_seconds(&m->queue_seconds);
+        histogram_init_seconds(&m->remote_seconds);
         histogram_init_seconds(&m->exec_seconds);
         histogram_init_seconds(&m->batch_wait_seconds);
         m->next = backends;

@@ -83,6 +83,11 @@ struct backend_metrics {
     atomic_ulong crash_signals[65];      /* ... of which by a signal, by its number (0: other) */
     char last_crash[300];                /* the last one's description (backend.c's lock) */
     struct handle_calls *_Atomic calls;  /* grows under the registry mutex */
+    /* Remote backends (replica_remote.c): answers by the status given to
+     * the caller, and the time from hand-over to answer. */
+    atomic_bool remote;
+    atomic_ulong remote_by_status[500];  /* 100..599 */
+    struct histogram remote_seconds;
     char name[];
 };
 

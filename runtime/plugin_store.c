@@ -97,6 +97,7 @@ static bool write_copy(const char *path, const unsigned char *data, size_t len)
 bool plugin_store_import(const char *store_dir, struct backend_spec *spec, char *err,
                          size_t errlen)
 {
+    if (!spec->plugin) return true; /* a remote backend: nothing to load */
     if (spec->plugin_file && access(spec->plugin_file, R_OK) == 0) return true;
     unsigned char *data;
     size_t len;

@@ -3,8 +3,8 @@
  * A backend (backend.c) owns the queue, the batching rule, the concurrency
  * limit of each replica, backpressure, reconfigure sequencing and stop, the
  * same for every kind. A kind only runs what it is given: threads in this
- * process (replica_thread.c, plugins opened with dlopen), later processes
- * and remote connections.
+ * process (replica_thread.c, plugins opened with dlopen), processes
+ * (replica_process.c) and remote servers (replica_remote.c).
  *
  * Each replica has one worker thread in backend.c that forms batches and
  * calls run_batch, reconfigure and stop on it, never two at once (but see
@@ -165,5 +165,9 @@ void replica_init_error(char *err, size_t errlen, const char *plugin, int index,
 /* Replicas as threads of this process, running a dlopen'ed plugin
  * (replica_thread.c). */
 extern const struct replica_kind replica_kind_thread;
+
+/* Replicas that are another server (replica_remote.c): each an event loop
+ * with pooled keep-alive HTTP/1.1 connections to the backend's URLs. */
+extern const struct replica_kind replica_kind_remote;
 
 #endif

@@ -116,6 +116,9 @@ struct serve_request {
      * and stay unchanged until the request is freed. */
     const char *method;
     const char *path;
+    /* How much of path is its endpoint's route (set by dispatch): a remote
+     * backend forwards what follows to its URL's path. */
+    uint32_t route_len;
     const char *id;
     size_t header_count;
     const char **headers;         /* name, value, name, value ... */

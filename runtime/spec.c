@@ -2,6 +2,8 @@
  * serve_config accessors. */
 #include "spec.h"
 
+#include "remote_url.h"
+
 #include <errno.h>
 
 #include <ctype.h>
@@ -11,6 +13,7 @@
 #include <strings.h>
 
 #include "mp.h"
+#include "remote_url.h"
 
 serve_config *config_new(void) { return calloc(1, sizeof(serve_config)); }
 
@@ -282,6 +285,7 @@ void backend_spec_free(struct backend_spec *b)
 {
     free(b->name);
     free(b->plugin);
+    free(b->remote);
     free(b->plugin_file);
     free(b->plugin_digest);
     config_free(b->config);
@@ -398,15 +402,35 @@ bool backend_spec_copy(struct backend_spec *dst, const struct backend_spec *src)
 {
     memset(dst, 0, sizeof *dst);
     dst->name = strdup(src->name);
-    dst->plugin = strdup(src->plugin);
+    dst->plugin = src->plugin ? strdup(src->plugin) : NULL;
+    dst->remote = src->remote ? strdup(src->remote) : NULL;
     dst->plugin_file = src->plugin_file ? strdup(src->plugin_file) : NULL;
     dst->plugin_digest = src->plugin_digest ? strdup(src->plugin_digest) : NULL;
     dst->options = src->options;
     dst->config = config_copy(src->config);
-    bool ok = dst->name && dst->plugin && dst->config && !src->plugin_file == !dst->plugin_file &&
+    bool ok = dst->name && !src->plugin == !dst->plugin && !src->remote == !dst->remote &&
+              dst->config && !src->plugin_file == !dst->plugin_file &&
               !src->plugin_digest == !dst->plugin_digest;
     if (!ok) backend_spec_free(dst);
     return ok;
+}
+
+bool backend_source_valid(const struct backend_spec *b, char *err, size_t len)
+{
+    if (!b->plugin == !b->remote) {
+        snprintf(err, len, "backend %s: needs a plugin or remote URLs, not both", b->name);
+        return false;
+    }
+    if (!b->remote) return true;
+    struct remote_url *urls;
+    size_t count;
+    char why[400];
+    if (!remote_urls_parse(b->remote, &urls, &count, why, sizeof why)) {
+        snprintf(err, len, "backend %s: %s", b->name, why);
+        return false;
+    }
+    remote_urls_free(urls, count);
+    return true;
 }
 
 const char *backend_spec_load_path(const struct backend_spec *b)
@@ -416,6 +440,8 @@ const char *backend_spec_load_path(const struct backend_spec *b)
 
 bool backend_spec_same_code(const struct backend_spec *a, const struct backend_spec *b)
 {
+    if (a->remote || b->remote)
+        return a->remote && b->remote && strcmp(a->remote, b->remote) == 0;
     if (strcmp(a->plugin, b->plugin) != 0) return false;
     if (!a->plugin_digest || !b->plugin_digest) return !a->plugin_digest && !b->plugin_digest;
     return strcmp(a->plugin_digest, b->plugin_digest) == 0;
@@ -486,8 +512,8 @@ void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
     msgpack_pack_map(pk, 13 + (b->plugin_file != NULL) + (b->plugin_digest != NULL));
     mp_pack_key(pk, "name");
     mp_pack_str(pk, b->name);
-    mp_pack_key(pk, "plugin");
-    mp_pack_str(pk, b->plugin);
+    mp_pack_key(pk, b->remote ? "remote" : "plugin");
+    mp_pack_str(pk, b->remote ? b->remote : b->plugin);
     if (b->plugin_file) {
         mp_pack_key(pk, "plugin_file");
         mp_pack_str(pk, b->plugin_file);
@@ -587,7 +613,8 @@ bool backend_spec_unpack(const msgpack_object *o, struct backend_spec *b,
         snprintf(err, len, "backend: name missing");
         goto fail;
     }
-    if (!mp_as_str(mp_get(o, "plugin"), &b->plugin)) {
+    if (!mp_as_str(mp_get(o, "plugin"), &b->plugin) &&
+        !mp_as_str(mp_get(o, "remote"), &b->remote)) {
         snprintf(err, len, "backend %s: plugin missing", b->name);
         goto fail;
     }

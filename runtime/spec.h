@@ -63,7 +63,10 @@ uint32_t backend_options_concurrency(const struct backend_options *o);
 
 struct backend_spec {
     char *name;
-    char *plugin; /* absolute path to the .so, as the user named it */
+    char *plugin; /* absolute path to the .so, as the user named it; NULL when remote */
+    /* A remote backend's URLs, "URL[,URL...]" (remote_url.h); NULL for a
+     * plugin. Exactly one of plugin and remote is set. */
+    char *remote;
     /* The private copy replicas load (plugin_store.h) and its content
      * digest; NULL until the control plane imports the file (and where
      * nothing does: unit tests, serve try), when replicas load `plugin`. */
@@ -116,6 +119,9 @@ bool endpoint_set_backend(struct endpoint_spec *e, const char *backend);
 bool endpoint_traffic_valid(const struct endpoint_spec *e, char *err, size_t len);
 
 bool backend_spec_copy(struct backend_spec *dst, const struct backend_spec *src);
+/* Exactly one of plugin and remote, and remote's URLs well formed; one
+ * line in err. */
+bool backend_source_valid(const struct backend_spec *b, char *err, size_t len);
 bool endpoint_spec_copy(struct endpoint_spec *dst, const struct endpoint_spec *src);
 /* What replicas dlopen: the private copy, or the plugin itself. */
 const char *backend_spec_load_path(const struct backend_spec *b);
