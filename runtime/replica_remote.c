@@ -695,8 +695,8 @@ static bool write_request(struct conn *c, struct call *call)
     if (!remote_target_path(&t->url, suffix, path, sizeof path)) return false;
     evbuffer_add_printf(out, "%s %s", req->method, path);
     for (size_t i = 0; i < req->query_count; i++) {
-        char *k = evhttp_uriencode(req->query[2 * i], -1, 1);
-        char *v = evhttp_uriencode(req->query[2 * i + 1], -1, 1);
+        char *k = evhttp_uriencode(req->query[2 * i], -1, 0);
+        char *v = evhttp_uriencode(req->query[2 * i + 1], -1, 0);
         if (k && v) evbuffer_add_printf(out, "%c%s=%s", i ? '&' : '?', k, v);
         free(k);
         free(v);
