@@ -48,19 +48,22 @@ static bool parse_one(const char *text, struct remote_url *u, char *err, size_t 
         ok = true;
     if (ok) {
         u->text = strdup(text);
-        u->host = strdup(host);
+        size_t host_len = strlen(host);
+        if (host[0] == '[' && host_len > 2 && host[host_len - 1] == ']') /* IPv6 */
+            u->host = strndup(host + 1, host_len - 2);
+        else
+            u->host = strdup(host);
         u->port = port < 0 ? 80 : (uint16_t)port;
         size_t path_len = path ? strlen(path) : 0;
         while (path_len && path[path_len - 1] == '/') path_len--;
         u->path = strndup(path ? path : "", path_len);
-        bool v6 = strchr(host, ':') != NULL;
-        size_t hl = strlen(host) + 16;
-        u->host_header = malloc(hl);
+        size_t hl = host_len + 16;
+        u->host_header = malloc(hl); /* as written: an IPv6 address keeps its brackets */
         if (u->host_header) {
             if (port < 0)
-                snprintf(u->host_header, hl, v6 ? "[%s]" : "%s", host);
+                snprintf(u->host_header, hl, "%s", host);
             else
-                snprintf(u->host_header, hl, v6 ? "[%s]:%d" : "%s:%d", host, port);
+                snprintf(u->host_header, hl, "%s:%d", host, port);
         }
         ok = u->text && u->host && u->path && u->host_header;
         if (!ok) snprintf(err, errlen, "remote URL %s: out of memory", text);
@@ -106,7 +109,7 @@ bool remote_urls_parse(const char *list, struct remote_url **out, size_t *count,
     *count = n;
     return true;
 fail:
-    remote_urls_free(urls, n + 1);
+    remote_urls_free(urls, n < REMOTE_URLS_MAX ? n + 1 : n); /* n + 1: the one that failed */
     return false;
 }
 
