@@ -55,6 +55,13 @@ wait_until() {
 
 is_up() { [ "$(server_status "$1")" = UP ]; }
 
+# another_up NAME: some server of model_two other than NAME is UP.
+another_up() {
+  curl -fsS --max-time 2 "http://127.0.0.1:${HAPROXY_STATS_PORT}/stats;csv" 2>/dev/null |
+    awk -F, -v s="$1" '$1 == "model_two" && $2 != s && $2 != "BACKEND" && $18 == "UP" { n++ }
+                       END { exit n ? 0 : 1 }'
+}
+
 # start_node NAME PORT FILE: a serve node with state dir DIR/node-NAME.
 start_node() {
   local name=$1 port=$2 file=$3
