@@ -28,6 +28,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,7 +128,7 @@ struct remote_replica {
     bool resume_pending;    /* under lock: a paused stream may have room */
     uint64_t stop_deadline_ns;
     struct conn **idle;     /* per target: idle connections (loop thread only) */
-    size_t next_target;     /* round robin over the URLs */
+    atomic_size_t next_target; /* round robin over the URLs; run_batch runs on many threads */
     uint64_t *backoff_until;
     llhttp_settings_t settings;
 };
@@ -965,7 +966,7 @@ static bool remote_start(struct replica_base *r, char *err, size_t errlen)
     pthread_mutex_init(&rr->lock, NULL);
     rr->base = r;
     rr->group = r->group->data;
-    rr->next_target = (size_t)r->index % rr->group->count;
+    atomic_init(&rr->next_target, (size_t)r->index);
     rr->idle = calloc(rr->group->count, sizeof *rr->idle);
     rr->backoff_until = calloc(rr->group->count, sizeof *rr->backoff_until);
     rr->loop = event_base_new();
@@ -1016,8 +1017,8 @@ static int remote_run_batch(struct replica_base *r, serve_request **reqs, size_t
         }
         serve_request_defer(reqs[i]);
         call->req = reqs[i];
-        call->target = rr->next_target;
-        rr->next_target = (rr->next_target + 1) % rr->group->count;
+        call->target = atomic_fetch_add_explicit(&rr->next_target, 1, memory_order_relaxed) %
+                       rr->group->count;
         call->head_only = strcmp(reqs[i]->method, "HEAD") == 0;
         call->started_ns = now;
         if (last) last->next_incoming = call;
