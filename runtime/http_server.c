@@ -480,7 +480,17 @@ static bool route_request(struct io_thread *t, struct http1_exchange *ex, struct
             return false;
         }
     if (atomic_load(&s->draining)) {
-        http1_answer_error(ex, 503, r->id, "server is shutting down", true);
+        /* Refused before any routing: the header says so, and a client (a
+         * remote backend of another node, a proxy) may send the request
+         * elsewhere without fear of running it twice. */
+        static const struct response_header unprocessed = {"X-Serve-Unprocessed", "draining"};
+        size_t len = 0;
+        char *body = json_error_body("server is shutting down", &len);
+        struct http1_answer a = {.status = 503, .content_type = "application/json",
+                                 .request_id = r->id, .headers = &unprocessed, .header_count = 1,
+                                 .body = body, .body_len = body ? len : 0, .free_body = free,
+                                 .close = true};
+        http1_answer(ex, &a);
         return false;
     }
     if (strcmp(r->path, "/metrics") == 0 || strncmp(r->path, "/-/", 3) == 0) return true;

@@ -90,6 +90,7 @@ struct call {
     struct header *headers;
     size_t header_count, header_cap;
     struct evbuffer *body;  /* the whole answer, or pieces the stream refused */
+    bool unprocessed;       /* the remote refused it unprocessed (a draining serve node) */
     bool paused;            /* the stream is full: reading waits */
     bool ended;             /* the whole answer was read while paused */
     bool keep_conn;         /* ... and its connection may be reused */
@@ -203,6 +204,21 @@ static void call_finish_error(struct remote_replica *rr, struct call *call, int 
     call_free(call);
 }
 
+/* Forgets what was read of an answer, before the call goes elsewhere. */
+static void call_reset_answer(struct call *call)
+{
+    free(call->content_type);
+    call->content_type = NULL;
+    for (size_t i = 0; i < call->header_count; i++) {
+        free(call->headers[i].name);
+        free(call->headers[i].value);
+    }
+    call->header_count = 0;
+    call->status = 0;
+    call->unprocessed = false;
+    evbuffer_drain(call->body, evbuffer_get_length(call->body));
+}
+
 /* The connection failed. Before any byte of the request left, the call
  * goes to the next URL it was not tried on; otherwise it fails. */
 static void call_conn_failed(struct remote_replica *rr, struct call *call, bool unsent,
@@ -214,7 +230,9 @@ static void call_conn_failed(struct remote_replica *rr, struct call *call, bool 
     pthread_mutex_lock(&rr->lock);
     cancelled = call->cancelled;
     pthread_mutex_unlock(&rr->lock);
-    if (unsent && !cancelled && call->tried < g->count) {
+    /* Each URL once, and one more try: with one URL (a Service, a
+     * balancer) a new connection reaches another node. */
+    if (unsent && !cancelled && call->tried < g->count + 1) {
         call->target = (call->target + 1) % g->count;
         call_start(rr, call);
         return;
@@ -273,6 +291,7 @@ static int on_header_value_complete(llhttp_t *p)
         return 0;
     }
     if (header_is_own(name)) goto drop;
+    if (strcasecmp(name, "X-Serve-Unprocessed") == 0) call->unprocessed = true;
     if (call->header_count == call->header_cap) {
         size_t cap = call->header_cap ? 2 * call->header_cap : 8;
         struct header *grown = realloc(call->headers, cap * sizeof *grown);
@@ -471,6 +490,16 @@ static void message_done(struct conn *c, bool keep)
 {
     struct remote_replica *rr = c->rr;
     struct call *call = c->call;
+    if (call && call->status == 503 && call->unprocessed && !call->streaming &&
+        call->tried < rr->group->count + 1) {
+        /* A serve node that drains refused it before routing it: not run
+         * there, so it goes elsewhere, on a new connection (behind a
+         * Service or balancer, one that reaches another node). */
+        conn_close(c);
+        call_reset_answer(call);
+        call_conn_failed(rr, call, true, "the remote is draining");
+        return;
+    }
     c->call = NULL;
     if (call) call_complete(rr, call);
     if (keep) {
@@ -719,7 +748,7 @@ static size_t pick_target(struct remote_replica *rr, struct call *call)
 {
     size_t n = rr->group->count;
     uint64_t now = serve__now_ns();
-    for (size_t k = 0; k < n - call->tried; k++) {
+    for (size_t k = 0; call->tried < n && k < n - call->tried; k++) {
         size_t t = (call->target + k) % n;
         if (rr->backoff_until[t] <= now) return t;
     }

@@ -96,6 +96,14 @@ class FakeRemote:
                 if self.mode == "stall":
                     time.sleep(30)
                     return
+                if self.mode == "draining":  # as a serve node that is stopping
+                    body = b'{"error": "server is shutting down"}'
+                    conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n"
+                                 b"X-Serve-Unprocessed: draining\r\n"
+                                 b"Content-Type: application/json\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+                    conn.close()
+                    return
                 body = json.dumps(req).encode()
                 conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
                              b"X-Remote: yes\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
@@ -197,6 +205,45 @@ class RemoteForwarding(ServeTestCase):
             answers = list(pool.map(lambda i: self.server.post("/two", b"%d" % i), range(200)))
         self.assertEqual([a.status for a in answers], [201] * 200)
         self.assertEqual(fake.count(), 200)
+
+    def test_requests_a_draining_node_refused_go_elsewhere(self):
+        draining, fake = FakeRemote("draining"), FakeRemote()
+        self.addCleanup(draining.close)
+        self.addCleanup(fake.close)
+        self.remote("two", "%s,%s" % (draining.url("/m"), fake.url("/m")), "/two")
+        answers = [self.server.post("/two", b"%d" % i) for i in range(20)]
+        self.assertEqual([a.status for a in answers], [201] * 20)
+        self.assertEqual(fake.count(), 20)
+        self.assertGreater(draining.count(), 0)
+        # Alone, a draining remote is tried twice (a new connection behind a
+        # balancer reaches another node), then its 503 is the answer.
+        self.remote("alone", draining.url("/m"), "/alone")
+        before = draining.count()
+        a = self.server.post("/alone", b"x")
+        self.assertEqual(a.status, 503)
+        self.assertEqual(draining.count() - before, 2)
+
+    def test_a_stopping_node_marks_its_refusals_unprocessed(self):
+        self.server.deploy("slow", plugin("sim"), "/slow", "--config", "base_us=1500000")
+        # A keep-alive connection busy when the stop begins stays open for
+        # its answer; the request after it is refused, marked.
+        s = socket.create_connection(("127.0.0.1", self.server.port))
+        self.addCleanup(s.close)
+        s.settimeout(10)
+        one = b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+        s.sendall(one)
+        time.sleep(0.3)
+        stopper = ThreadPoolExecutor(1)
+        self.addCleanup(stopper.shutdown)
+        stopping = stopper.submit(self.server.stop)
+        first = s.recv(4096)
+        self.assertTrue(first.startswith(b"HTTP/1.1 200"), first)  # what it held, it finished
+        s.sendall(one)
+        second = s.recv(4096)
+        self.assertTrue(second.startswith(b"HTTP/1.1 503"), second)
+        self.assertIn(b"X-Serve-Unprocessed: draining", second)
+        self.assertIn(b"Connection: close", second)
+        stopping.result()
 
     def test_bad_remote_urls_are_refused(self):
         for urls, words in [("https://x/m", "the scheme must be http"),
