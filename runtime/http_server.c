@@ -238,9 +238,13 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         pthread_cond_broadcast(&t->server->ack_cond);
         pthread_mutex_unlock(&t->server->ack_mutex);
     }
-    if (accept && !drain && !atomic_load(&t->server->draining) && !http1_start_accepting(t->http1))
+    /* A drain goes on accepting: a connection made meanwhile (a balancer's
+     * health check, a request) is answered at once, 503 and unprocessed,
+     * instead of waiting unread in the listen queue until the stop ends
+     * and resets it, which a balancer cannot tell from a lost request. */
+    (void)drain;
+    if (accept && !http1_start_accepting(t->http1))
         LOG_ERROR("HTTP thread cannot watch the listening socket");
-    if (drain) http1_stop_accepting(t->http1);
     if (stop) event_base_loopbreak(t->base);
 }
 

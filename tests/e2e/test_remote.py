@@ -236,6 +236,20 @@ class RemoteForwarding(ServeTestCase):
         stopper = ThreadPoolExecutor(1)
         self.addCleanup(stopper.shutdown)
         stopping = stopper.submit(self.server.stop)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # until the stop has begun
+            if self.server.get("/-/healthz").status == 503:
+                break
+            time.sleep(0.02)
+        # A new connection (a balancer's health check) is answered at once,
+        # not left unread until the stop ends.
+        fresh = socket.create_connection(("127.0.0.1", self.server.port))
+        self.addCleanup(fresh.close)
+        fresh.settimeout(0.5)
+        fresh.sendall(b"GET /-/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        check = fresh.recv(4096)
+        self.assertTrue(check.startswith(b"HTTP/1.1 503"), check)
+        self.assertIn(b"X-Serve-Unprocessed: draining", check)
         first = s.recv(4096)
         self.assertTrue(first.startswith(b"HTTP/1.1 200"), first)  # what it held, it finished
         s.sendall(one)
