@@ -82,6 +82,7 @@ struct backend {
     /* Cancel callbacks running (backend_request_cancelled), which the
      * replicas' stop waits for; none starts once `stopping_replicas`. */
     unsigned cancels_running;
+    unsigned handovers_running; /* run_batch calls of dispatch_here under way */
     bool stopping_replicas;
 };
 
@@ -485,7 +486,9 @@ static void destroy_replicas(struct backend *b)
     /* No cancel callback may run into a replica being stopped. */
     pthread_mutex_lock(&b->mutex);
     b->stopping_replicas = true;
-    while (b->cancels_running) pthread_cond_wait(&b->reconfigured, &b->mutex);
+    /* Nor a hand-over (dispatch_here) that saw the backend running. */
+    while (b->cancels_running || b->handovers_running)
+        pthread_cond_wait(&b->reconfigured, &b->mutex);
     pthread_mutex_unlock(&b->mutex);
     for (size_t i = 0; i < b->replica_count; i++) {
         struct replica *r = &b->replicas[i];
@@ -664,9 +667,12 @@ static bool dispatch_here(struct backend *b, struct replica *only, bool nowait)
         req->replica = r;
         r->in_flight++;
         dispatched = true;
+        b->handovers_running++;
         pthread_mutex_unlock(&b->mutex);
         uint32_t finished = run_batch(r, &req, 1, nowait);
         pthread_mutex_lock(&b->mutex);
+        if (--b->handovers_running == 0 && b->stopping_replicas)
+            pthread_cond_broadcast(&b->reconfigured);
         r->in_flight -= finished;
         if (finished) break; /* answered, failed or given back: the worker's turn */
     }

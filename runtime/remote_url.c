@@ -113,11 +113,50 @@ fail:
     return false;
 }
 
-bool remote_target_path(const struct remote_url *url, const char *suffix, char *buf, size_t len)
+/* What a path segment may hold as it is (RFC 3986 pchar, less '%'). */
+static bool path_char_plain(unsigned char ch)
 {
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           strchr("-._~!$&'()*+,;=:@/", ch) != NULL;
+}
+
+static bool dot_segment(const char *s, size_t len)
+{
+    return (len == 1 && s[0] == '.') || (len == 2 && s[0] == '.' && s[1] == '.');
+}
+
+bool remote_target_path(const struct remote_url *url, const char *suffix, char *buf, size_t len,
+                        const char **why)
+{
+    static const char hex[] = "0123456789ABCDEF";
     if (!suffix) suffix = "";
-    int n = snprintf(buf, len, "%s%s%s", url->path, *suffix && *suffix != '/' ? "/" : "", suffix);
-    if (n < 0 || (size_t)n >= len) return false;
-    if (n == 0) snprintf(buf, len, "/");
+    for (const char *seg = suffix; *seg;) {
+        while (*seg == '/') seg++;
+        size_t n = strcspn(seg, "/");
+        if (dot_segment(seg, n)) {
+            *why = "a . or .. segment in the path";
+            return false;
+        }
+        seg += n;
+    }
+    size_t n = strlen(url->path);
+    if (n + 2 > len) goto too_long;
+    memcpy(buf, url->path, n);
+    if (*suffix && *suffix != '/') buf[n++] = '/';
+    for (const unsigned char *p = (const unsigned char *)suffix; *p; p++) {
+        if (n + 4 > len) goto too_long;
+        if (path_char_plain(*p)) {
+            buf[n++] = (char)*p;
+        } else {
+            buf[n++] = '%';
+            buf[n++] = hex[*p >> 4];
+            buf[n++] = hex[*p & 15];
+        }
+    }
+    if (n == 0) buf[n++] = '/';
+    buf[n] = '\0';
     return true;
+too_long:
+    *why = "the path is too long";
+    return false;
 }

@@ -29,8 +29,11 @@ bool remote_urls_parse(const char *list, struct remote_url **out, size_t *count,
 void remote_urls_free(struct remote_url *urls, size_t count);
 
 /* Writes into buf (size len) the path to request on the remote: the URL's
- * path followed by `suffix` (the part of the local path past the endpoint's
- * route, "" or "/..."), "/" when both are empty. false when it does not fit. */
-bool remote_target_path(const struct remote_url *url, const char *suffix, char *buf, size_t len);
+ * path followed by `suffix` (the part of the local, percent-decoded path
+ * past the endpoint's route, "" or "/..."), percent-encoded again, "/" when
+ * both are empty. false, with why, when it does not fit or when the suffix
+ * holds a "." or ".." segment (which would leave the URL's path). */
+bool remote_target_path(const struct remote_url *url, const char *suffix, char *buf, size_t len,
+                        const char **why);
 
 #endif

@@ -53,6 +53,10 @@
 /* An answer that is not streamed is held whole; past this it is refused. */
 #define ANSWER_MAX (256u << 20)
 #define READ_CHUNK 65536
+/* A pooled connection idle for longer is checked before reuse. */
+#define PEEK_AFTER_NS (1000000ull)
+/* A connect that takes longer fails (the request was not sent: next URL). */
+#define CONNECT_TIMEOUT_S 5
 
 struct remote_target {
     struct remote_url url;
@@ -60,10 +64,21 @@ struct remote_target {
     socklen_t addr_len;
 };
 
+/* What a stream's writable callback holds: it may run after its replica
+ * stopped (a stream outlives it, failed by the backend), so it points at
+ * this, which lives as long as the group, and not at the replica. */
+struct remote_waker {
+    pthread_mutex_t lock;
+    struct remote_replica *rr; /* NULL once the replica stopped */
+    struct remote_waker *next;
+};
+
 struct remote_group {
     struct remote_target *targets;
     size_t count;
     char *name; /* the backend's */
+    pthread_mutex_t lock;
+    struct remote_waker *wakers; /* under lock; freed with the group */
 };
 
 struct conn;
@@ -91,6 +106,7 @@ struct call {
     size_t header_count, header_cap;
     struct evbuffer *body;  /* the whole answer, or pieces the stream refused */
     bool unprocessed;       /* the remote refused it unprocessed (a draining serve node) */
+    bool fresh_conn;        /* its next try opens a connection (not from the pool) */
     bool paused;            /* the stream is full: reading waits */
     bool ended;             /* the whole answer was read while paused */
     bool keep_conn;         /* ... and its connection may be reused */
@@ -112,11 +128,15 @@ struct conn {
     /* Header being read (llhttp hands names and values in pieces). */
     struct evbuffer *field, *value;
     bool message_done;
+    bool finished;          /* the call was finished under llhttp (nobody waits) */
+    size_t head_bytes;      /* of the answer's header names and values */
+    char error[160];        /* why a callback refused the answer */
 };
 
 struct remote_replica {
     struct replica_base *base;
     struct remote_group *group;
+    struct remote_waker *waker;
     struct event_base *loop;
     struct event *wake;
     struct event *tick;     /* idle closes */
@@ -127,6 +147,8 @@ struct remote_replica {
     bool stopping;          /* under lock */
     bool cancels_pending;   /* under lock */
     bool resume_pending;    /* under lock: a paused stream may have room */
+    struct conn **paused;   /* resume_streams' scratch (loop thread) */
+    size_t paused_cap;
     uint64_t stop_deadline_ns;
     struct conn **idle;     /* per target: idle connections (loop thread only) */
     atomic_size_t next_target; /* round robin over the URLs; run_batch runs on many threads */
@@ -195,7 +217,7 @@ static void call_finish_error(struct remote_replica *rr, struct call *call, int 
     va_end(ap);
     call_detach_conn(call);
     if (call_unlink(rr, call)) {
-        count_answer(rr, call, status);
+        if (!call->streaming) count_answer(rr, call, status);
         if (call->streaming)
             serve_stream_fail(call->req, msg);
         else
@@ -244,14 +266,28 @@ static void call_conn_failed(struct remote_replica *rr, struct call *call, bool 
 
 static struct conn *conn_of(llhttp_t *p) { return p->data; }
 
+/* The most an answer's headers may hold, as the server's --max-header. */
+#define HEAD_MAX 65536
+
+static int header_piece(llhttp_t *p, struct evbuffer *into, const char *at, size_t len)
+{
+    struct conn *c = conn_of(p);
+    c->head_bytes += len;
+    if (c->head_bytes > HEAD_MAX) {
+        snprintf(c->error, sizeof c->error, "headers over %d bytes", HEAD_MAX);
+        return -1;
+    }
+    return evbuffer_add(into, at, len) == 0 ? 0 : -1;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
-    return evbuffer_add(conn_of(p)->field, at, len) == 0 ? 0 : -1;
+    return header_piece(p, conn_of(p)->field, at, len);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
-    return evbuffer_add(conn_of(p)->value, at, len) == 0 ? 0 : -1;
+    return header_piece(p, conn_of(p)->value, at, len);
 }
 
 static char *take_string(struct evbuffer *b)
@@ -320,27 +356,35 @@ static int on_headers_complete(llhttp_t *p)
     struct conn *c = conn_of(p);
     struct call *call = c->call;
     if (!call) return 0;
-    call->status = llhttp_get_status_code(p);
-    if (call->status < 200) { /* an interim answer: the real one follows */
-        for (size_t i = 0; i < call->header_count; i++) {
-            free(call->headers[i].name);
-            free(call->headers[i].value);
-        }
-        call->header_count = 0;
+    c->head_bytes = 0;
+    int status = llhttp_get_status_code(p);
+    if (status < 100 || status > 599) {
+        snprintf(c->error, sizeof c->error, "status %d", status);
+        return -1;
+    }
+    if (status < 200) { /* an interim answer: the real one follows */
+        call_reset_answer(call);
         return 0;
     }
+    call->status = status;
     /* A chunked answer goes on as it comes, anything else whole. */
     if ((p->flags & F_CHUNKED) && !call->head_only) {
-        call->streaming = true;
         add_headers(call);
         int rc = serve_stream_begin(call->req, call->status, call->content_type);
-        if (rc != SERVE_OK) {
-            /* Nobody waits any more (the request is finished): stop here. */
+        if (rc == SERVE_ETIMEDOUT) {
+            /* Nobody waits any more, and the request is finished: stop. */
             call_detach_conn(call);
-            if (call_unlink(c->rr, call)) count_answer(c->rr, call, call->status);
+            call_unlink(c->rr, call);
             call_free(call);
-            return HPE_USER;
+            c->finished = true;
+            return -1;
         }
+        if (rc != SERVE_OK) {
+            snprintf(c->error, sizeof c->error, "cannot begin its stream: %s", serve_strerror(rc));
+            return -1;
+        }
+        call->streaming = true;
+        count_answer(c->rr, call, call->status); /* a stream is timed to its head */
     }
     return call->head_only ? 1 : 0; /* 1: no body follows (HEAD) */
 }
@@ -351,17 +395,23 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     struct call *call = c->call;
     if (!call) return 0;
     if (!call->streaming) {
-        if (evbuffer_get_length(call->body) + len > ANSWER_MAX) return HPE_USER;
-        return evbuffer_add(call->body, at, len) == 0 ? 0 : HPE_USER;
+        if (evbuffer_get_length(call->body) + len > ANSWER_MAX) {
+            snprintf(c->error, sizeof c->error, "answer over %u MiB", ANSWER_MAX >> 20);
+            return -1;
+        }
+        return evbuffer_add(call->body, at, len) == 0 ? 0 : -1;
     }
     if (!call->paused) {
         int rc = serve_stream_write(call->req, at, len);
         if (rc == SERVE_OK || rc == SERVE_ETIMEDOUT) return 0; /* gone: end it anyway */
-        if (rc != SERVE_EAGAIN) return HPE_USER;
+        if (rc != SERVE_EAGAIN) {
+            snprintf(c->error, sizeof c->error, "stream write failed: %s", serve_strerror(rc));
+            return -1;
+        }
         call->paused = true;
     }
     /* Held until the stream has room; reading waits meanwhile. */
-    return evbuffer_add(call->body, at, len) == 0 ? 0 : HPE_USER;
+    return evbuffer_add(call->body, at, len) == 0 ? 0 : -1;
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -418,7 +468,7 @@ static void call_complete(struct remote_replica *rr, struct call *call)
 {
     call_detach_conn(call);
     if (call_unlink(rr, call)) {
-        count_answer(rr, call, call->status);
+        if (!call->streaming) count_answer(rr, call, call->status);
         if (call->streaming) {
             serve_stream_end(call->req);
         } else {
@@ -439,18 +489,21 @@ static void call_complete(struct remote_replica *rr, struct call *call)
 static void conn_read(struct conn *c);
 
 
-/* A stream had room again (any thread): the loop goes on reading. The
- * argument is the replica, which outlives its streams' callbacks (a stream
- * drops its callback when it ends), not the connection, which may not. */
+/* A stream had room again (any thread): the loop goes on reading. */
 static void stream_writable(serve_request *req, void *arg)
 {
     (void)req;
-    struct remote_replica *rr = arg;
-    pthread_mutex_lock(&rr->lock);
-    bool wake = !rr->resume_pending;
-    rr->resume_pending = true;
-    pthread_mutex_unlock(&rr->lock);
-    if (wake) event_active(rr->wake, EV_READ, 0);
+    struct remote_waker *w = arg;
+    pthread_mutex_lock(&w->lock);
+    struct remote_replica *rr = w->rr;
+    if (rr) {
+        pthread_mutex_lock(&rr->lock);
+        bool wake = !rr->resume_pending;
+        rr->resume_pending = true;
+        pthread_mutex_unlock(&rr->lock);
+        if (wake) event_active(rr->wake, EV_READ, 0);
+    }
+    pthread_mutex_unlock(&w->lock);
 }
 
 /* Loop thread: writes what the stream refused, then reads on. */
@@ -463,7 +516,7 @@ static bool flush_paused(struct conn *c)
         int rc = serve_stream_write(call->req, v.iov_base, v.iov_len);
         if (rc == SERVE_EAGAIN) {
             event_del(c->on_read); /* level-triggered: it would fire on and on */
-            serve_stream_on_writable(call->req, stream_writable, c->rr);
+            serve_stream_on_writable(call->req, stream_writable, c->rr->waker);
             return false;
         }
         evbuffer_drain(call->body, v.iov_len);
@@ -497,6 +550,7 @@ static void message_done(struct conn *c, bool keep)
          * Service or balancer, one that reaches another node). */
         conn_close(c);
         call_reset_answer(call);
+        call->fresh_conn = true; /* a pooled one may go to the same node */
         call_conn_failed(rr, call, true, "the remote is draining");
         return;
     }
@@ -518,24 +572,29 @@ static void conn_parsed(struct conn *c, llhttp_errno_t rc, bool eof)
     struct call *call = c->call;
     if (c->message_done) {
         c->message_done = false;
-        bool keep = llhttp_should_keep_alive(&c->parser) && !eof;
+        /* Reused only when the request went out whole: an early answer
+         * (a 413 on a large body) leaves the rest unsent, and the next
+         * request must not follow it on the same connection. */
+        bool keep = llhttp_should_keep_alive(&c->parser) && !eof &&
+                    evbuffer_get_length(c->out) == 0;
         if (rc == HPE_PAUSED) llhttp_resume(&c->parser);
         if (call && call->paused) { /* the stream takes the rest first */
             call->ended = true;
             call->keep_conn = keep;
+            if (flush_paused(c)) message_done(c, keep);
             return;
         }
         message_done(c, keep);
         return;
     }
-    if (rc == HPE_USER && !c->call) { /* the request was finished under us */
+    if (c->finished) { /* the request was finished under llhttp */
+        c->call = NULL;
         conn_close(c);
         return;
     }
     if (rc != HPE_OK) {
-        answer_failed(c, rc == HPE_USER && call && !call->streaming
-                             ? "answer over 256 MiB"
-                             : llhttp_get_error_reason(&c->parser));
+        const char *reason = llhttp_get_error_reason(&c->parser);
+        answer_failed(c, c->error[0] ? c->error : reason ? reason : llhttp_errno_name(rc));
         return;
     }
     if (eof) {
@@ -644,6 +703,7 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         int error = 0;
         socklen_t len = sizeof error;
         getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &error, &len);
+        if (!error && (what & EV_TIMEOUT)) error = ETIMEDOUT;
         if (error) {
             struct remote_replica *rr = c->rr;
             struct call *call = c->call;
@@ -715,14 +775,26 @@ static bool request_header_is_hop(const char *name)
     return false;
 }
 
-static bool write_request(struct conn *c, struct call *call)
+/* A header a handle call added goes on only when it is one HTTP allows. */
+static bool header_sendable(const char *name, const char *value)
+{
+    if (!*name) return false;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p <= ' ' || *p >= 127 || strchr("()<>@,;:\\\"/[]?={}", *p)) return false;
+    for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+        if ((*p < ' ' && *p != '\t') || *p == 127) return false;
+    return true;
+}
+
+/* The request, into c->out. false, with why, when it cannot be sent. */
+static bool write_request(struct conn *c, struct call *call, const char **why)
 {
     const serve_request *req = call->req;
     const struct remote_target *t = &c->rr->group->targets[c->target];
     struct evbuffer *out = c->out;
     char path[8192];
     const char *suffix = req->path ? req->path + req->route_len : "";
-    if (!remote_target_path(&t->url, suffix, path, sizeof path)) return false;
+    if (!remote_target_path(&t->url, suffix, path, sizeof path, why)) return false;
     evbuffer_add_printf(out, "%s %s", req->method, path);
     for (size_t i = 0; i < req->query_count; i++) {
         char *k = evhttp_uriencode(req->query[2 * i], -1, 0);
@@ -735,7 +807,8 @@ static bool write_request(struct conn *c, struct call *call)
                         req->id);
     for (size_t i = 0; i < req->header_count; i++) {
         const char *name = req->headers[2 * i], *value = req->headers[2 * i + 1];
-        if (!request_header_is_hop(name)) evbuffer_add_printf(out, "%s: %s\r\n", name, value);
+        if (!request_header_is_hop(name) && header_sendable(name, value))
+            evbuffer_add_printf(out, "%s: %s\r\n", name, value);
     }
     evbuffer_add_printf(out, "Content-Length: %zu\r\n\r\n", req->body_len);
     if (req->body_len) evbuffer_add(out, req->body, req->body_len);
@@ -755,15 +828,33 @@ static size_t pick_target(struct remote_replica *rr, struct call *call)
     return call->target;
 }
 
+/* An idle connection to target that is still open, or NULL. One idle for
+ * a while is looked at first: a close its server sent may wait unread
+ * (this loop had not run since), and a request written to it would be
+ * lost without a retry. */
+static struct conn *pooled_conn(struct remote_replica *rr, size_t target)
+{
+    uint64_t now = serve__now_ns();
+    while (rr->idle[target]) {
+        struct conn *c = rr->idle[target];
+        rr->idle[target] = c->next_idle;
+        c->next_idle = NULL;
+        if (now - c->idle_since_ns < PEEK_AFTER_NS) return c;
+        char byte;
+        ssize_t n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return c;
+        conn_free(c); /* closed, or sent what nobody asked for */
+    }
+    return NULL;
+}
+
 static void call_start(struct remote_replica *rr, struct call *call)
 {
     call->target = pick_target(rr, call);
     call->tried++;
-    struct conn *c = rr->idle[call->target];
-    if (c) {
-        rr->idle[call->target] = c->next_idle;
-        c->next_idle = NULL;
-    } else {
+    struct conn *c = call->fresh_conn ? NULL : pooled_conn(rr, call->target);
+    call->fresh_conn = false;
+    if (!c) {
         char why[300];
         c = conn_open(rr, call->target, why, sizeof why);
         if (!c) {
@@ -775,16 +866,22 @@ static void call_start(struct remote_replica *rr, struct call *call)
     c->wrote_any = false;
     call->conn = c;
     evbuffer_drain(c->out, evbuffer_get_length(c->out));
-    if (!write_request(c, call)) {
-        conn_make_idle(c);
+    const char *why = NULL;
+    if (!write_request(c, call, &why)) {
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        c->call = NULL;
         call->conn = NULL;
-        call_finish_error(rr, call, 414, "path too long for remote backend %s", rr->group->name);
+        conn_make_idle(c);
+        call_finish_error(rr, call, 400, "not forwarded to remote backend %s: %s",
+                          rr->group->name, why);
         return;
     }
-    if (c->connected)
+    if (c->connected) {
         conn_write(c);
-    else
-        event_add(c->on_write, NULL);
+    } else {
+        struct timeval limit = {CONNECT_TIMEOUT_S, 0};
+        event_add(c->on_write, &limit);
+    }
 }
 
 /* ---- the loop ---- */
@@ -821,20 +918,22 @@ static bool stop_now(struct remote_replica *rr)
  * connections with a call are looked at: idle ones have nothing paused. */
 static void resume_streams(struct remote_replica *rr)
 {
-    struct conn *paused[64];
     size_t n = 0;
     pthread_mutex_lock(&rr->lock);
-    for (struct call *call = rr->calls; call && n < 64; call = call->next)
-        if (call->paused && call->conn) paused[n++] = call->conn;
+    for (struct call *call = rr->calls; call; call = call->next)
+        if (call->paused && call->conn) {
+            if (n == rr->paused_cap) {
+                size_t cap = n ? 2 * n : 16;
+                struct conn **grown = realloc(rr->paused, cap * sizeof *grown);
+                if (!grown) break; /* the others wait for their next writable */
+                rr->paused = grown;
+                rr->paused_cap = cap;
+            }
+            rr->paused[n++] = call->conn;
+        }
     pthread_mutex_unlock(&rr->lock);
-    bool more = n == 64;
-    for (size_t i = 0; i < n; i++) conn_read(paused[i]);
-    if (more) {
-        pthread_mutex_lock(&rr->lock);
-        rr->resume_pending = true;
-        pthread_mutex_unlock(&rr->lock);
-        event_active(rr->wake, EV_READ, 0);
-    }
+    /* Only this thread frees connections: those listed are alive. */
+    for (size_t i = 0; i < n; i++) conn_read(rr->paused[i]);
 }
 
 static void on_wake(evutil_socket_t fd, short what, void *arg)
@@ -855,7 +954,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
         incoming = call->next_incoming;
         call->next_incoming = NULL;
         pthread_mutex_lock(&rr->lock);
-        bool cancelled = call->cancelled;
+        /* A cancel before the call was linked found nothing: seen here. */
+        bool cancelled = call->cancelled || request_abandoned(call->req);
         pthread_mutex_unlock(&rr->lock);
         if (cancelled)
             call_finish_error(rr, call, 499, "request cancelled");
@@ -950,6 +1050,7 @@ static bool remote_open(const struct backend_spec *spec, struct replica_group *g
     g->targets = targets;
     g->count = count;
     g->name = name;
+    pthread_mutex_init(&g->lock, NULL);
     sprintf(label, "remote %s", spec->remote);
     group->data = g;
     group->label = label;
@@ -967,6 +1068,14 @@ static void remote_close(struct replica_group *group)
 {
     struct remote_group *g = group->data;
     if (g) {
+        /* No request is alive any more, so no stream calls a waker. */
+        while (g->wakers) {
+            struct remote_waker *w = g->wakers;
+            g->wakers = w->next;
+            pthread_mutex_destroy(&w->lock);
+            free(w);
+        }
+        pthread_mutex_destroy(&g->lock);
         targets_free(g->targets, g->count);
         free(g->name);
         free(g);
@@ -974,12 +1083,18 @@ static void remote_close(struct replica_group *group)
     free((char *)group->label);
     group->data = NULL;
 }
+
 static void replica_free(struct remote_replica *rr)
 {
+    /* A stream's writable callback may come later: it finds no replica. */
+    pthread_mutex_lock(&rr->waker->lock);
+    rr->waker->rr = NULL;
+    pthread_mutex_unlock(&rr->waker->lock);
     if (rr->wake) event_free(rr->wake);
     if (rr->tick) event_free(rr->tick);
     if (rr->loop) event_base_free(rr->loop);
     free(rr->idle);
+    free(rr->paused);
     free(rr->backoff_until);
     pthread_mutex_destroy(&rr->lock);
     free(rr);
@@ -996,6 +1111,19 @@ static bool remote_start(struct replica_base *r, char *err, size_t errlen)
     rr->base = r;
     rr->group = r->group->data;
     atomic_init(&rr->next_target, (size_t)r->index);
+    rr->waker = calloc(1, sizeof *rr->waker);
+    if (!rr->waker) {
+        snprintf(err, errlen, "out of memory");
+        pthread_mutex_destroy(&rr->lock);
+        free(rr);
+        return false;
+    }
+    pthread_mutex_init(&rr->waker->lock, NULL);
+    rr->waker->rr = rr;
+    pthread_mutex_lock(&rr->group->lock);
+    rr->waker->next = rr->group->wakers;
+    rr->group->wakers = rr->waker;
+    pthread_mutex_unlock(&rr->group->lock);
     rr->idle = calloc(rr->group->count, sizeof *rr->idle);
     rr->backoff_until = calloc(rr->group->count, sizeof *rr->backoff_until);
     rr->loop = event_base_new();

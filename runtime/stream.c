@@ -497,7 +497,8 @@ static int finish(serve_request *req, const char *fail_message)
     if (!s) return SERVE_ESTATE;
     pthread_mutex_lock(&s->lock);
     bool ended = s->ended;
-    s->ended = true; /* no write after this */
+    s->ended = true;      /* no write after this */
+    s->writable = NULL;   /* nor anyone to tell of room */
     pthread_mutex_unlock(&s->lock);
     if (ended) {
         request_report_bug(req, "ended the same stream twice");

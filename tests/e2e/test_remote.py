@@ -54,6 +54,16 @@ class FakeRemote:
             threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
 
     @staticmethod
+    def read_head(conn, buf):
+        while b"\r\n\r\n" not in buf:
+            data = conn.recv(65536)
+            if not data:
+                return None, b""
+            buf += data
+        head, rest = buf.split(b"\r\n\r\n", 1)
+        return head.decode("latin-1"), rest
+
+    @staticmethod
     def read_request(conn, buf):
         while b"\r\n\r\n" not in buf:
             data = conn.recv(65536)
@@ -79,6 +89,13 @@ class FakeRemote:
     def serve(self, conn):
         buf = b""
         try:
+            if self.mode == "early":  # answers from the head alone, body unread
+                head, buf = self.read_head(conn, buf)
+                with self.lock:
+                    self.seen.append({"target": head.split(" ")[1]})
+                conn.sendall(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+                time.sleep(5)
+                return
             while True:
                 req, buf = self.read_request(conn, buf)
                 if req is None:
@@ -104,6 +121,15 @@ class FakeRemote:
                                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
                     conn.close()
                     return
+                if self.mode == "status799":
+                    conn.sendall(b"HTTP/1.1 799 Odd\r\nContent-Length: 0\r\n\r\n")
+                    continue
+                if self.mode == "bigstream":  # 8 MiB in 64 KiB chunks
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                 b"Content-Type: application/octet-stream\r\n\r\n")
+                    piece = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
+                    conn.sendall(piece * 128 + b"0\r\n\r\n")
+                    continue
                 body = json.dumps(req).encode()
                 conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
                              b"X-Remote: yes\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
@@ -258,6 +284,78 @@ class RemoteForwarding(ServeTestCase):
         self.assertIn(b"X-Serve-Unprocessed: draining", second)
         self.assertIn(b"Connection: close", second)
         stopping.result()
+
+    def test_a_status_out_of_range_is_garbage(self):
+        odd = FakeRemote("status799")
+        self.addCleanup(odd.close)
+        self.remote("odd", odd.url("/m"), "/odd")
+        a = self.server.post("/odd", b"x")
+        self.assertEqual(a.status, 502)
+        self.assertEqual(a.json()["error"], "remote backend odd answered garbage: status 799")
+        # The slot it held is free again: more than max-concurrent-queries (8) requests.
+        for _ in range(12):
+            self.assertEqual(self.server.post("/odd", b"x").status, 502)
+
+    def test_paths_are_encoded_again_and_never_climb_out(self):
+        fake = FakeRemote()
+        self.addCleanup(fake.close)
+        self.remote("fwd", fake.url("/m"), "/p")
+        a = self.server.get("/p/a%20b/c%3Fd%23e")
+        self.assertEqual(a.json()["target"], "/m/a%20b/c%3Fd%23e")
+        before = fake.count()
+        for path in ("/p/..%2fadmin", "/p/x/%2e%2e/%2e%2e/admin"):
+            a = self.server.get(path)
+            self.assertEqual(a.status, 400, (path, a))
+            self.assertIn("not forwarded to remote backend fwd", a.json()["error"])
+        self.assertEqual(fake.count(), before)
+
+    def test_an_early_answer_does_not_leave_half_a_request_on_a_pooled_connection(self):
+        early, fake = FakeRemote("early"), FakeRemote()
+        self.addCleanup(early.close)
+        self.addCleanup(fake.close)
+        self.remote("early", early.url("/m"), "/early")
+        big = b"b" * (12 << 20)  # more than the socket buffers hold
+        self.assertEqual(self.server.post("/early", big).status, 413)
+        # The next request goes on a new connection, whole, and is read as
+        # a request (not as the rest of the first one's body).
+        self.assertEqual(self.server.post("/early", b"small").status, 413)
+        self.assertEqual([r["target"] for r in early.seen], ["/m", "/m"])
+        self.assertEqual(len(early.conns), 2)
+
+    def test_a_large_stream_to_a_slow_reader(self):
+        # A small stream buffer: every read of the remote's answer fills it,
+        # and the last one, with the answer's end, waits for room too.
+        server = Server("--stream-buffer", "16K")
+        self.addCleanup(server.close)
+        big = FakeRemote("bigstream")
+        self.addCleanup(big.close)
+        server.cli("create-backend", "big", "--remote", big.url("/m"))
+        server.cli("create-endpoint", "big", "--backend", "big", "--route", "/big")
+        s = socket.create_connection(("127.0.0.1", server.port))
+        self.addCleanup(s.close)
+        s.settimeout(20)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        time.sleep(1)  # the stream's buffer fills while nobody reads
+        while not data.endswith(b"\r\n0\r\n\r\n"):
+            chunk = s.recv(65536)
+            self.assertTrue(chunk, data[-200:])
+            data += chunk
+        body = data.split(b"\r\n\r\n", 1)[1]
+        # De-chunk: every byte the remote sent, in order.
+        total, rest = 0, body
+        while True:
+            size_line, rest = rest.split(b"\r\n", 1)
+            size = int(size_line, 16)
+            if size == 0:
+                break
+            self.assertEqual(rest[:size], b"x" * size)
+            total += size
+            rest = rest[size + 2:]
+        self.assertEqual(total, 8 << 20)
+        # The connection is kept and reused: a second stream.
+        self.assertEqual(len(server.get("/big").body), 8 << 20)
+        self.assertEqual(len(big.conns), 1)
 
     def test_bad_remote_urls_are_refused(self):
         for urls, words in [("https://x/m", "the scheme must be http"),

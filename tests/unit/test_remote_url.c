@@ -70,21 +70,37 @@ TEST_IMPL(remote_target_paths)
     struct remote_url *u;
     size_t n;
     char err[256], path[64];
+    const char *why = NULL;
     ASSERT(remote_urls_parse("http://h/model_two,http://h", &u, &n, err, sizeof err));
-    ASSERT(remote_target_path(&u[0], "", path, sizeof path));
+    ASSERT(remote_target_path(&u[0], "", path, sizeof path, &why));
     ASSERT(strcmp(path, "/model_two") == 0);
-    ASSERT(remote_target_path(&u[0], "/sub/x", path, sizeof path));
+    ASSERT(remote_target_path(&u[0], "/sub/x", path, sizeof path, &why));
     ASSERT(strcmp(path, "/model_two/sub/x") == 0);
-    ASSERT(remote_target_path(&u[0], "tail", path, sizeof path));
+    ASSERT(remote_target_path(&u[0], "tail", path, sizeof path, &why));
     ASSERT(strcmp(path, "/model_two/tail") == 0);
-    ASSERT(remote_target_path(&u[1], "", path, sizeof path));
+    ASSERT(remote_target_path(&u[1], "", path, sizeof path, &why));
     ASSERT(strcmp(path, "/") == 0);
-    ASSERT(remote_target_path(&u[1], "/a", path, sizeof path));
+    ASSERT(remote_target_path(&u[1], "/a", path, sizeof path, &why));
     ASSERT(strcmp(path, "/a") == 0);
     char longer[100];
     memset(longer, 'x', sizeof longer - 1);
     longer[sizeof longer - 1] = '\0';
-    ASSERT(!remote_target_path(&u[0], longer, path, sizeof path));
+    ASSERT(!remote_target_path(&u[0], longer, path, sizeof path, &why));
+    ASSERT(strcmp(why, "the path is too long") == 0);
+    /* The suffix was percent-decoded by the front end: encoded again, so
+     * that a space, '?' or '#' stays in the path. */
+    ASSERT(remote_target_path(&u[0], "/a b/c?d#e/\xc3\xa9", path, sizeof path, &why));
+    ASSERT(strcmp(path, "/model_two/a%20b/c%3Fd%23e/%C3%A9") == 0);
+    ASSERT(remote_target_path(&u[0], "/x:y@z=1,2;3", path, sizeof path, &why));
+    ASSERT(strcmp(path, "/model_two/x:y@z=1,2;3") == 0);
+    ASSERT(remote_target_path(&u[0], "/a.b/..c/.d", path, sizeof path, &why));
+    /* Segments that would climb out of the URL's path are refused. */
+    static const char *const dots[] = {"/..", "/../admin", "/a/../../b", "/.", "/./a", "..", "/a/.."};
+    for (size_t i = 0; i < sizeof dots / sizeof *dots; i++) {
+        why = NULL;
+        ASSERT(!remote_target_path(&u[0], dots[i], path, sizeof path, &why));
+        ASSERT(strcmp(why, "a . or .. segment in the path") == 0);
+    }
     remote_urls_free(u, n);
     return 0;
 }
