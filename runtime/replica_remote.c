@@ -531,10 +531,12 @@ static void answer_failed(struct conn *c, const char *why)
 {
     struct remote_replica *rr = c->rr;
     struct call *call = c->call;
+    char reason[sizeof c->error];
+    snprintf(reason, sizeof reason, "%s", why); /* why may be c's */
     conn_close(c);
     if (call)
         call_finish_error(rr, call, 502, "remote backend %s answered garbage: %s", rr->group->name,
-                          why);
+                          reason);
 }
 
 /* The answer is whole and passed on: the connection goes back to the

@@ -397,7 +397,9 @@ SERVE_EXPORT int serve_stream_begin(serve_request *req, int status, const char *
 {
     if (!req || status < 100 || status > 599) return SERVE_EINVAL;
     if (req->answered || req->stream) return SERVE_EALREADY;
-    if (!req->in_batch && !req->deferred) return SERVE_ESTATE;
+    /* deferred first: a deferred request's in_batch is its worker's to
+     * clear, maybe at this moment, on another thread. */
+    if (!req->deferred && !req->in_batch) return SERVE_ESTATE;
     if (!req->deferred) {
         int rc = serve_request_defer(req);
         if (rc != SERVE_OK) return rc;
