@@ -74,6 +74,8 @@ struct http_server {
     int listen_fd;
     int port;
     atomic_bool draining;
+    _Atomic uint64_t health_last_ns;     /* the last GET /-/healthz */
+    _Atomic uint64_t health_interval_ns; /* the time between the last two */
     atomic_size_t open_connections;
     int thread_count;
     struct io_thread *threads;
@@ -524,12 +526,33 @@ static bool check_expect(void *ctx, struct http1_exchange *ex)
     return taken;
 }
 
+/* A balancer's health checks: when the last came, and how often they come. */
+static void note_health_check(struct http_server *s)
+{
+    uint64_t now = serve__now_ns();
+    uint64_t last = atomic_exchange(&s->health_last_ns, now);
+    if (last && now > last) atomic_store(&s->health_interval_ns, now - last);
+}
+
+uint64_t http_server_drain_linger_ns(struct http_server *s)
+{
+    uint64_t last = atomic_load(&s->health_last_ns);
+    uint64_t interval = atomic_load(&s->health_interval_ns);
+    if (!last || !interval) return 0;
+    /* Not polled lately: nobody is looking. */
+    if (serve__now_ns() - last > 3 * interval + 1000000000ull) return 0;
+    uint64_t linger = 2 * interval + 200000000ull;
+    return linger < 10000000000ull ? linger : 10000000000ull;
+}
+
 static void serve_builtin(struct io_thread *t, struct http1_exchange *ex, const struct routing *r)
 {
     if (strcmp(r->path, "/metrics") == 0)
         serve_metrics(t, ex, r->id);
-    else if (strcmp(r->path, "/-/healthz") == 0)
+    else if (strcmp(r->path, "/-/healthz") == 0) {
+        note_health_check(t->server);
         reply(ex, 200, r->id, "text/plain", "ok\n", 3);
+    }
     else if (strcmp(r->path, "/-/routes") == 0)
         serve_routes_listing(t, ex, r->id);
     else

@@ -63,6 +63,11 @@ size_t http_server_outstanding(struct http_server *s);
 
 /* Client connections open now (a closed one is uncounted within a second). */
 size_t http_server_open_connections(struct http_server *s);
+/* How long a drain should go on refusing (503, unprocessed) once nothing
+ * is outstanding, so that a balancer polling /-/healthz sees it before the
+ * node goes: two of its intervals and a margin (at most 10 s), or 0 when
+ * /-/healthz is not being polled. */
+uint64_t http_server_drain_linger_ns(struct http_server *s);
 
 /* Connections closed by the read timeout, and refused over the
  * connection limit, since start. */

@@ -148,6 +148,8 @@ struct remote_replica {
     bool cancels_pending;   /* under lock */
     bool resume_pending;    /* under lock: a paused stream may have room */
     struct conn **paused;   /* resume_streams' scratch (loop thread) */
+    uint64_t log_second_ns; /* log_failure's (loop thread) */
+    unsigned long log_suppressed;
     size_t paused_cap;
     uint64_t stop_deadline_ns;
     struct conn **idle;     /* per target: idle connections (loop thread only) */
@@ -207,6 +209,25 @@ static void call_detach_conn(struct call *call)
     call->conn = NULL;
 }
 
+/* A failed request, in the log: the first of each second with its
+ * request id, then how many more that second had (a dead remote under
+ * load must not flood the log). Loop thread. */
+static void log_failure(struct remote_replica *rr, const struct call *call, const char *msg)
+{
+    uint64_t now = serve__now_ns();
+    if (now - rr->log_second_ns >= 1000000000ull) {
+        if (rr->log_suppressed)
+            LOG_WARN("backend=%s replica=%d: %lu more remote request(s) failed in that second",
+                     rr->group->name, rr->base->index, rr->log_suppressed);
+        rr->log_second_ns = now;
+        rr->log_suppressed = 0;
+        LOG_WARN("backend=%s replica=%d: request %s failed: %s", rr->group->name, rr->base->index,
+                 call->req->id, msg);
+    } else {
+        rr->log_suppressed++;
+    }
+}
+
 static void call_finish_error(struct remote_replica *rr, struct call *call, int status,
                               const char *fmt, ...)
 {
@@ -218,6 +239,7 @@ static void call_finish_error(struct remote_replica *rr, struct call *call, int 
     call_detach_conn(call);
     if (call_unlink(rr, call)) {
         if (!call->streaming) count_answer(rr, call, status);
+        if (status != 499) log_failure(rr, call, msg);
         if (call->streaming)
             serve_stream_fail(call->req, msg);
         else

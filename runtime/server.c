@@ -118,7 +118,23 @@ static void graceful_stop(struct server *s)
              outstanding(s), timeout_s);
     control_close(s);
     http_server_drain(s->http);
-    wait_outstanding(s, serve__now_ns() + (uint64_t)(timeout_s * 1e9));
+    uint64_t started = serve__now_ns();
+    uint64_t deadline = started + (uint64_t)(timeout_s * 1e9);
+    wait_outstanding(s, deadline);
+    /* A node behind a balancer (it polls /-/healthz) goes on refusing for
+     * two of its intervals: what the balancer sends meanwhile is refused
+     * unrouted (503, X-Serve-Unprocessed), which it can send elsewhere,
+     * until its checks take the node out. Exiting at once would reset
+     * connections it just opened, with requests on them. */
+    uint64_t linger = started + http_server_drain_linger_ns(s->http);
+    if (linger > deadline) linger = deadline;
+    if (serve__now_ns() < linger)
+        LOG_INFO("stopping: refusing for %.1f s more, until the balancer that polls /-/healthz "
+                 "has seen the drain", (double)(linger - serve__now_ns()) / 1e9);
+    while (serve__now_ns() < linger) {
+        struct timespec ts = {0, 5 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     if (outstanding(s) > 0) {
         LOG_WARN("stop timeout: answering %zu queued request(s) with 503", outstanding(s));
         for (size_t i = 0; i < s->declared.backend_count; i++)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers of start.sh, stop.sh, rolling-update.sh and add-node.sh (sourced).
 # The cluster's work dir holds: cluster.env (its addresses), a state dir per
 # node (node-a, node-b1, ...: serve.log is in each), node-NAME.addr
@@ -9,6 +10,7 @@ haproxy=${HAPROXY:-haproxy}
 if ! command -v "$haproxy" >/dev/null && [ -x /usr/sbin/haproxy ]; then
   haproxy=/usr/sbin/haproxy
 fi
+# shellcheck disable=SC2034  # used by the scripts that source this file
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 die() {
@@ -53,6 +55,15 @@ wait_until() {
   done
 }
 
+# alive PID: the process runs (a zombie its parent has not reaped yet counts
+# as gone).
+alive() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
 is_up() { [ "$(server_status "$1")" = UP ]; }
 
 # another_up NAME: some server of model_two other than NAME is UP.
@@ -65,6 +76,6 @@ another_up() {
 # start_node NAME PORT FILE: a serve node with state dir DIR/node-NAME.
 start_node() {
   local name=$1 port=$2 file=$3
-  mkdir -p -m 700 "$CLUSTER_DIR/node-$name"
+  [ -d "$CLUSTER_DIR/node-$name" ] || mkdir -m 700 "$CLUSTER_DIR/node-$name"
   "$serve" --state-dir "$CLUSTER_DIR/node-$name" start --http "127.0.0.1:$port" --deploy "$file"
 }

@@ -38,6 +38,7 @@ for name in "${names[@]}"; do
   "$serve" --state-dir "$dir/node-$name" stop --timeout "${STOP_TIMEOUT:-30}"
   echo "$name: starting with $file"
   "$serve" --state-dir "$dir/node-$name" start --http "$addr" --deploy "$file"
+  wait_until 60 "$name to answer /-/healthz" curl -fsS -o /dev/null --max-time 2 "http://$addr/-/healthz"
   wait_until 60 "HAProxy to mark $name UP" is_up "$name"
   echo "$name: UP"
 done

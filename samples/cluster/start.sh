@@ -47,7 +47,9 @@ EOF
 started=
 trap '[ -n "$started" ] || { echo "start.sh: failed; stopping what was started" >&2; "$here/stop.sh" "$dir" >&2 || true; }' EXIT
 
-# 1. Nodes B1 and B2: model_two at /model_two.
+# 1. Nodes B1 and B2: model_two at /model_two (nodes add-node.sh added
+#    to an earlier run are not in haproxy.cfg any more: forget them).
+rm -f "$dir"/node-b*.addr
 for b in b1 b2; do
   port_var=NODE_${b^^}_PORT
   echo "127.0.0.1:${!port_var}" >"$dir/node-$b.addr"
@@ -61,7 +63,7 @@ cp "$here/haproxy.cfg" "$dir/haproxy.cfg"
 setsid "$haproxy" -W -f "$dir/haproxy.cfg" -p "$dir/haproxy.pid" >>"$dir/haproxy.log" 2>&1 </dev/null &
 haproxy_pid=$!
 haproxy_ready() {
-  kill -0 "$haproxy_pid" 2>/dev/null || die "haproxy exited: $(tail -5 "$dir/haproxy.log")"
+  alive "$haproxy_pid" || die "haproxy exited: $(tail -5 "$dir/haproxy.log")"
   is_up b1 && is_up b2
 }
 wait_until 30 "HAProxy to see B1 and B2 up" haproxy_ready

@@ -24,13 +24,13 @@ done
 if [ -s "$dir/haproxy.pid" ]; then
   pid=$(cat "$dir/haproxy.pid")
   # The master of this cluster's HAProxy, not a process that took its pid.
-  if kill -0 "$pid" 2>/dev/null && grep -q "$dir/haproxy.cfg" "/proc/$pid/cmdline" 2>/dev/null; then
+  if alive "$pid" && grep -qF "$dir/haproxy.cfg" "/proc/$pid/cmdline" 2>/dev/null; then
     kill -USR1 "$pid"  # soft stop: finish the requests in flight, then exit
     for _ in $(seq 100); do
-      kill -0 "$pid" 2>/dev/null || break
+      alive "$pid" || break
       sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if alive "$pid"; then
       kill -TERM "$pid"
       sleep 0.5
     fi
