@@ -112,9 +112,18 @@ struct call {
     bool keep_conn;         /* ... and its connection may be reused */
 };
 
+/* Who may touch a connection (its state is read and written under the
+ * replica's lock): the loop; nobody (it is pooled); or a thread that took
+ * it from the pool in run_batch and is writing a request on it. */
+enum conn_owner { CONN_LOOP, CONN_POOLED, CONN_SENDER };
+
 struct conn {
     struct remote_replica *rr;
     struct conn *next_idle;
+    enum conn_owner owner;   /* under rr->lock */
+    bool read_deferred;      /* under rr->lock: readable while a sender wrote */
+    int send_errno;          /* a sender's write failed (0: no) */
+    struct conn *next_handoff;
     size_t target;
     int fd;
     bool connected;
@@ -144,6 +153,7 @@ struct remote_replica {
     pthread_mutex_t lock;
     struct call *calls;     /* under lock */
     struct call *incoming_head, *incoming_tail; /* handed over, not started (under lock) */
+    struct conn *handoffs;  /* under lock: connections a sender gives back to the loop */
     bool stopping;          /* under lock */
     bool cancels_pending;   /* under lock */
     bool resume_pending;    /* under lock: a paused stream may have room */
@@ -154,11 +164,12 @@ struct remote_replica {
     uint64_t stop_deadline_ns;
     struct conn **idle;     /* per target: idle connections (loop thread only) */
     atomic_size_t next_target; /* round robin over the URLs; run_batch runs on many threads */
-    uint64_t *backoff_until;
+    _Atomic uint64_t *backoff_until; /* per target; read by sending threads */
     llhttp_settings_t settings;
 };
 
 static void conn_close(struct conn *c);
+static void take_handoffs(struct remote_replica *rr);
 static void call_start(struct remote_replica *rr, struct call *call);
 static void call_finish_error(struct remote_replica *rr, struct call *call, int status,
                               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -460,12 +471,17 @@ static void conn_free(struct conn *c)
 /* Off the idle list, if there. */
 static void conn_unidle(struct conn *c)
 {
-    for (struct conn **link = &c->rr->idle[c->target]; *link; link = &(*link)->next_idle)
-        if (*link == c) {
-            *link = c->next_idle;
-            c->next_idle = NULL;
-            return;
-        }
+    struct remote_replica *rr = c->rr;
+    pthread_mutex_lock(&rr->lock);
+    if (c->owner == CONN_POOLED)
+        for (struct conn **link = &rr->idle[c->target]; *link; link = &(*link)->next_idle)
+            if (*link == c) {
+                *link = c->next_idle;
+                c->next_idle = NULL;
+                break;
+            }
+    c->owner = CONN_LOOP;
+    pthread_mutex_unlock(&rr->lock);
 }
 
 static void conn_close(struct conn *c)
@@ -477,12 +493,16 @@ static void conn_close(struct conn *c)
 
 static void conn_make_idle(struct conn *c)
 {
+    struct remote_replica *rr = c->rr;
+    event_add(c->on_read, NULL); /* a close (or junk) while idle ends it */
+    pthread_mutex_lock(&rr->lock);
     c->call = NULL;
     c->reused = true;
     c->idle_since_ns = serve__now_ns();
-    c->next_idle = c->rr->idle[c->target];
-    c->rr->idle[c->target] = c;
-    event_add(c->on_read, NULL); /* a close (or junk) while idle ends it */
+    c->owner = CONN_POOLED;
+    c->next_idle = rr->idle[c->target];
+    rr->idle[c->target] = c;
+    pthread_mutex_unlock(&rr->lock);
 }
 
 /* The whole answer is in: pass it on. */
@@ -691,7 +711,28 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    conn_read(arg);
+    struct conn *c = arg;
+    struct remote_replica *rr = c->rr;
+    pthread_mutex_lock(&rr->lock);
+    if (c->owner == CONN_SENDER) {
+        /* The answer (or a close) came before its sender was done: the
+         * sender hands the connection back, and the loop reads then. */
+        c->read_deferred = true;
+        event_del(c->on_read);
+        pthread_mutex_unlock(&rr->lock);
+        return;
+    }
+    if (c->owner == CONN_POOLED) { /* a close, or junk: out of the pool, and closed below */
+        for (struct conn **link = &rr->idle[c->target]; *link; link = &(*link)->next_idle)
+            if (*link == c) {
+                *link = c->next_idle;
+                break;
+            }
+        c->next_idle = NULL;
+        c->owner = CONN_LOOP;
+    }
+    pthread_mutex_unlock(&rr->lock);
+    conn_read(c);
 }
 
 static void conn_write(struct conn *c)
@@ -731,7 +772,8 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
         if (error) {
             struct remote_replica *rr = c->rr;
             struct call *call = c->call;
-            rr->backoff_until[c->target] = serve__now_ns() + URL_BACKOFF_NS;
+            atomic_store_explicit(&rr->backoff_until[c->target], serve__now_ns() + URL_BACKOFF_NS,
+                                  memory_order_relaxed);
             char why[200];
             snprintf(why, sizeof why, "connect to %s failed: %s",
                      rr->group->targets[c->target].url.host_header, strerror(error));
@@ -777,7 +819,8 @@ static struct conn *conn_open(struct remote_replica *rr, size_t target, char *wh
     if (connect(c->fd, (const struct sockaddr *)&t->addr, t->addr_len) == 0) {
         c->connected = true;
     } else if (errno != EINPROGRESS) {
-        rr->backoff_until[target] = serve__now_ns() + URL_BACKOFF_NS;
+        atomic_store_explicit(&rr->backoff_until[target], serve__now_ns() + URL_BACKOFF_NS,
+                              memory_order_relaxed);
         snprintf(why, whylen, "connect to %s failed: %s", t->url.host_header, strerror(errno));
         conn_free(c);
         return NULL;
@@ -847,7 +890,7 @@ static size_t pick_target(struct remote_replica *rr, struct call *call)
     uint64_t now = serve__now_ns();
     for (size_t k = 0; call->tried < n && k < n - call->tried; k++) {
         size_t t = (call->target + k) % n;
-        if (rr->backoff_until[t] <= now) return t;
+        if (atomic_load_explicit(&rr->backoff_until[t], memory_order_relaxed) <= now) return t;
     }
     return call->target;
 }
@@ -859,10 +902,16 @@ static size_t pick_target(struct remote_replica *rr, struct call *call)
 static struct conn *pooled_conn(struct remote_replica *rr, size_t target)
 {
     uint64_t now = serve__now_ns();
-    while (rr->idle[target]) {
+    for (;;) {
+        pthread_mutex_lock(&rr->lock);
         struct conn *c = rr->idle[target];
-        rr->idle[target] = c->next_idle;
-        c->next_idle = NULL;
+        if (c) {
+            rr->idle[target] = c->next_idle;
+            c->next_idle = NULL;
+            c->owner = CONN_LOOP;
+        }
+        pthread_mutex_unlock(&rr->lock);
+        if (!c) break;
         if (now - c->idle_since_ns < PEEK_AFTER_NS) return c;
         char byte;
         ssize_t n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -916,8 +965,8 @@ static void handle_cancels(struct remote_replica *rr)
         struct call *found = NULL;
         pthread_mutex_lock(&rr->lock);
         for (struct call *call = rr->calls; call; call = call->next)
-            if (call->cancelled && call->conn) {
-                found = call;
+            if (call->cancelled && call->conn && call->conn->owner == CONN_LOOP) {
+                found = call; /* (one a sender still writes is handed back first) */
                 break;
             }
         if (!found) rr->cancels_pending = false;
@@ -971,7 +1020,9 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     bool cancels = rr->cancels_pending;
     bool resume = rr->resume_pending;
     rr->resume_pending = false;
+    bool handoffs = rr->handoffs != NULL;
     pthread_mutex_unlock(&rr->lock);
+    if (handoffs) take_handoffs(rr);
     if (resume) resume_streams(rr);
     while (incoming) {
         struct call *call = incoming;
@@ -998,18 +1049,27 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct remote_replica *rr = arg;
     uint64_t now = serve__now_ns();
+    struct conn *expired = NULL;
+    pthread_mutex_lock(&rr->lock);
     for (size_t t = 0; t < rr->group->count; t++) {
         struct conn **link = &rr->idle[t];
         while (*link) {
             struct conn *c = *link;
             if (now - c->idle_since_ns > IDLE_CLOSE_NS) {
                 *link = c->next_idle;
-                c->next_idle = NULL;
-                conn_free(c);
+                c->owner = CONN_LOOP;
+                c->next_idle = expired;
+                expired = c;
             } else {
                 link = &c->next_idle;
             }
         }
+    }
+    pthread_mutex_unlock(&rr->lock);
+    while (expired) {
+        struct conn *c = expired;
+        expired = c->next_idle;
+        conn_free(c);
     }
     if (stop_now(rr)) event_base_loopbreak(rr->loop);
 }
@@ -1180,8 +1240,113 @@ static bool remote_start(struct replica_base *r, char *err, size_t errlen)
     return true;
 }
 
+/* The sending thread's part: with a pooled connection to the call's URL
+ * that was used within PEEK_AFTER_NS (so not one its server may be
+ * closing), writes the request on it here, and the loop, which watches
+ * the connection, reads the answer: no wake-up of the loop on the way
+ * out. What this cannot finish (a partial write, a failed one, an answer
+ * that came while it wrote) it hands back to the loop. false: not taken
+ * (no such connection, a stop, a path to refuse): the loop's to send. */
+static bool send_here(struct remote_replica *rr, struct call *call)
+{
+    uint64_t now = serve__now_ns();
+    struct conn *c = NULL;
+    pthread_mutex_lock(&rr->lock);
+    if (!rr->stopping && !call->cancelled) {
+        size_t t = pick_target(rr, call);
+        c = rr->idle[t];
+        if (c && now - c->idle_since_ns < PEEK_AFTER_NS) {
+            rr->idle[t] = c->next_idle;
+            c->next_idle = NULL;
+            c->owner = CONN_SENDER;
+            c->call = call;
+            c->wrote_any = false;
+            c->send_errno = 0;
+            call->conn = c;
+            call->target = t;
+            call->tried = 1;
+        } else {
+            c = NULL;
+        }
+    }
+    pthread_mutex_unlock(&rr->lock);
+    if (!c) return false;
+    evbuffer_drain(c->out, evbuffer_get_length(c->out));
+    const char *why = NULL;
+    bool built = write_request(c, call, &why);
+    while (built && evbuffer_get_length(c->out)) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n > 0) {
+            c->wrote_any = true;
+        } else if (n < 0 && errno == EINTR) {
+            continue;
+        } else {
+            if (!(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) c->send_errno = n < 0 ? errno : EPIPE;
+            break;
+        }
+    }
+    pthread_mutex_lock(&rr->lock);
+    if (!built) { /* back to the pool untouched; the loop refuses the path */
+        evbuffer_drain(c->out, evbuffer_get_length(c->out));
+        c->call = NULL;
+        call->conn = NULL;
+        call->tried = 0;
+        c->owner = CONN_POOLED;
+        c->next_idle = rr->idle[c->target];
+        rr->idle[c->target] = c;
+        pthread_mutex_unlock(&rr->lock);
+        return false;
+    }
+    c->owner = CONN_LOOP;
+    bool back = c->read_deferred || c->send_errno || evbuffer_get_length(c->out) || call->cancelled;
+    bool wake = false;
+    if (back) {
+        c->next_handoff = rr->handoffs;
+        wake = rr->handoffs == NULL && rr->incoming_head == NULL;
+        rr->handoffs = c;
+        if (call->cancelled) rr->cancels_pending = true;
+    }
+    pthread_mutex_unlock(&rr->lock);
+    if (wake) event_active(rr->wake, EV_READ, 0);
+    return true;
+}
+
+/* Loop thread: connections their senders handed back. */
+static void take_handoffs(struct remote_replica *rr)
+{
+    pthread_mutex_lock(&rr->lock);
+    struct conn *list = rr->handoffs;
+    rr->handoffs = NULL;
+    pthread_mutex_unlock(&rr->lock);
+    while (list) {
+        struct conn *c = list;
+        list = c->next_handoff;
+        c->next_handoff = NULL;
+        pthread_mutex_lock(&rr->lock);
+        bool read = c->read_deferred;
+        c->read_deferred = false;
+        pthread_mutex_unlock(&rr->lock);
+        if (c->send_errno) {
+            struct call *call = c->call;
+            bool unsent = !c->wrote_any;
+            char why[200];
+            snprintf(why, sizeof why, "%s%s", strerror(c->send_errno),
+                     unsent ? "" : " while sending the request");
+            conn_close(c);
+            if (call) call_conn_failed(rr, call, unsent, why);
+            continue;
+        }
+        if (evbuffer_get_length(c->out)) event_add(c->on_write, NULL); /* the rest, when it fits */
+        if (read) {
+            event_add(c->on_read, NULL);
+            conn_read(c);
+        }
+    }
+}
+
 /* Any thread (a worker, or an I/O thread handing over): defers each
- * request and hands it to the loop, with one wake-up for the batch. */
+ * request and sends it from here where a pooled connection allows, or
+ * hands it to the loop, with one wake-up for the batch. */
 static int remote_run_batch(struct replica_base *r, serve_request **reqs, size_t n)
 {
     struct remote_replica *rr = r->data;
@@ -1213,6 +1378,22 @@ static int remote_run_batch(struct replica_base *r, serve_request **reqs, size_t
         if (rr->calls) rr->calls->prev = call;
         rr->calls = call;
     }
+    pthread_mutex_unlock(&rr->lock);
+    /* Each request this thread can send on a pooled connection goes out
+     * from here; the rest is the loop's. */
+    struct call *left = NULL, *left_tail = NULL;
+    for (struct call *call = first, *next; call; call = next) {
+        next = call->next_incoming;
+        call->next_incoming = NULL;
+        if (send_here(rr, call)) continue;
+        if (left_tail) left_tail->next_incoming = call;
+        else left = call;
+        left_tail = call;
+    }
+    if (!left) return 0;
+    first = left;
+    last = left_tail;
+    pthread_mutex_lock(&rr->lock);
     bool wake = rr->incoming_head == NULL;
     if (rr->incoming_tail) rr->incoming_tail->next_incoming = first;
     else rr->incoming_head = first;
