@@ -469,19 +469,24 @@ static void conn_free(struct conn *c)
 }
 
 /* Off the idle list, if there. */
-static void conn_unidle(struct conn *c)
+/* Out of the pool, if there: the loop's. Under rr->lock. */
+static void conn_unpool_locked(struct conn *c)
 {
-    struct remote_replica *rr = c->rr;
-    pthread_mutex_lock(&rr->lock);
     if (c->owner == CONN_POOLED)
-        for (struct conn **link = &rr->idle[c->target]; *link; link = &(*link)->next_idle)
+        for (struct conn **link = &c->rr->idle[c->target]; *link; link = &(*link)->next_idle)
             if (*link == c) {
                 *link = c->next_idle;
                 c->next_idle = NULL;
                 break;
             }
     c->owner = CONN_LOOP;
-    pthread_mutex_unlock(&rr->lock);
+}
+
+static void conn_unidle(struct conn *c)
+{
+    pthread_mutex_lock(&c->rr->lock);
+    conn_unpool_locked(c);
+    pthread_mutex_unlock(&c->rr->lock);
 }
 
 static void conn_close(struct conn *c)
@@ -722,15 +727,7 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         pthread_mutex_unlock(&rr->lock);
         return;
     }
-    if (c->owner == CONN_POOLED) { /* a close, or junk: out of the pool, and closed below */
-        for (struct conn **link = &rr->idle[c->target]; *link; link = &(*link)->next_idle)
-            if (*link == c) {
-                *link = c->next_idle;
-                break;
-            }
-        c->next_idle = NULL;
-        c->owner = CONN_LOOP;
-    }
+    conn_unpool_locked(c); /* a pooled one: a close, or junk, so conn_read closes it */
     pthread_mutex_unlock(&rr->lock);
     conn_read(c);
 }

@@ -63,15 +63,12 @@ class FakeRemote:
         head, rest = buf.split(b"\r\n\r\n", 1)
         return head.decode("latin-1"), rest
 
-    @staticmethod
-    def read_request(conn, buf):
-        while b"\r\n\r\n" not in buf:
-            data = conn.recv(65536)
-            if not data:
-                return None, b""
-            buf += data
-        head, rest = buf.split(b"\r\n\r\n", 1)
-        lines = head.decode("latin-1").split("\r\n")
+    @classmethod
+    def read_request(cls, conn, buf):
+        head, rest = cls.read_head(conn, buf)
+        if head is None:
+            return None, b""
+        lines = head.split("\r\n")
         method, target, _ = lines[0].split(" ", 2)
         headers = {}
         for line in lines[1:]:
