@@ -22,6 +22,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/thread.h>
 #include <llhttp.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -1165,6 +1166,8 @@ static void remote_close(struct replica_group *group)
     group->data = NULL;
 }
 
+static void enable_libevent_threads(void) { evthread_use_pthreads(); }
+
 static void replica_free(struct remote_replica *rr)
 {
     /* A stream's writable callback may come later: it finds no replica. */
@@ -1207,6 +1210,10 @@ static bool remote_start(struct replica_base *r, char *err, size_t errlen)
     pthread_mutex_unlock(&rr->group->lock);
     rr->idle = calloc(rr->group->count, sizeof *rr->idle);
     rr->backoff_until = calloc(rr->group->count, sizeof *rr->backoff_until);
+    /* Other threads wake this loop (event_active): libevent must be set up
+     * for threads before the base exists, whoever made the first base. */
+    static pthread_once_t threads_once = PTHREAD_ONCE_INIT;
+    pthread_once(&threads_once, enable_libevent_threads);
     rr->loop = event_base_new();
     if (rr->loop) {
         rr->wake = event_new(rr->loop, -1, EV_PERSIST, on_wake, rr);

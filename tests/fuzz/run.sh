@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_http fuzz_control fuzz_deploy fuzz_tensors)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_http fuzz_control fuzz_deploy fuzz_tensors fuzz_remote)
 
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSERVE_FUZZ=ON -DSERVE_WITH_TORCH=OFF -DSERVE_WITH_CUDA=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -23,7 +23,7 @@ for target in "${targets[@]}"; do
     mkdir -p "build-fuzz/corpus/$target"
     extra=()
     case $target in
-        fuzz_http) extra=(-max_len=16384 -timeout=15) ;;
+        fuzz_http | fuzz_remote) extra=(-max_len=16384 -timeout=15) ;;
         *) extra=(-max_len=8192 -timeout=10) ;;
     esac
     log="build-fuzz/findings/$target.log"

@@ -135,8 +135,30 @@ def tensors_seeds():
                                "outputs": ["x"]}))
 
 
+def remote_seeds():
+    # A mode byte (bit 0: the client asks HEAD; bit 1: the answer comes in
+    # two writes, cut at mode % length), then what the remote answers.
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-A: b\r\nContent-Length: 5\r\n\r\nhello",
+        b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\n\r\nuntil the close",
+        b"HTTP/1.1 503 Service Unavailable\r\nX-Serve-Unprocessed: draining\r\n"
+        b"Connection: close\r\nContent-Length: 2\r\n\r\n{}",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 799 Odd\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        b"NOT HTTP AT ALL\r\n\r\n",
+    ]
+    for i, a in enumerate(answers):
+        write("fuzz_remote", bytes([0]) + a)
+        write("fuzz_remote", bytes([2 + 4 * i]) + a)
+    write("fuzz_remote", bytes([1]) + answers[0])
+
+
 if __name__ == "__main__":
     http_seeds()
     control_seeds()
     deploy_seeds()
     tensors_seeds()
+    remote_seeds()
