@@ -155,10 +155,12 @@ const struct cli_command cmd_create_backend = {
             "With --remote instead of PLUGIN, nothing is loaded: requests routed to NAME\n"
             "(HTTP, handle calls, shadows, split shares) are forwarded to another serve\n"
             "node (or any HTTP server) over pooled keep-alive HTTP/1.1 connections, the\n"
-            "URL's path taking the place of the endpoint's route. A request is tried on\n"
-            "the next URL only when none of it was sent; an unreachable remote answers\n"
-            "502 \"remote backend NAME unreachable: REASON\". Each replica is a client\n"
-            "loop of --max-concurrent-queries connections.\n\n"
+            "URL's path taking the place of the endpoint's route; requests take the URLs\n"
+            "in turn. A request is tried again, on the next URL, only when it cannot have\n"
+            "run: none of it was sent, or a stopping serve node refused it (503,\n"
+            "X-Serve-Unprocessed); an unreachable remote answers 502 \"remote backend\n"
+            "NAME unreachable: REASON\". Each replica is a client loop of up to\n"
+            "--max-concurrent-queries connections. Give it a --request-timeout-ms.\n\n"
             "Options:\n" BACKEND_OPTIONS_HELP,
     .run = run_create_backend,
 };
