@@ -34,6 +34,8 @@ load_cluster() {
   # shellcheck disable=SC1091
   . "$1/cluster.env"
   set +a
+  serve=${CLUSTER_SERVE:-$serve} # the programs start.sh used
+  haproxy=${CLUSTER_HAPROXY:-$haproxy}
 }
 
 # server_status NAME: HAProxy's word for server NAME of backend model_two

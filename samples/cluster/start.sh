@@ -42,6 +42,9 @@ NODE_B2_PORT=$NODE_B2_PORT
 HAPROXY_PORT=$HAPROXY_PORT
 HAPROXY_STATS_PORT=$HAPROXY_STATS_PORT
 EOF
+# The programs too, so that stop.sh and the others use the same ones.
+printf 'CLUSTER_SERVE=%q\nCLUSTER_HAPROXY=%q\n' "$(command -v "$serve" || echo "$serve")" \
+  "$(command -v "$haproxy" || echo "$haproxy")" >>"$dir/cluster.env"
 
 # Whatever fails from here, stop what was started.
 started=

@@ -9,6 +9,13 @@ set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 dir=$(cluster_dir "${1:-}") || exit 1
+# The serve and haproxy that start.sh used.
+if [ -f "$dir/cluster.env" ]; then
+  # shellcheck disable=SC1091
+  . "$dir/cluster.env"
+  serve=${CLUSTER_SERVE:-$serve}
+  haproxy=${CLUSTER_HAPROXY:-$haproxy}
+fi
 timeout=${STOP_TIMEOUT:-30}
 status=0
 
