@@ -297,10 +297,12 @@ void cli_print_backends_live(const msgpack_object *backends, const msgpack_objec
                          i < backends->via.array.size; i++) {
         const msgpack_object *b = &backends->via.array.ptr[i];
         const msgpack_object *spec = mp_get(b, "spec");
-        char name[128], plugin[128];
+        char name[128], plugin[128], remote[1024] = "";
         cli_str(spec, "name", name, sizeof name);
+        /* A remote backend's URLs would break the columns: CONFIG has them. */
+        if (mp_get(spec, "remote")) cli_str(spec, "remote", remote, sizeof remote);
         printf("%-16s %-10s %8llu %9llu %8g %11llu %6llu %9llu %5llu %9llu", name,
-               cli_str(b, "plugin_name", plugin, sizeof plugin),
+               remote[0] ? "remote" : cli_str(b, "plugin_name", plugin, sizeof plugin),
                (unsigned long long)cli_uint(spec, "num_replicas"),
                (unsigned long long)cli_uint(spec, "max_batch_size"),
                cli_double(spec, "batch_wait_timeout_ms"), (unsigned long long)cli_uint(b, "concurrency"),
@@ -312,6 +314,8 @@ void cli_print_backends_live(const msgpack_object *backends, const msgpack_objec
         }
         printf("  ");
         const msgpack_object *cfg = mp_get(spec, "config");
+        if (remote[0])
+            printf("%s%s", remote, cfg && cfg->type == MSGPACK_OBJECT_MAP && cfg->via.map.size ? " " : "");
         for (uint32_t k = 0; cfg && cfg->type == MSGPACK_OBJECT_MAP && k < cfg->via.map.size; k++) {
             const msgpack_object_kv *kv = &cfg->via.map.ptr[k];
             printf("%s%.*s=%.*s", k ? "," : "", (int)kv->key.via.str.size, kv->key.via.str.ptr,
