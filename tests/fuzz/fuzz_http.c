@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "loopback.h"
 #include "http_server.h"
 #include "routes.h"
 #include "spec.h"
@@ -93,49 +94,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void send_all(int fd, const uint8_t *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-        if (n <= 0) return; /* the server may close early: fine */
-        data += n;
-        len -= (size_t)n;
-    }
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0) return 0;
     uint8_t mode = data[0];
     data++;
     size--;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd;
-    for (;;) {
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) break;
-        /* Hundreds of thousands of connections a run reuse client ports
-         * while the server's side of an old one is in TIME_WAIT: such a
-         * connect waits for a SYN retry, and libFuzzer's timer signal can
-         * interrupt it. That is not the server gone; a refusal is. */
-        if (fd >= 0 && errno == EINTR) {
-            close(fd);
-            continue;
-        }
-        perror("fuzz_http: connect");
-        abort(); /* the server is gone: that is the finding */
-    }
+    int fd = fuzz_connect(port, "fuzz_http");
     struct timeval tv = {3, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (mode & 1 && size > 1) {
-        size_t cut = (size_t)mode % size;
-        send_all(fd, data, cut);
-        usleep(100);
-        send_all(fd, data + cut, size - cut);
-    } else {
-        send_all(fd, data, size);
-    }
+    fuzz_send(fd, data, size, mode & 1, mode);
     shutdown(fd, SHUT_WR);
     /* Only the first bytes are kept: the answer must start as HTTP. */
     char head[8] = "", rest[16384];

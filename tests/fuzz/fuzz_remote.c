@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "loopback.h"
 #include "http_server.h"
 #include "routes.h"
 #include "spec.h"
@@ -46,16 +47,6 @@ static struct backend *lookup(void *ctx, const char *name)
     return remote;
 }
 
-static void send_all(int fd, const uint8_t *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-        if (n <= 0) return;
-        data += n;
-        len -= (size_t)n;
-    }
-}
-
 /* The fake remote: one connection at a time, one answer each. */
 static void *fake_remote(void *arg)
 {
@@ -75,14 +66,7 @@ static void *fake_remote(void *arg)
             if (strstr(head, "\r\n\r\n")) break;
         }
         pthread_mutex_lock(&answer_lock);
-        if (answer_mode & 2 && answer_len > 1) {
-            size_t cut = (size_t)answer_mode % answer_len;
-            send_all(fd, answer, cut);
-            usleep(100);
-            send_all(fd, answer + cut, answer_len - cut);
-        } else {
-            send_all(fd, answer, answer_len);
-        }
+        fuzz_send(fd, answer, answer_len, answer_mode & 2, answer_mode);
         pthread_mutex_unlock(&answer_lock);
         /* Closed after one answer, so no connection of the node's pool
          * holds this single-connection server up. A moment to read what
@@ -156,24 +140,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(answer, data + 1, size - 1);
     answer_len = size - 1;
     pthread_mutex_unlock(&answer_lock);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int fd;
-    for (;;) {
-        fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0) break;
-        if (fd >= 0 && errno == EINTR) { /* libFuzzer's timer; see fuzz_http.c */
-            close(fd);
-            continue;
-        }
-        perror("fuzz_remote: connect");
-        abort(); /* the node is gone: that is the finding */
-    }
+    int fd = fuzz_connect(port, "fuzz_remote");
     struct timeval tv = {5, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     const char *request = data[0] & 1 ? "HEAD /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                                       : "GET /r HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-    send_all(fd, (const uint8_t *)request, strlen(request));
+    fuzz_send_all(fd, (const uint8_t *)request, strlen(request));
     shutdown(fd, SHUT_WR);
     char head[8] = "", rest[16384];
     size_t got = 0;
