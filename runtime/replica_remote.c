@@ -128,7 +128,6 @@ struct conn {
     size_t target;
     int fd;
     bool connected;
-    bool reused;
     bool wrote_any;         /* a byte of the current request left */
     struct event *on_read, *on_write;
     struct evbuffer *out;
@@ -503,7 +502,6 @@ static void conn_make_idle(struct conn *c)
     event_add(c->on_read, NULL); /* a close (or junk) while idle ends it */
     pthread_mutex_lock(&rr->lock);
     c->call = NULL;
-    c->reused = true;
     c->idle_since_ns = serve__now_ns();
     c->owner = CONN_POOLED;
     c->next_idle = rr->idle[c->target];
