@@ -118,6 +118,12 @@ class FakeRemote:
                                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
                     conn.close()
                     return
+                if self.mode == "bighead":  # 70 KB of headers, never an end
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"p" * 1000 + b"\r\n")
+                    for _ in range(70):
+                        conn.sendall(b"X-Pad: " + b"p" * 1000 + b"\r\n")
+                    time.sleep(5)
+                    return
                 if self.mode == "status799":
                     conn.sendall(b"HTTP/1.1 799 Odd\r\nContent-Length: 0\r\n\r\n")
                     continue
@@ -292,6 +298,15 @@ class RemoteForwarding(ServeTestCase):
         # The slot it held is free again: more than max-concurrent-queries (8) requests.
         for _ in range(12):
             self.assertEqual(self.server.post("/odd", b"x").status, 502)
+
+    def test_answer_headers_past_64_kib_are_refused(self):
+        big = FakeRemote("bighead")
+        self.addCleanup(big.close)
+        self.remote("bighead", big.url("/m"), "/bighead")
+        a = self.server.post("/bighead", b"x")
+        self.assertEqual(a.status, 502)
+        self.assertEqual(a.json()["error"],
+                         "remote backend bighead answered garbage: headers over 65536 bytes")
 
     def test_paths_are_encoded_again_and_never_climb_out(self):
         fake = FakeRemote()
