@@ -303,7 +303,8 @@ void cli_print_backends_live(const msgpack_object *backends, const msgpack_objec
         if (mp_get(spec, "remote")) cli_str(spec, "remote", remote, sizeof remote);
         printf("%-16s %-10s %8llu %9llu %8g %11llu %6llu %9llu %5llu %9llu", name,
                remote[0] ? "remote" : cli_str(b, "plugin_name", plugin, sizeof plugin),
-               (unsigned long long)cli_uint(spec, "num_replicas"),
+               (unsigned long long)(mp_get(b, "replicas") ? cli_uint(b, "replicas")
+                                                          : cli_uint(spec, "num_replicas")),
                (unsigned long long)cli_uint(spec, "max_batch_size"),
                cli_double(spec, "batch_wait_timeout_ms"), (unsigned long long)cli_uint(b, "concurrency"),
                (unsigned long long)cli_uint(b, "queued"), (unsigned long long)cli_uint(b, "in_flight"),
@@ -335,6 +336,23 @@ void cli_print_backends_live(const msgpack_object *backends, const msgpack_objec
                    (unsigned long long)crashes, cli_str(b, "last_crash", last, sizeof last));
         if (*cli_str(b, "unavailable", unavailable, sizeof unavailable))
             printf("backend %s: unavailable: %s\n", name, unavailable);
+        const msgpack_object *spec = mp_get(b, "spec");
+        const msgpack_object *scaling = mp_get(b, "autoscaling");
+        if (scaling)
+            printf("backend %s: autoscaling: %llu replica(s) running, target %llu within %llu..%llu; "
+                   "%.1f ongoing request(s) (target %g per replica)\n",
+                   name, (unsigned long long)cli_uint(b, "replicas"),
+                   (unsigned long long)cli_uint(b, "target_replicas"),
+                   (unsigned long long)cli_uint(spec, "min_replicas"),
+                   (unsigned long long)cli_uint(spec, "max_replicas"),
+                   cli_double(scaling, "mean_ongoing"), cli_double(spec, "target_ongoing_requests"));
+        const msgpack_object *adaptive = mp_get(b, "adaptive_batching");
+        if (adaptive)
+            printf("backend %s: adaptive batching: max batch %llu, wait %.2f ms; p99 queue + "
+                   "execution %.1f ms against the %g ms SLO\n",
+                   name, (unsigned long long)cli_uint(adaptive, "max_batch_size"),
+                   cli_double(adaptive, "batch_wait_timeout_ms"), cli_double(adaptive, "p99_ms"),
+                   cli_double(adaptive, "latency_slo_ms"));
     }
 }
 

@@ -24,6 +24,12 @@ const struct option backend_long_options[] = {
     {"max-memory", required_argument, NULL, 'M'},
     {"config", required_argument, NULL, 'C'},
     {"remote", required_argument, NULL, 'R'},
+    {"min-replicas", required_argument, NULL, 'n'},
+    {"max-replicas", required_argument, NULL, 'x'},
+    {"target-ongoing-requests", required_argument, NULL, 'g'},
+    {"upscale-delay", required_argument, NULL, 'u'},
+    {"downscale-delay", required_argument, NULL, 'd'},
+    {"latency-slo-ms", required_argument, NULL, 'L'},
     {0, 0, 0, 0}};
 
 int parse_backend_option(int c, struct backend_spec *spec)
@@ -56,6 +62,18 @@ int parse_backend_option(int c, struct backend_spec *spec)
         if (o->isolation >= ISOLATION_KINDS)
             return cli_fail("create-backend", "--isolation %s: expected process or thread", optarg);
         break;
+    case 'n': name = "--min-replicas"; ok = cli_parse_u32(optarg, 0, 256, &o->min_replicas); break;
+    case 'x': name = "--max-replicas"; ok = cli_parse_u32(optarg, 0, 256, &o->max_replicas); break;
+    case 'g':
+        name = "--target-ongoing-requests";
+        ok = cli_parse_double(optarg, 0.001, 1000000, &o->target_ongoing_requests);
+        break;
+    case 'u': name = "--upscale-delay"; ok = cli_parse_double(optarg, 0, 86400, &o->upscale_delay_s); break;
+    case 'd':
+        name = "--downscale-delay";
+        ok = cli_parse_double(optarg, 0, 86400, &o->downscale_delay_s);
+        break;
+    case 'L': name = "--latency-slo-ms"; ok = cli_parse_double(optarg, 0, 3600000, &o->latency_slo_ms); break;
     case 'h':
         name = "--hang-timeout-ms";
         ok = cli_parse_double(optarg, 0, 86400000, &o->hang_timeout_ms);

@@ -45,7 +45,7 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
 {
     static const struct option extra[] = {{"plugin", required_argument, NULL, 'P'},
                                           {"unset-config", required_argument, NULL, 'U'}};
-    struct option options[16];
+    struct option options[32];
     size_t n = 0;
     while (backend_long_options[n].name) options[n] = backend_long_options[n], n++;
     options[n++] = extra[0];
@@ -60,6 +60,8 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     o->batch_wait_timeout_ms = o->request_timeout_ms = o->hang_timeout_ms = -1;
     o->isolation = UINT32_MAX;
     o->max_memory = UINT64_MAX;
+    o->min_replicas = o->max_replicas = UINT32_MAX;
+    o->target_ongoing_requests = o->upscale_delay_s = o->downscale_delay_s = o->latency_slo_ms = -1;
     const char *plugin = NULL, *unset[64];
     size_t unset_count = 0;
     int c, rc = 1;
@@ -102,18 +104,34 @@ static int run_update_backend(int argc, char **argv, const char *state_dir)
     } counts[] = {{"num_replicas", o->num_replicas},
                   {"max_batch_size", o->max_batch_size},
                   {"max_concurrent_queries", o->max_concurrent_queries},
-                  {"max_queued_requests", o->max_queued_requests}};
+                  {"max_queued_requests", o->max_queued_requests},
+                  {"min_replicas", o->min_replicas},
+                  {"max_replicas", o->max_replicas}};
+    const struct {
+        const char *key;
+        double value;
+    } amounts[] = {{"target_ongoing_requests", o->target_ongoing_requests},
+                   {"upscale_delay_s", o->upscale_delay_s},
+                   {"downscale_delay_s", o->downscale_delay_s},
+                   {"latency_slo_ms", o->latency_slo_ms}};
+    const size_t ncounts = sizeof counts / sizeof *counts, namounts = sizeof amounts / sizeof *amounts;
     size_t fields = 3;
-    for (size_t i = 0; i < 4; i++) fields += counts[i].value != UINT32_MAX;
+    for (size_t i = 0; i < ncounts; i++) fields += counts[i].value != UINT32_MAX;
+    for (size_t i = 0; i < namounts; i++) fields += amounts[i].value >= 0;
     fields += (o->batch_wait_timeout_ms >= 0) + (o->request_timeout_ms >= 0) + (plugin != NULL);
     fields += !plugin && spec.remote;
     fields += (o->hang_timeout_ms >= 0) + (o->isolation != UINT32_MAX) +
               (o->max_memory != UINT64_MAX);
     msgpack_pack_map(pk, fields);
-    for (size_t i = 0; i < 4; i++)
+    for (size_t i = 0; i < ncounts; i++)
         if (counts[i].value != UINT32_MAX) {
             mp_pack_key(pk, counts[i].key);
             msgpack_pack_uint32(pk, counts[i].value);
+        }
+    for (size_t i = 0; i < namounts; i++)
+        if (amounts[i].value >= 0) {
+            mp_pack_key(pk, amounts[i].key);
+            msgpack_pack_double(pk, amounts[i].value);
         }
     if (o->batch_wait_timeout_ms >= 0) {
         mp_pack_key(pk, "batch_wait_timeout_ms");
@@ -164,7 +182,10 @@ const struct cli_command cmd_update_backend = {
             "A change of user config alone goes to the\n"
             "running replicas through the plugin's reconfigure, between batches (a plugin\n"
             "without reconfigure gets new replicas instead). Any other change starts new\n"
-            "replicas, routes to them, then drains and stops the old ones.\n\n"
+            "replicas, routes to them, then drains and stops the old ones.\n"
+            "On an autoscaled backend, --num-replicas N moves the replica count to N (kept\n"
+            "within the bounds) at once, without new replicas for the others; the\n"
+            "autoscaler goes on from there.\n\n"
             "Options:\n" BACKEND_OPTIONS_HELP
             "  --unset-config KEY            remove a key from the user config (repeatable)\n"
             "  --plugin PATH                 serve a different plugin .so (or bare name)\n"

@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "answer_queue.h"
+#include "autoscale.h"
+#include "batch_tuner.h"
 #include "clock.h"
 #include "config_typed.h"
 #include "log.h"
@@ -49,6 +51,14 @@ struct replica {
     char reconfigure_why[512]; /* with a refusal: why, or "" */
     bool down;      /* the kind said it cannot take work (backend_replica_down) */
     bool requeued;  /* its last batch came back unrun */
+    /* Autoscaling's drain: a retiring replica takes no new work and its
+     * worker ends once it holds nothing (`exited`); the control thread
+     * then stops it (reap_retired). `reaping`: no cancel may reach it. */
+    bool retiring;
+    bool exited;
+    bool reaping;
+    bool empty; /* a slot below replica_count whose replica was stopped */
+    _Atomic uint64_t last_queued_ns; /* how long its last batch's oldest request waited */
     struct log_rate batch_failures; /* the worker's */
 };
 
@@ -72,8 +82,22 @@ struct backend {
     uint64_t stop_steps_until_ns; /* continuous replicas step open streams until then */
     bool reject_queued;
 
+    /* Slots [0, replica_count) are started: the running ones first, then
+     * those retiring. replica_count changes under mutex (on the control
+     * thread); the array holds replica_capacity (the autoscaling maximum)
+     * and never moves. */
     struct replica *replicas;
     size_t replica_count;
+    size_t replica_capacity;
+
+    /* Autoscaling (control thread; target_replicas read by any). */
+    bool autoscaled;
+    struct autoscale autoscale;
+    _Atomic uint32_t target_replicas;
+    double last_ongoing;
+    struct log_rate scale_failures;
+
+    struct batch_tuner *tuner; /* --latency-slo-ms; NULL: static batching */
 
     struct backend_metrics *m; /* shared with the objects that carried the name before */
 
@@ -204,6 +228,8 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n, bo
     }
     histogram_observe(&m->batch_size, n);
     histogram_observe(&m->batch_wait_seconds, started - batch[0]->enqueued_ns);
+    atomic_store_explicit(&r->last_queued_ns, started - batch[0]->enqueued_ns,
+                          memory_order_relaxed);
     /* Counted at dispatch, like the batch-size histogram, so that the two
      * agree in any scrape. */
     atomic_fetch_add_explicit(&m->batches_total, 1, memory_order_relaxed);
@@ -356,6 +382,9 @@ static void *replica_main(void *arg)
     }
     pthread_mutex_lock(&b->mutex);
     for (;;) {
+        /* Adaptive batching moves these between batches; static otherwise. */
+        const size_t cap = b->tuner ? batch_tuner_max_batch(b->tuner) : max_batch;
+        const uint64_t wait_ns = b->tuner ? batch_tuner_wait_ns(b->tuner) : b->batch_wait_ns;
         if (r->reconfigure_pending) {
             /* Between batches: no handle_batch of this replica runs now. */
             const serve_config *config = b->pending_config;
@@ -369,6 +398,28 @@ static void *replica_main(void *arg)
             r->reconfigure_rc = rc;
             r->reconfigure_pending = false;
             pthread_cond_broadcast(&b->reconfigured);
+            continue;
+        }
+        if (r->retiring) {
+            /* Draining (autoscaling): what it holds finishes, open
+             * generations included; nothing new comes. A backend that
+             * stops meanwhile ends it as it ends the others. */
+            bool stepping = r->base.again && !b->reject_queued &&
+                            (!b->stopping || serve__now_ns() < b->stop_steps_until_ns);
+            if ((r->in_flight == 0 || b->stopping) && !stepping) {
+                r->exited = true;
+                break;
+            }
+            /* A wake-up meant for work it no longer takes goes on. */
+            struct replica *other = b->queue_len ? unpark_one_ready(b) : NULL;
+            if (other) park_wake(&other->park);
+            if (stepping) {
+                pthread_mutex_unlock(&b->mutex);
+                run_step(r);
+                pthread_mutex_lock(&b->mutex);
+            } else {
+                replica_park(b, r, PARKED_AT_LIMIT, 0);
+            }
             continue;
         }
         if (r->down || r->requeued) {
@@ -428,15 +479,15 @@ static void *replica_main(void *arg)
             replica_park(b, r, PARKED_AT_LIMIT, 0);
             continue;
         }
-        if (!rejecting && !continuous && b->queue_len < max_batch && b->kind->idle &&
+        if (!rejecting && !continuous && b->queue_len < cap && b->kind->idle &&
             !b->kind->idle(&r->base)) {
             /* A partial batch forms once the replica is free, so that what
              * arrives meanwhile joins it. */
             replica_park(b, r, PARKED_BUSY, 0);
             continue;
         }
-        uint64_t deadline = b->queue_head->enqueued_ns + b->batch_wait_ns;
-        if (!rejecting && !b->stopping && b->queue_len < max_batch && !r->base.again &&
+        uint64_t deadline = b->queue_head->enqueued_ns + wait_ns;
+        if (!rejecting && !b->stopping && b->queue_len < cap && !r->base.again &&
             !(continuous && r->in_flight) && serve__now_ns() < deadline) {
             replica_park(b, r, PARKED_READY, deadline);
             continue;
@@ -445,13 +496,13 @@ static void *replica_main(void *arg)
             /* A kind that holds batches elsewhere gets whole ones: answers
              * come back a few at a time, and a batch cut to the few slots
              * they freed would run at a batch's cost for a fraction of it. */
-            size_t want = b->queue_len < max_batch ? b->queue_len : max_batch;
+            size_t want = b->queue_len < cap ? b->queue_len : cap;
             if (b->concurrency - r->in_flight < want) {
                 replica_park(b, r, PARKED_AT_LIMIT, 0);
                 continue;
             }
         }
-        size_t limit = max_batch;
+        size_t limit = continuous ? max_batch : cap;
         if (!rejecting && b->concurrency - r->in_flight < limit)
             limit = b->concurrency - r->in_flight;
         if (!rejecting && open_room < limit) limit = open_room;
@@ -479,6 +530,19 @@ static void *replica_main(void *arg)
     pthread_mutex_unlock(&b->mutex);
     free(batch);
     return NULL;
+}
+
+/* Slot i made ready for the kind's start. */
+static struct replica *replica_slot_init(struct backend *b, size_t i)
+{
+    struct replica *r = &b->replicas[i];
+    memset(r, 0, sizeof *r);
+    r->backend = b;
+    r->base.spec = &b->spec;
+    r->base.group = &b->group;
+    r->base.metrics = b->m;
+    r->base.index = (int)i;
+    return r;
 }
 
 static void destroy_replicas(struct backend *b)
@@ -524,9 +588,29 @@ struct backend *backend_create_with_kind(const struct backend_spec *spec,
     b->batch_wait_ns = (uint64_t)(spec->options.batch_wait_timeout_ms * 1e6);
     pthread_mutex_init(&b->mutex, NULL);
     pthread_cond_init(&b->reconfigured, NULL);
-    b->replica_count = spec->options.num_replicas;
-    b->replicas = calloc(b->replica_count, sizeof *b->replicas);
-    if (!copied || !b->replicas || !b->m) {
+    if (copied) backend_options_normalize(&b->spec.options);
+    const struct backend_options *o = &b->spec.options;
+    b->autoscaled = backend_options_autoscaled(o);
+    b->replica_count = o->num_replicas;
+    b->replica_capacity = b->autoscaled && o->max_replicas > o->num_replicas ? o->max_replicas
+                                                                             : o->num_replicas;
+    atomic_init(&b->target_replicas, (uint32_t)b->replica_count);
+    if (b->autoscaled) {
+        struct autoscale_policy policy = {
+            .min_replicas = o->min_replicas,
+            .max_replicas = o->max_replicas,
+            .target_ongoing = o->target_ongoing_requests,
+            .upscale_delay_ns = (uint64_t)(o->upscale_delay_s * 1e9),
+            .downscale_delay_ns = (uint64_t)(o->downscale_delay_s * 1e9),
+        };
+        autoscale_init(&b->autoscale, &policy, o->num_replicas);
+    }
+    b->replicas = calloc(b->replica_capacity, sizeof *b->replicas);
+    if (copied && o->latency_slo_ms > 0) {
+        b->tuner = batch_tuner_new(o->latency_slo_ms, o->max_batch_size);
+        if (b->tuner) batch_tuner_set_replicas(b->tuner, (uint32_t)b->replica_count);
+    }
+    if (!copied || !b->replicas || !b->m || (o->latency_slo_ms > 0 && !b->tuner)) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -534,12 +618,7 @@ struct backend *backend_create_with_kind(const struct backend_spec *spec,
     b->group_open = true;
 
     for (size_t i = 0; i < b->replica_count; i++) {
-        struct replica *r = &b->replicas[i];
-        r->backend = b;
-        r->base.spec = &b->spec;
-        r->base.group = &b->group;
-        r->base.metrics = b->m;
-        r->base.index = (int)i;
+        struct replica *r = replica_slot_init(b, i);
         if (!kind->start(&r->base, err, errlen)) goto fail;
         r->started = true;
     }
@@ -576,6 +655,7 @@ void backend_release(struct backend *b)
     pthread_mutex_destroy(&b->mutex);
     pthread_cond_destroy(&b->reconfigured);
     free(b->replicas);
+    batch_tuner_free(b->tuner);
     backend_spec_free(&b->spec);
     free(b);
 }
@@ -628,7 +708,7 @@ static bool can_dispatch_here(const struct backend *b, const struct replica *r)
         b->spec.options.max_batch_size < limit)
         limit = (uint32_t)b->spec.options.max_batch_size;
     return (r->parked == PARKED_READY || r->parked == PARKED_AT_LIMIT) && !r->down &&
-           r->in_flight < limit;
+           !r->retiring && r->in_flight < limit;
 }
 
 /* Under b->mutex, which it releases when it returns true. A backend with
@@ -730,14 +810,16 @@ void backend_request_cancelled(serve_request *req)
     struct backend *b = req->backend;
     if (!b || !b->kind->cancelled) return;
     pthread_mutex_lock(&b->mutex);
-    struct replica *r = b->stopping_replicas ? NULL : req->replica; /* NULL while queued */
+    struct replica *r = req->replica; /* NULL while queued */
+    if (b->stopping_replicas || (r && r->reaping)) r = NULL;
     if (r) b->cancels_running++;
     pthread_mutex_unlock(&b->mutex);
     if (!r) return;
     /* The replica's kind data lives until its stop, which waits for this. */
     b->kind->cancelled(&r->base, req);
     pthread_mutex_lock(&b->mutex);
-    if (--b->cancels_running == 0 && b->stopping_replicas) pthread_cond_broadcast(&b->reconfigured);
+    /* Waited for by a stop, or the reaping of a drained replica. */
+    if (--b->cancels_running == 0) pthread_cond_broadcast(&b->reconfigured);
     pthread_mutex_unlock(&b->mutex);
 }
 
@@ -842,6 +924,10 @@ void backend_replica_batch_ran(struct replica_base *base, size_t n, uint64_t too
     struct replica *r = (struct replica *)base;
     struct backend *b = r->backend;
     histogram_observe(&b->m->exec_seconds, took);
+    if (b->tuner)
+        batch_tuner_observe(b->tuner, n,
+                            atomic_load_explicit(&r->last_queued_ns, memory_order_relaxed), took,
+                            serve__now_ns());
     double timeout_ms = b->spec.options.request_timeout_ms;
     double hang_ms = b->spec.options.hang_timeout_ms;
     if (hang_ms > 0 && took / 1e6 > hang_ms && b->kind == &replica_kind_thread)
@@ -879,6 +965,179 @@ void backend_replica_crashed(struct replica_base *base, enum crash_reason reason
     pthread_mutex_unlock(&last_crash_lock);
 }
 
+/* --- Autoscaling: the replica set grows and shrinks while it serves.
+ * Only the control thread changes it (backend_autoscale_tick and
+ * backend_set_target_replicas), so these need no lock of their own. */
+
+/* Under b->mutex: replicas that take work. */
+static size_t running_count(const struct backend *b)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < b->replica_count; i++)
+        n += !b->replicas[i].retiring && !b->replicas[i].empty;
+    return n;
+}
+
+/* Starts a replica in the lowest free slot; it is routed to (its worker
+ * takes from the queue) only once the kind's start succeeded. */
+static bool start_replica(struct backend *b, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&b->mutex);
+    size_t i = 0;
+    while (i < b->replica_count && !b->replicas[i].empty) i++;
+    if (i == b->replica_capacity) {
+        pthread_mutex_unlock(&b->mutex);
+        snprintf(err, errlen, "no free replica slot (%zu in use)", i);
+        return false;
+    }
+    struct replica *r = replica_slot_init(b, i);
+    r->empty = r->down = true; /* a reused slot: not up, not counted, until started */
+    pthread_mutex_unlock(&b->mutex);
+    if (!b->kind->start(&r->base, err, errlen)) return false;
+    r->started = true;
+    pthread_mutex_lock(&b->mutex);
+    r->empty = r->down = false;
+    if (i == b->replica_count) b->replica_count = i + 1;
+    pthread_mutex_unlock(&b->mutex);
+    int rc = pthread_create(&r->thread, NULL, replica_main, r);
+    if (rc != 0) {
+        pthread_mutex_lock(&b->mutex);
+        r->empty = r->down = true;
+        pthread_mutex_unlock(&b->mutex);
+        b->kind->stop(&r->base);
+        r->started = false;
+        snprintf(err, errlen, "cannot start a worker thread: %s", strerror(rc));
+        return false;
+    }
+    r->thread_started = true;
+    return true;
+}
+
+/* Under b->mutex: the highest running replica starts to drain. */
+static void retire_one(struct backend *b)
+{
+    for (size_t i = b->replica_count; i-- > 0;) {
+        struct replica *r = &b->replicas[i];
+        if (r->retiring || r->empty) continue;
+        r->retiring = true;
+        LOG_INFO("backend=%s replica=%zu: draining (autoscaling down)", b->spec.name, i);
+        if (r->parked != PARKED_NO) {
+            r->parked = PARKED_NO;
+            park_wake(&r->park);
+        }
+        return;
+    }
+}
+
+/* Under b->mutex: a draining replica whose worker still runs takes work
+ * again, cheaper than starting one. False when none can. */
+static bool unretire_one(struct backend *b)
+{
+    for (size_t i = 0; i < b->replica_count; i++) {
+        struct replica *r = &b->replicas[i];
+        if (!r->retiring || r->exited || r->empty) continue;
+        r->retiring = false;
+        LOG_INFO("backend=%s replica=%zu: kept (autoscaling up while it drained)", b->spec.name, i);
+        if (r->parked != PARKED_NO) {
+            r->parked = PARKED_NO;
+            park_wake(&r->park);
+        }
+        return true;
+    }
+    return false;
+}
+
+/* Stops the replicas that finished draining; their slots are free again. */
+static void reap_retired(struct backend *b)
+{
+    for (size_t i = 0; i < b->replica_count; i++) {
+        struct replica *r = &b->replicas[i];
+        pthread_mutex_lock(&b->mutex);
+        bool done = r->retiring && r->exited && !r->empty;
+        if (done) {
+            r->reaping = true; /* no new cancel reaches it */
+            while (b->cancels_running) pthread_cond_wait(&b->reconfigured, &b->mutex);
+        }
+        pthread_mutex_unlock(&b->mutex);
+        if (!done) continue;
+        pthread_join(r->thread, NULL);
+        r->thread_started = false;
+        b->kind->stop(&r->base);
+        r->started = false;
+        pthread_mutex_lock(&b->mutex);
+        r->empty = r->down = true;
+        while (b->replica_count && b->replicas[b->replica_count - 1].empty) b->replica_count--;
+        pthread_mutex_unlock(&b->mutex);
+        LOG_INFO("backend=%s replica=%zu: drained and stopped", b->spec.name, i);
+    }
+}
+
+/* Moves the running replicas to the target: drains the extra ones, or
+ * keeps draining ones and starts new ones. */
+static void converge(struct backend *b)
+{
+    uint32_t target = atomic_load(&b->target_replicas);
+    pthread_mutex_lock(&b->mutex);
+    size_t running = running_count(b);
+    for (; running > target; running--) retire_one(b);
+    while (running < target && unretire_one(b)) running++;
+    pthread_mutex_unlock(&b->mutex);
+    for (; running < target; running++) {
+        char err[1024];
+        if (!start_replica(b, err, sizeof err)) {
+            unsigned suppressed;
+            if (log_rate_allow(&b->scale_failures, 10000000000ull, &suppressed))
+                LOG_ERROR("backend=%s: cannot start a replica to reach %u (%u such failures "
+                          "not logged): %s", b->spec.name, target, suppressed, err);
+            break;
+        }
+    }
+    if (b->tuner) batch_tuner_set_replicas(b->tuner, (uint32_t)running);
+}
+
+bool backend_autoscale_tick(struct backend *b, uint64_t now_ns)
+{
+    if (!b->autoscaled) return false;
+    reap_retired(b);
+    pthread_mutex_lock(&b->mutex);
+    size_t ongoing = b->queue_len;
+    for (size_t i = 0; i < b->replica_count; i++) ongoing += b->replicas[i].in_flight;
+    bool stopping = b->stopping;
+    pthread_mutex_unlock(&b->mutex);
+    if (stopping) return false;
+    b->last_ongoing = (double)ongoing;
+    uint32_t before = b->autoscale.target;
+    char why[256];
+    uint32_t target = autoscale_sample(&b->autoscale, (double)ongoing, now_ns, why, sizeof why);
+    if (target != before) {
+        LOG_INFO("backend=%s: autoscaling from %u to %u replicas: %s", b->spec.name, before,
+                 target, why);
+        atomic_store(&b->target_replicas, target);
+    }
+    converge(b);
+    return target != before;
+}
+
+bool backend_autoscaled(const struct backend *b) { return b->autoscaled; }
+
+uint32_t backend_target_replicas(const struct backend *b)
+{
+    return atomic_load(&b->target_replicas);
+}
+
+void backend_set_target_replicas(struct backend *b, uint32_t n)
+{
+    if (!b->autoscaled) return;
+    struct autoscale_policy policy = b->autoscale.policy;
+    autoscale_init(&b->autoscale, &policy, n);
+    uint32_t target = b->autoscale.target;
+    if (target != atomic_load(&b->target_replicas))
+        LOG_INFO("backend=%s: %u replicas, as update-backend --num-replicas asked (within %u..%u)",
+                 b->spec.name, target, policy.min_replicas, policy.max_replicas);
+    atomic_store(&b->target_replicas, target);
+    converge(b);
+}
+
 void backend_unavailable_reason(struct backend *b, char *out, size_t len)
 {
     pthread_mutex_lock(&b->mutex);
@@ -897,12 +1156,15 @@ static long reconfigure_all(struct backend *b, const serve_config *config, bool 
 {
     pthread_mutex_lock(&b->mutex);
     b->pending_config = config;
-    for (size_t i = 0; i < b->replica_count; i++) b->replicas[i].reconfigure_pending = true;
+    /* A drained replica (autoscaling) is stopped before it runs again. */
+    for (size_t i = 0; i < b->replica_count; i++)
+        b->replicas[i].reconfigure_pending = !b->replicas[i].exited;
     wake_parked(b, PARKED_NO);
     for (size_t i = 0; i < b->replica_count; i++)
         while (b->replicas[i].reconfigure_pending) pthread_cond_wait(&b->reconfigured, &b->mutex);
     long failed = -1;
     for (size_t i = 0; i < b->replica_count; i++) {
+        if (b->replicas[i].exited) b->replicas[i].reconfigure_rc = 0;
         if (took) took[i] = b->replicas[i].reconfigure_rc == 0;
         if (b->replicas[i].reconfigure_rc != 0 && failed < 0) failed = (long)i;
     }
@@ -1069,7 +1331,39 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     char unavailable[sizeof b->unavailable];
     memcpy(unavailable, b->unavailable, sizeof unavailable);
     pthread_mutex_unlock(&b->mutex);
-    msgpack_pack_map(pk, 13);
+    pthread_mutex_lock(&b->mutex);
+    size_t running = running_count(b);
+    pthread_mutex_unlock(&b->mutex);
+    msgpack_pack_map(pk, 15 + (b->autoscaled ? 1 : 0) + (b->tuner ? 1 : 0));
+    mp_pack_key(pk, "replicas");
+    msgpack_pack_uint64(pk, running);
+    mp_pack_key(pk, "target_replicas");
+    msgpack_pack_uint32(pk, atomic_load(&b->target_replicas));
+    if (b->autoscaled) {
+        /* The sample's figures; the bounds and delays are in the spec. */
+        mp_pack_key(pk, "autoscaling");
+        msgpack_pack_map(pk, 2);
+        mp_pack_key(pk, "ongoing");
+        msgpack_pack_double(pk, b->last_ongoing);
+        mp_pack_key(pk, "mean_ongoing");
+        msgpack_pack_double(pk, autoscale_mean_ongoing(&b->autoscale, serve__now_ns()));
+    }
+    if (b->tuner) {
+        struct batch_tuner_view v;
+        batch_tuner_view(b->tuner, &v);
+        mp_pack_key(pk, "adaptive_batching");
+        msgpack_pack_map(pk, 5);
+        mp_pack_key(pk, "max_batch_size");
+        msgpack_pack_uint32(pk, v.max_batch);
+        mp_pack_key(pk, "batch_wait_timeout_ms");
+        msgpack_pack_double(pk, v.wait_ms);
+        mp_pack_key(pk, "p99_ms");
+        msgpack_pack_double(pk, v.p99_ms);
+        mp_pack_key(pk, "headroom");
+        msgpack_pack_double(pk, v.headroom);
+        mp_pack_key(pk, "latency_slo_ms");
+        msgpack_pack_double(pk, v.slo_ms);
+    }
     mp_pack_key(pk, "busy_replicas");
     msgpack_pack_uint64(pk, busy);
     mp_pack_key(pk, "concurrency"); /* max_concurrent_queries in force */
@@ -1136,6 +1430,10 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
         {"serve_backend_replica_crashes_total", "counter", "Process replicas that died, by reason: the signal's name (SIGSEGV), exit, hang (past --hang-timeout-ms) or memory (past --max-memory); each is restarted."},
         {"serve_remote_requests_total", "counter", "Requests a remote backend forwarded, by the status its caller got (the remote's, or 502 when unreachable or garbled, 499 when cancelled)."},
         {"serve_remote_request_seconds", "histogram", "Time from a remote backend taking a request to its answer (the whole answer, or a stream's head)."},
+        {"serve_backend_target_replicas", "gauge", "Replicas a backend should run: the autoscaler's choice, or --num-replicas."},
+        {"serve_backend_adaptive_max_batch_size", "gauge", "The max batch size adaptive batching (--latency-slo-ms) chose."},
+        {"serve_backend_adaptive_batch_wait_seconds", "gauge", "The batch wait adaptive batching (--latency-slo-ms) chose."},
+        {"serve_backend_adaptive_p99_seconds", "gauge", "p99 queue + execution time adaptive batching measured over its last period."},
     };
     static const char *const crash_reasons[CRASH_REASONS] = {"signal", "exit", "hang", "memory"};
     static const char *const reasons[REJECT_REASONS] = {"backpressure", "timeout", "plugin_error"};
@@ -1159,8 +1457,13 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                 evbuffer_add_printf(out, "%s{%s} %zu\n", series[k].name, labels, queued);
                 break;
             }
-            case 3: evbuffer_add_printf(out, "%s{%s} %zu\n", series[k].name, labels,
-                                        b->replica_count); break;
+            case 3: {
+                pthread_mutex_lock(&b->mutex);
+                size_t running = running_count(b);
+                pthread_mutex_unlock(&b->mutex);
+                evbuffer_add_printf(out, "%s{%s} %zu\n", series[k].name, labels, running);
+                break;
+            }
             case 4: histogram_write(&m->batch_size, out, series[k].name, labels); break;
             case 5: histogram_write(&m->queue_seconds, out, series[k].name, labels); break;
             case 6: histogram_write(&m->exec_seconds, out, series[k].name, labels); break;
@@ -1173,7 +1476,8 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
             case 9:
                 pthread_mutex_lock(&b->mutex);
                 for (size_t r = 0; r < b->replica_count; r++)
-                    evbuffer_add_printf(out, "%s{%s,replica=\"%zu\"} %u\n", series[k].name, labels,
+                    if (!b->replicas[r].empty)
+                        evbuffer_add_printf(out, "%s{%s,replica=\"%zu\"} %u\n", series[k].name, labels,
                                         r, b->replicas[r].in_flight);
                 pthread_mutex_unlock(&b->mutex);
                 break;
@@ -1203,6 +1507,20 @@ void backend_write_metrics(struct backend *const *backends, size_t count, struct
                 if (atomic_load(&m->remote))
                     histogram_write(&m->remote_seconds, out, series[k].name, labels);
                 break;
+            case 16:
+                evbuffer_add_printf(out, "%s{%s} %u\n", series[k].name, labels,
+                                    atomic_load(&b->target_replicas));
+                break;
+            case 17:
+            case 18:
+            case 19: {
+                if (!b->tuner) break;
+                struct batch_tuner_view v;
+                batch_tuner_view(b->tuner, &v);
+                double value = k == 17 ? v.max_batch : k == 18 ? v.wait_ms / 1e3 : v.p99_ms / 1e3;
+                evbuffer_add_printf(out, "%s{%s} %g\n", series[k].name, labels, value);
+                break;
+            }
             case 13:
                 /* By signal name (those seen), then exit, hang and memory. */
                 for (int sig = 0; sig < 65; sig++) {

@@ -102,6 +102,22 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk);
 /* Cumulative counts for live figures. Any thread. */
 void backend_totals(struct backend *b, uint64_t *requests, uint64_t *batches, uint64_t *batch_sum);
 
+/* Autoscaling (autoscale.h), with --min-replicas/--max-replicas. Control
+ * thread. One tick (every AUTOSCALE_TICK_MS): stops replicas that finished
+ * draining, samples the ongoing requests (queued + in flight), and moves
+ * the replicas to the autoscaler's target: new ones start (and are routed
+ * to) once their kind started them; extra ones drain, taking no new work,
+ * and stop once they hold nothing. True when the target changed (to be
+ * persisted). A backend without autoscaling: false, nothing done. */
+#define AUTOSCALE_TICK_MS 100
+bool backend_autoscale_tick(struct backend *b, uint64_t now_ns);
+bool backend_autoscaled(const struct backend *b);
+/* The count the autoscaler chose (num_replicas without autoscaling). Any thread. */
+uint32_t backend_target_replicas(const struct backend *b);
+/* update-backend --num-replicas on an autoscaled backend: n (clamped into
+ * the bounds) becomes the target now, and the delays start again. */
+void backend_set_target_replicas(struct backend *b, uint32_t n);
+
 /* Counts b's replicas as restarted: b replaces a backend of the same name. */
 void backend_count_replica_restarts(struct backend *b);
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "dispatch.h"
 #include "live_stats.h"
 #include "log.h"
@@ -88,6 +89,18 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
         return false;
     }
     size_t n = desired->backend_count;
+    /* An autoscaled backend that stays autoscaled keeps the count its
+     * autoscaler chose: a deploy file's num_replicas is where it starts,
+     * not where an apply sends it back to (update-backend --num-replicas
+     * moves it, see update_backend). */
+    for (size_t i = 0; i < n; i++) {
+        struct backend_options *want = &desired->backends[i].options;
+        long j = deployment_find_backend(&s->declared, desired->backends[i].name);
+        if (j >= 0 && backend_options_autoscaled(want) &&
+            backend_options_autoscaled(&s->declared.backends[j].options))
+            want->num_replicas = backend_target_replicas(s->live[j]);
+        backend_options_normalize(want);
+    }
     /* 0. The plugin files as they are now: private copies, named by content. */
     char store[4200];
     store_dir(s, store, sizeof store);
@@ -178,6 +191,20 @@ static bool apply(struct server *s, struct deployment *desired, char *err, size_
     return true;
 }
 
+void server_autoscale_tick(struct server *s)
+{
+    uint64_t now = serve__now_ns();
+    bool changed = false;
+    for (size_t i = 0; i < s->declared.backend_count; i++) {
+        if (!backend_autoscale_tick(s->live[i], now)) continue;
+        s->declared.backends[i].options.num_replicas = backend_target_replicas(s->live[i]);
+        changed = true;
+    }
+    char err[1024];
+    if (changed && !deployment_save(&s->declared, s->state_path, err, sizeof err))
+        LOG_ERROR("autoscaling: the new replica counts run but could not be saved: %s", err);
+}
+
 /* The current deployment, copied, to change and apply. */
 static bool current(struct server *s, struct deployment *d, char *err, size_t errlen)
 {
@@ -238,6 +265,13 @@ static bool update_backend(struct server *s, const msgpack_object *req,
         if (mp_as_double(mp_get(changes, "request_timeout_ms"), &v)) o->request_timeout_ms = v;
         if (mp_as_double(mp_get(changes, "hang_timeout_ms"), &v)) o->hang_timeout_ms = v;
         if (mp_as_uint(mp_get(changes, "max_memory"), &u)) o->max_memory = u;
+        if (mp_as_uint(mp_get(changes, "min_replicas"), &u)) o->min_replicas = (uint32_t)u;
+        if (mp_as_uint(mp_get(changes, "max_replicas"), &u)) o->max_replicas = (uint32_t)u;
+        if (mp_as_double(mp_get(changes, "target_ongoing_requests"), &v))
+            o->target_ongoing_requests = v;
+        if (mp_as_double(mp_get(changes, "upscale_delay_s"), &v)) o->upscale_delay_s = v;
+        if (mp_as_double(mp_get(changes, "downscale_delay_s"), &v)) o->downscale_delay_s = v;
+        if (mp_as_double(mp_get(changes, "latency_slo_ms"), &v)) o->latency_slo_ms = v;
         char *isolation = NULL;
         if (mp_as_str(mp_get(changes, "isolation"), &isolation))
             o->isolation = isolation_from_name(isolation);
@@ -275,16 +309,26 @@ static bool update_backend(struct server *s, const msgpack_object *req,
             free(key);
         }
         struct backend *before = s->live[i];
+        uint32_t before_count = backend_target_replicas(before);
+        bool count_given = mp_as_uint(mp_get(changes, "num_replicas"), &u);
+        uint32_t count = o->num_replicas;
         if (!backend_options_valid(o, err, errlen)) {
             deployment_free(&d);
         } else {
             ok = apply(s, &d, err, errlen);
+            long j = ok ? deployment_find_backend(&s->declared, name) : -1;
+            if (ok && count_given && backend_autoscaled(s->live[j])) {
+                /* Autoscaled: the count asked for is the target from now on. */
+                backend_set_target_replicas(s->live[j], count);
+                s->declared.backends[j].options.num_replicas = backend_target_replicas(s->live[j]);
+                ok = deployment_save(&s->declared, s->state_path, err, errlen);
+            }
             if (ok) {
                 /* Unchanged: the same replicas, and no new config for them. */
-                long j = deployment_find_backend(&s->declared, name);
                 msgpack_pack_map(pk, 2);
                 mp_pack_key(pk, "changed");
                 if (s->live[j] == before && old_config &&
+                    backend_target_replicas(before) == before_count &&
                     config_equal(s->declared.backends[j].config, old_config))
                     msgpack_pack_false(pk);
                 else

@@ -64,7 +64,8 @@ struct control {
     struct server *server;
     struct event_base *base;
     int listen_fd;            /* -1 before bind and once closed */
-    struct event *accept_ev, *accept_pause_ev, *sample_ev, *answers_ev, *close_ev, *stop_ev;
+    struct event *accept_ev, *accept_pause_ev, *sample_ev, *autoscale_ev, *answers_ev, *close_ev,
+        *stop_ev;
     struct control_conn *conns; /* open ones, and closed ones awaiting their call */
     bool closing;             /* no new connection or command */
     bool stopping;            /* leave the loop once every reply is out */
@@ -579,6 +580,15 @@ static void on_sample(evutil_socket_t fd, short what, void *arg)
     live_stats_sample(ctl->server);
 }
 
+/* Every AUTOSCALE_TICK_MS: autoscaling's sample and moves, on this
+ * thread, the one that changes what the server runs. */
+static void on_autoscale(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    struct control *ctl = arg;
+    server_autoscale_tick(ctl->server);
+}
+
 static void on_answers(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd, (void)what;
@@ -631,6 +641,7 @@ static void close_now(struct control *ctl)
     close_listener(ctl);
     deploy_watch_free(ctl->watch); /* a stop began: nothing is deployed any more */
     ctl->watch = NULL;
+    event_del(ctl->autoscale_ev); /* nor scaled: the backends are about to stop */
     for (struct control_conn *c = ctl->conns, *next; c; c = next) {
         next = c->next;
         if (c->fd >= 0) conn_run(c);
@@ -688,6 +699,7 @@ static struct control *control_new(struct server *s)
     if (ctl->base) {
         ctl->accept_pause_ev = evtimer_new(ctl->base, on_accept_pause_over, ctl);
         ctl->sample_ev = event_new(ctl->base, -1, EV_PERSIST, on_sample, ctl);
+        ctl->autoscale_ev = event_new(ctl->base, -1, EV_PERSIST, on_autoscale, ctl);
         ctl->answers_ev = event_new(ctl->base, -1, 0, on_answers, ctl);
         ctl->close_ev = event_new(ctl->base, -1, 0, on_close, ctl);
         ctl->stop_ev = event_new(ctl->base, -1, 0, on_stop, ctl);
@@ -749,7 +761,8 @@ bool control_start(struct server *s, char *err, size_t errlen)
 {
     struct control *ctl = control_new(s);
     s->control = ctl;
-    if (!ctl || !ctl->base || !ctl->accept_pause_ev || !ctl->sample_ev || !ctl->answers_ev ||
+    if (!ctl || !ctl->base || !ctl->accept_pause_ev || !ctl->sample_ev || !ctl->autoscale_ev ||
+        !ctl->answers_ev ||
         !ctl->close_ev || !ctl->stop_ev) {
         snprintf(err, errlen, "out of memory for the control socket");
         return false;
@@ -762,6 +775,8 @@ bool control_start(struct server *s, char *err, size_t errlen)
     }
     event_add(ctl->accept_ev, NULL);
     arm(ctl->sample_ev, 1);
+    struct timeval tick = {0, AUTOSCALE_TICK_MS * 1000};
+    event_add(ctl->autoscale_ev, &tick);
     if (s->options.watch_file) {
         ctl->watch = deploy_watch_start(ctl->base, s, s->options.watch_file,
                                         s->options.deploy_file ? &s->watch_mark : NULL);
@@ -814,7 +829,7 @@ void control_stop(struct server *s)
     if (ctl->base) {
         close_listener(ctl);
         struct event *events[] = {ctl->accept_ev, ctl->accept_pause_ev, ctl->sample_ev,
-                                  ctl->answers_ev, ctl->close_ev, ctl->stop_ev};
+                                  ctl->autoscale_ev, ctl->answers_ev, ctl->close_ev, ctl->stop_ev};
         for (size_t i = 0; i < sizeof events / sizeof *events; i++)
             if (events[i]) event_free(events[i]);
         event_base_free(ctl->base);

@@ -156,6 +156,41 @@ static bool read_remote(struct reader *r, const yaml_node_t *n, char **out)
     return true;
 }
 
+/* autoscaling: {min_replicas, max_replicas, target_ongoing_requests,
+ * upscale_delay_s, downscale_delay_s}; both bounds are required. */
+static bool read_autoscaling(struct reader *r, const yaml_node_t *n, struct backend_options *o)
+{
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(r, n, "autoscaling must be a mapping: {min_replicas: N, max_replicas: M, ...}");
+    if (!keys_unique(r, n)) return false;
+    bool min_given = false, max_given = false;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        const char *key = scalar(node(r, p->key));
+        yaml_node_t *v = node(r, p->value);
+        bool ok;
+        if (!key)
+            ok = fail(r, node(r, p->key), "autoscaling keys must be strings");
+        else if (strcmp(key, "min_replicas") == 0)
+            ok = min_given = read_u32(r, v, key, &o->min_replicas);
+        else if (strcmp(key, "max_replicas") == 0)
+            ok = max_given = read_u32(r, v, key, &o->max_replicas);
+        else if (strcmp(key, "target_ongoing_requests") == 0)
+            ok = read_double(r, v, key, &o->target_ongoing_requests);
+        else if (strcmp(key, "upscale_delay_s") == 0)
+            ok = read_double(r, v, key, &o->upscale_delay_s);
+        else if (strcmp(key, "downscale_delay_s") == 0)
+            ok = read_double(r, v, key, &o->downscale_delay_s);
+        else
+            ok = fail(r, node(r, p->key), "unknown autoscaling key '%s' (min_replicas, "
+                      "max_replicas, target_ongoing_requests, upscale_delay_s, "
+                      "downscale_delay_s)", key);
+        if (!ok) return false;
+    }
+    if (!min_given || !max_given)
+        return fail(r, n, "autoscaling needs both min_replicas and max_replicas");
+    return true;
+}
+
 static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_spec *b)
 {
     memset(b, 0, sizeof *b);
@@ -192,6 +227,10 @@ static bool read_backend(struct reader *r, const yaml_node_t *n, struct backend_
             ok = read_double(r, v, key, &o->request_timeout_ms);
         } else if (strcmp(key, "hang_timeout_ms") == 0) {
             ok = read_double(r, v, key, &o->hang_timeout_ms);
+        } else if (strcmp(key, "latency_slo_ms") == 0) {
+            ok = read_double(r, v, key, &o->latency_slo_ms);
+        } else if (strcmp(key, "autoscaling") == 0) {
+            ok = read_autoscaling(r, v, o);
         } else if (strcmp(key, "isolation") == 0) {
             o->isolation = isolation_from_name(scalar(v));
             if (o->isolation >= ISOLATION_KINDS) ok = fail(r, v, "isolation must be process or thread");

@@ -54,6 +54,10 @@ bool command_run(struct server *s, const msgpack_object *request,
 /* commands.c: makes the server run `desired` (taken over in every case). */
 bool server_apply(struct server *s, struct deployment *desired, char *err, size_t errlen);
 
+/* commands.c: autoscaling's tick over the live backends (backend.h);
+ * persists the targets that changed. Control thread. */
+void server_autoscale_tick(struct server *s);
+
 /* commands.c: builds and publishes the routes for the declared endpoints. */
 bool server_publish_routes(struct server *s);
 /* commands.c: starts a live backend for a spec already in `declared`. */

@@ -154,6 +154,19 @@ void backend_options_default(struct backend_options *o)
     o->isolation = ISOLATION_PROCESS;
     o->hang_timeout_ms = 0;
     o->max_memory = 0;
+    o->min_replicas = 0;
+    o->max_replicas = 0;
+    o->target_ongoing_requests = 2;
+    o->upscale_delay_s = 5;
+    o->downscale_delay_s = 30;
+    o->latency_slo_ms = 0;
+}
+
+void backend_options_normalize(struct backend_options *o)
+{
+    if (!backend_options_autoscaled(o)) return;
+    if (o->num_replicas < o->min_replicas) o->num_replicas = o->min_replicas;
+    if (o->num_replicas > o->max_replicas) o->num_replicas = o->max_replicas;
 }
 
 static const char *const isolation_names[ISOLATION_KINDS] = {"process", "thread"};
@@ -195,7 +208,11 @@ bool backend_options_equal(const struct backend_options *a, const struct backend
            a->max_queued_requests == b->max_queued_requests &&
            a->batch_wait_timeout_ms == b->batch_wait_timeout_ms &&
            a->request_timeout_ms == b->request_timeout_ms && a->isolation == b->isolation &&
-           a->hang_timeout_ms == b->hang_timeout_ms && a->max_memory == b->max_memory;
+           a->hang_timeout_ms == b->hang_timeout_ms && a->max_memory == b->max_memory &&
+           a->min_replicas == b->min_replicas && a->max_replicas == b->max_replicas &&
+           a->target_ongoing_requests == b->target_ongoing_requests &&
+           a->upscale_delay_s == b->upscale_delay_s &&
+           a->downscale_delay_s == b->downscale_delay_s && a->latency_slo_ms == b->latency_slo_ms;
 }
 
 uint32_t backend_options_concurrency(const struct backend_options *o)
@@ -231,6 +248,20 @@ bool backend_options_valid(const struct backend_options *o, char *err,
         why = "--max-memory needs --isolation process (a thread replica's memory is the server's)";
     else if (o->max_memory && o->max_memory < (16u << 20))
         why = "--max-memory must be at least 16M";
+    else if ((o->min_replicas == 0) != (o->max_replicas == 0))
+        why = "--min-replicas and --max-replicas go together (both 0: no autoscaling)";
+    else if (o->max_replicas > 256)
+        why = "--max-replicas must be at most 256";
+    else if (o->min_replicas > o->max_replicas)
+        why = "--min-replicas must be at most --max-replicas";
+    else if (!(o->target_ongoing_requests > 0 && o->target_ongoing_requests <= 1000000))
+        why = "--target-ongoing-requests must be above 0 and at most 1000000";
+    else if (!(o->upscale_delay_s >= 0 && o->upscale_delay_s <= 86400))
+        why = "--upscale-delay must be between 0 and 86400 seconds";
+    else if (!(o->downscale_delay_s >= 0 && o->downscale_delay_s <= 86400))
+        why = "--downscale-delay must be between 0 and 86400 seconds";
+    else if (!(o->latency_slo_ms >= 0 && o->latency_slo_ms <= 3600000))
+        why = "--latency-slo-ms must be between 0 and 3600000";
     if (why) snprintf(err, len, "%s", why);
     return why == NULL;
 }
@@ -509,7 +540,7 @@ bool route_valid(const char *route, char *err, size_t len)
 void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
 {
     const struct backend_options *o = &b->options;
-    msgpack_pack_map(pk, 13 + (b->plugin_file != NULL) + (b->plugin_digest != NULL));
+    msgpack_pack_map(pk, 19 + (b->plugin_file != NULL) + (b->plugin_digest != NULL));
     mp_pack_key(pk, "name");
     mp_pack_str(pk, b->name);
     mp_pack_key(pk, b->remote ? "remote" : "plugin");
@@ -540,6 +571,18 @@ void backend_spec_pack(msgpack_packer *pk, const struct backend_spec *b)
     msgpack_pack_double(pk, o->hang_timeout_ms);
     mp_pack_key(pk, "max_memory");
     msgpack_pack_uint64(pk, o->max_memory);
+    mp_pack_key(pk, "min_replicas");
+    msgpack_pack_uint32(pk, o->min_replicas);
+    mp_pack_key(pk, "max_replicas");
+    msgpack_pack_uint32(pk, o->max_replicas);
+    mp_pack_key(pk, "target_ongoing_requests");
+    msgpack_pack_double(pk, o->target_ongoing_requests);
+    mp_pack_key(pk, "upscale_delay_s");
+    msgpack_pack_double(pk, o->upscale_delay_s);
+    mp_pack_key(pk, "downscale_delay_s");
+    msgpack_pack_double(pk, o->downscale_delay_s);
+    mp_pack_key(pk, "latency_slo_ms");
+    msgpack_pack_double(pk, o->latency_slo_ms);
     mp_pack_key(pk, "config");
     config_pack(pk, b->config);
     mp_pack_key(pk, "config_base");
@@ -630,7 +673,13 @@ bool backend_spec_unpack(const msgpack_object *o, struct backend_spec *b,
         !unpack_u32(o, "max_queued_requests", &opt->max_queued_requests, err, len) ||
         !unpack_ms(o, "batch_wait_timeout_ms", &opt->batch_wait_timeout_ms, err, len) ||
         !unpack_ms(o, "request_timeout_ms", &opt->request_timeout_ms, err, len) ||
-        !unpack_ms(o, "hang_timeout_ms", &opt->hang_timeout_ms, err, len))
+        !unpack_ms(o, "hang_timeout_ms", &opt->hang_timeout_ms, err, len) ||
+        !unpack_u32(o, "min_replicas", &opt->min_replicas, err, len) ||
+        !unpack_u32(o, "max_replicas", &opt->max_replicas, err, len) ||
+        !unpack_ms(o, "target_ongoing_requests", &opt->target_ongoing_requests, err, len) ||
+        !unpack_ms(o, "upscale_delay_s", &opt->upscale_delay_s, err, len) ||
+        !unpack_ms(o, "downscale_delay_s", &opt->downscale_delay_s, err, len) ||
+        !unpack_ms(o, "latency_slo_ms", &opt->latency_slo_ms, err, len))
         goto fail;
     const msgpack_object *isolation = mp_get(o, "isolation");
     if (isolation) {

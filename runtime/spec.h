@@ -46,7 +46,27 @@ struct backend_options {
     uint32_t isolation;              /* enum isolation */
     double hang_timeout_ms;          /* 0 means none */
     uint64_t max_memory;             /* bytes; 0 means none (process replicas) */
+    /* Autoscaling (autoscale.h), on when both bounds are set (not 0). Then
+     * num_replicas is the count the autoscaler last chose: what the
+     * backend starts with, kept within [min_replicas, max_replicas]. */
+    uint32_t min_replicas;
+    uint32_t max_replicas;
+    double target_ongoing_requests;  /* per replica; default 2 */
+    double upscale_delay_s;          /* default 5 */
+    double downscale_delay_s;        /* default 30 */
+    /* Adaptive batching (batch_tuner.h): p99 queue + execution target in
+     * ms; 0 means off (max_batch_size and batch_wait_timeout_ms as given). */
+    double latency_slo_ms;
 };
+
+/* True when the options turn autoscaling on. */
+static inline bool backend_options_autoscaled(const struct backend_options *o)
+{
+    return o->max_replicas > 0;
+}
+
+/* num_replicas within the autoscaling bounds, where they are set. */
+void backend_options_normalize(struct backend_options *o);
 
 enum isolation { ISOLATION_PROCESS, ISOLATION_THREAD, ISOLATION_KINDS };
 

@@ -1,6 +1,7 @@
 /* sim - a simulated model for load tests and batching checks. A batch of n
  * takes base_us + per_item_us x n microseconds (config keys, default 0) and
- * each request is answered {"batch_size": n, "replica": R, "index": i}. */
+ * each request is answered {"batch_size": n, "replica": R, "index": i}.
+ * Both keys may change while it runs (reconfigure). */
 #include <errno.h>
 #include <serve/plugin.h>
 #include <stdio.h>
@@ -83,6 +84,21 @@ static int sim_handle_batch(void *state, serve_request *const *requests, size_t 
     return 0;
 }
 
+/* A new cost between two batches: how a benchmark changes the model's
+ * cost under load (serve update-backend NAME --config per_item_us=...). */
+static int sim_reconfigure(void *state, const serve_config *config)
+{
+    struct sim *s = state;
+    int64_t base, per_item;
+    if (serve_config_int(config, "base_us", 0, &base) != SERVE_OK ||
+        serve_config_int(config, "per_item_us", 0, &per_item) != SERVE_OK || base < 0 ||
+        base > 600000000 || per_item < 0 || per_item > 600000000)
+        return -1;
+    s->base_us = (long)base;
+    s->per_item_us = (long)per_item;
+    return 0;
+}
+
 static void sim_destroy(void *state) { free(state); }
 
 static const serve_plugin sim_plugin = {
@@ -90,6 +106,7 @@ static const serve_plugin sim_plugin = {
     .name = "sim",
     .init = sim_init,
     .handle_batch = sim_handle_batch,
+    .reconfigure = sim_reconfigure,
     .destroy = sim_destroy,
 };
 
