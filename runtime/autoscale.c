@@ -41,12 +41,12 @@ uint32_t autoscale_sample(struct autoscale *a, double ongoing, uint64_t now_ns, 
     a->ring[a->ring_next] = (struct autoscale_point){now_ns, ongoing};
     a->ring_next = (a->ring_next + 1) % AUTOSCALE_SAMPLES;
     if (a->ring_count < AUTOSCALE_SAMPLES) a->ring_count++;
-    double mean = autoscale_mean_ongoing(a, now_ns);
-    uint32_t want = clamp(p, ceil(mean / p->target_ongoing - 1e-9));
-
-    bool up = want > a->target && mean > a->target * p->target_ongoing * (1 + TOLERANCE);
-    bool down = want < a->target &&
-                mean < (a->target - 1) * p->target_ongoing * (1 - TOLERANCE);
+    /* Each sample says whether it wants a change; the count a decision
+     * moves to is the window's mean, so one odd sample sets neither. */
+    bool up = ongoing > a->target * p->target_ongoing * (1 + TOLERANCE) &&
+              a->target < p->max_replicas;
+    bool down = ongoing < (a->target - 1.0) * p->target_ongoing * (1 - TOLERANCE) &&
+                a->target > p->min_replicas;
     if (!up) a->want_up_since = 0;
     else if (!a->want_up_since) a->want_up_since = now_ns;
     if (!down) a->want_down_since = 0;
@@ -55,6 +55,9 @@ uint32_t autoscale_sample(struct autoscale *a, double ongoing, uint64_t now_ns, 
     bool go = (up && now_ns - a->want_up_since >= p->upscale_delay_ns) ||
               (down && now_ns - a->want_down_since >= p->downscale_delay_ns);
     if (!go) return a->target;
+    double mean = autoscale_mean_ongoing(a, now_ns);
+    uint32_t want = clamp(p, ceil(mean / p->target_ongoing - 1e-9));
+    if (up ? want <= a->target : want >= a->target) return a->target; /* the mean disagrees */
     uint64_t since = up ? a->want_up_since : a->want_down_since;
     snprintf(why, why_len, "%.1f ongoing requests (mean of the last %d ms) for %.1f s, target %g "
              "per replica", mean, AUTOSCALE_WINDOW_MS, (now_ns - since) / 1e9, p->target_ongoing);

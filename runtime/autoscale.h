@@ -4,13 +4,14 @@
  *
  * Fed a sample of the ongoing requests (queued + executing) every tick, it
  * moves its target toward ceil(ongoing / target_ongoing) within the bounds:
- * - the ongoing figure is the mean of the last AUTOSCALE_WINDOW_MS, so one
- *   burst between two ticks does not count as load;
  * - up only once every sample for upscale_delay_s wanted more replicas
  *   (more than 10 % above the target per replica), down only once every
  *   sample for downscale_delay_s would have left even one replica fewer
  *   more than 10 % below it: a load at the target sits inside this band
- *   and changes nothing (no flapping);
+ *   and changes nothing (no flapping), and a burst shorter than the delay
+ *   changes nothing either;
+ * - the count it then moves to is ceil(mean / target_ongoing), the mean
+ *   over the last AUTOSCALE_WINDOW_MS, so one odd sample does not set it;
  * - one decision at a time: after each, both delays start again.
  * Pure: no threads, no clock of its own. */
 #ifndef SERVE_RUNTIME_AUTOSCALE_H

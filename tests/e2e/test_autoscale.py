@@ -1,0 +1,288 @@
+"""Autoscaling and adaptive batching (SPEC section 3 and 7a) on the real
+server: replicas follow the load within the bounds and after the delays,
+drain with no failed request in both isolation modes, and keep their count
+across a restart and a re-applied deploy file; the batcher's choice under
+--latency-slo-ms shows in status and metrics. Timings are asserted only one
+way (never earlier than a delay) or with wide margins."""
+import os
+import re
+import tempfile
+import textwrap
+import threading
+import time
+import unittest
+import http.client
+
+from serve_harness import Server, ServeTestCase
+
+
+class Load:
+    """`clients` threads, each a keep-alive connection sending POSTs back to
+    back; counts every answer by status (an exception counts as 0)."""
+
+    def __init__(self, server, path, clients):
+        self.server, self.path = server, path
+        self.statuses = {}
+        self.lock = threading.Lock()
+        self.stops = [threading.Event() for _ in range(clients)]
+        self.threads = [threading.Thread(target=self.run, args=(s,)) for s in self.stops]
+        for t in self.threads:
+            t.start()
+
+    def run(self, stop):
+        conn = None
+        while not stop.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=60)
+                conn.request("POST", self.path, body=b"x")
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except (OSError, http.client.HTTPException):
+                status = 0
+                conn = None
+            with self.lock:
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+        if conn:
+            conn.close()
+
+    def keep(self, clients):
+        """Stops all but `clients` of the threads."""
+        for stop in self.stops[clients:]:
+            stop.set()
+
+    def stop(self):
+        for stop in self.stops:
+            stop.set()
+        for t in self.threads:
+            t.join(60)
+        return dict(self.statuses)
+
+
+def replicas(server, name="m"):
+    b = server.backend_status(name)
+    return b["replicas"], b["target_replicas"]
+
+
+def wait_for(server, predicate, timeout, seen):
+    """Polls replicas until predicate(running) holds; records every count
+    seen (to check the bounds); returns the time it held, or None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running, target = replicas(server)
+        seen.append((running, target))
+        if predicate(running):
+            return time.monotonic()
+        time.sleep(0.1)
+    return None
+
+
+class Autoscaling(ServeTestCase):
+    def scale_up_and_down(self, isolation):
+        # 20 ms per request; 8 clients keep 8 requests ongoing: at 2 per
+        # replica the load needs 4 replicas, within [1, 6].
+        self.server.deploy("m", "sim", "/m", "--config", "base_us=20000",
+                           "--isolation", isolation, "--min-replicas", "1", "--max-replicas",
+                           "6", "--target-ongoing-requests", "2", "--upscale-delay", "1",
+                           "--downscale-delay", "2")
+        self.assertEqual(replicas(self.server), (1, 1))
+        seen = []
+        load_start = time.monotonic()
+        load = Load(self.server, "/m", 8)
+        try:
+            first_up = wait_for(self.server, lambda n: n > 1, 30, seen)
+            self.assertIsNotNone(first_up, "no replica was added under load")
+            # Never before the up-delay of sustained load.
+            self.assertGreaterEqual(first_up - load_start, 1.0)
+            grown = wait_for(self.server, lambda n: n == 4, 30, seen)
+            self.assertIsNotNone(grown, "replicas did not reach 4: %s" % seen[-5:])
+            # 2 of the 8 clients go on while the others leave: 3 replicas
+            # drain under traffic.
+            load.keep(2)
+            drop = time.monotonic()
+            shrunk = wait_for(self.server, lambda n: n == 1, 60, seen)
+            self.assertIsNotNone(shrunk, "replicas did not return to 1: %s" % seen[-5:])
+            self.assertGreaterEqual(shrunk - drop, 2.0)  # never before the down-delay
+            time.sleep(0.5)
+        finally:
+            statuses = load.stop()
+        self.assertEqual(set(statuses), {200}, statuses)
+        self.assertGreater(statuses[200], 100)
+        self.assertTrue(all(1 <= running <= 6 and 1 <= target <= 6 for running, target in seen),
+                        seen)
+        b = self.server.backend_status("m")
+        self.assertEqual(b["isolation"], isolation)
+        log = self.server.log()
+        self.assertRegex(log, r"backend=m: autoscaling from 1 to \d+ replicas: [\d.]+ ongoing")
+        self.assertRegex(log, r"backend=m: autoscaling from \d+ to 1 replicas")
+        self.assertIn("drained and stopped", log)
+        metrics = self.server.get("/metrics").body.decode()
+        self.assertIn('serve_backend_target_replicas{backend="m"} 1', metrics)
+        self.assertIn('serve_backend_replicas{backend="m"} 1', metrics)
+
+    def test_scale_up_and_down_threads(self):
+        self.scale_up_and_down("thread")
+
+    def test_scale_up_and_down_processes(self):
+        self.scale_up_and_down("process")
+
+    def test_bounds_and_refusals(self):
+        for args, words in [
+            (["--min-replicas", "2"], "--min-replicas and --max-replicas go together"),
+            (["--min-replicas", "3", "--max-replicas", "2"], "at most --max-replicas"),
+            (["--min-replicas", "1", "--max-replicas", "300"], "--max-replicas"),
+            (["--min-replicas", "1", "--max-replicas", "2", "--target-ongoing-requests", "0"],
+             "--target-ongoing-requests"),
+            (["--min-replicas", "1", "--max-replicas", "2", "--upscale-delay", "-1"],
+             "--upscale-delay"),
+            (["--latency-slo-ms", "-3"], "--latency-slo-ms"),
+        ]:
+            proc = self.server.cli("create-backend", "bad", "sim", *args, check=False)
+            self.assertNotEqual(proc.returncode, 0, args)
+            self.assertIn(words, proc.stderr, args)
+        # --num-replicas outside the bounds starts within them.
+        self.server.deploy("m", "sim", "/m", "--num-replicas", "9", "--min-replicas", "2",
+                           "--max-replicas", "3", "--isolation", "thread")
+        self.assertEqual(replicas(self.server), (3, 3))
+        self.assertEqual(self.server.backend_status("m")["spec"]["num_replicas"], 3)
+
+    def test_update_num_replicas_moves_the_target(self):
+        self.server.deploy("m", "sim", "/m", "--min-replicas", "1", "--max-replicas", "4",
+                           "--downscale-delay", "600", "--isolation", "thread")
+        requests_before = self.server.backend_status("m")["requests"]
+        self.assertEqual(self.server.post("/m").status, 200)
+        replaced = self.server.log().count("backend=m: new replicas running and routed to")
+        out = self.server.cli("update-backend", "m", "--num-replicas", "3").stdout
+        self.assertIn("updated", out)
+        self.assertEqual(replicas(self.server), (3, 3))
+        self.server.cli("update-backend", "m", "--num-replicas", "50")
+        self.assertEqual(replicas(self.server), (4, 4))  # clamped to the bound
+        self.assertEqual(self.server.post("/m").status, 200)
+        # The same backend object (its counts go on), not a replacement.
+        self.assertGreater(self.server.backend_status("m")["requests"], requests_before)
+        self.assertEqual(
+            self.server.log().count("backend=m: new replicas running and routed to"), replaced)
+        # Turning autoscaling off keeps the count it had.
+        self.server.cli("update-backend", "m", "--min-replicas", "0", "--max-replicas", "0")
+        b = self.server.backend_status("m")
+        self.assertEqual((b["replicas"], b["spec"]["max_replicas"]), (4, 0))
+        self.assertNotIn("autoscaling", b)
+
+    def test_restart_keeps_the_target_count(self):
+        self.server.deploy("m", "sim", "/m", "--config", "base_us=20000", "--min-replicas", "1",
+                           "--max-replicas", "5", "--upscale-delay", "0.5",
+                           "--downscale-delay", "600", "--isolation", "thread")
+        load = Load(self.server, "/m", 6)
+        try:
+            grown = wait_for(self.server, lambda n: n == 3, 30, [])
+        finally:
+            statuses = load.stop()
+        self.assertIsNotNone(grown)
+        self.assertEqual(set(statuses), {200}, statuses)
+        self.server.stop()
+        self.server.start()
+        self.assertEqual(replicas(self.server), (3, 3))
+        self.assertEqual(self.server.post("/m").status, 200)
+
+
+class DeployFiles(ServeTestCase):
+    def write(self, text):
+        fd, path = tempfile.mkstemp(suffix=".yaml", dir=self.server.state_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write(textwrap.dedent(text))
+        return path
+
+    def test_autoscaling_and_slo_keys(self):
+        path = self.write("""\
+            backends:
+              - name: m
+                plugin: sim
+                isolation: thread
+                num_replicas: 2
+                max_batch_size: 16
+                latency_slo_ms: 40
+                autoscaling: {min_replicas: 1, max_replicas: 4, target_ongoing_requests: 3,
+                              upscale_delay_s: 2, downscale_delay_s: 600}
+            endpoints:
+              - {name: m, route: /m, backend: m}
+            """)
+        self.server.cli("deploy", path)
+        b = self.server.backend_status("m")
+        spec = b["spec"]
+        self.assertEqual((spec["min_replicas"], spec["max_replicas"]), (1, 4))
+        self.assertEqual((spec["target_ongoing_requests"], spec["upscale_delay_s"],
+                          spec["downscale_delay_s"], spec["latency_slo_ms"]), (3, 2, 600, 40))
+        self.assertEqual((b["replicas"], b["target_replicas"]), (2, 2))
+        # The autoscaler's count (here set by hand) survives the same file
+        # applied again: the file's num_replicas is where it started.
+        self.server.cli("update-backend", "m", "--num-replicas", "3")
+        out = self.server.cli("deploy", path).stdout
+        self.assertEqual(replicas(self.server), (3, 3), out)
+        status = self.server.cli("status").stdout
+        self.assertIn("backend m: autoscaling: 3 replica(s) running, target 3 within 1..4", status)
+        self.assertIn("backend m: adaptive batching: max batch", status)
+
+    def test_bad_autoscaling_refused_with_line(self):
+        for body, words in [
+            ("autoscaling: {min_replicas: 1}", "autoscaling needs both min_replicas and max_replicas"),
+            ("autoscaling: {min_replicas: 1, max_replicas: 2, up: 3}", "unknown autoscaling key 'up'"),
+            ("autoscaling: 3", "autoscaling must be a mapping"),
+            ("autoscaling: {min_replicas: 4, max_replicas: 2}", "at most"),
+            ("latency_slo_ms: fast", "latency_slo_ms must be a number"),
+        ]:
+            path = self.write("backends:\n  - name: m\n    plugin: sim\n    %s\n" % body)
+            proc = self.server.cli("deploy", path, check=False)
+            self.assertNotEqual(proc.returncode, 0, body)
+            self.assertIn(words, proc.stderr, body)
+            self.assertRegex(proc.stderr, r"\.yaml:\d+", body)
+        self.assertEqual(self.server.status()["backends"], [])
+
+
+class AdaptiveBatching(ServeTestCase):
+    def run_under_load(self, isolation):
+        self.server.deploy("m", "sim", "/m", "--config", "base_us=2000", "--config",
+                           "per_item_us=200", "--max-batch-size", "8", "--latency-slo-ms", "40",
+                           "--isolation", isolation)
+        load = Load(self.server, "/m", 12)
+        try:
+            time.sleep(3)
+            b = self.server.backend_status("m")
+            metrics = self.server.get("/metrics").body.decode()
+        finally:
+            statuses = load.stop()
+        self.assertEqual(set(statuses), {200}, statuses)
+        choice = b["adaptive_batching"]
+        self.assertTrue(1 <= choice["max_batch_size"] <= 8, choice)
+        self.assertGreater(choice["p99_ms"], 0)
+        self.assertEqual(choice["latency_slo_ms"], 40)
+        m = re.search(r'serve_backend_adaptive_max_batch_size\{backend="m"\} (\d+)', metrics)
+        self.assertTrue(m and 1 <= int(m.group(1)) <= 8, metrics[-2000:])
+        self.assertRegex(metrics, r'serve_backend_adaptive_batch_wait_seconds\{backend="m"\} ')
+        self.assertRegex(metrics, r'serve_backend_adaptive_p99_seconds\{backend="m"\} ')
+        # 12 clients: batches grew past 1 (the choice is used, not ignored).
+        self.assertGreater(b["requests"], b["batches"])
+
+    def test_threads(self):
+        self.run_under_load("thread")
+
+    def test_processes(self):
+        self.run_under_load("process")
+
+    def test_an_slo_too_tight_for_any_batch_still_serves(self):
+        # 50 ms per request against a 10 ms SLO: no batch meets it; the
+        # batcher falls back to batches of 1 and every request is answered.
+        self.server.deploy("m", "sim", "/m", "--config", "base_us=50000", "--max-batch-size", "8",
+                           "--latency-slo-ms", "10", "--isolation", "thread")
+        load = Load(self.server, "/m", 4)
+        try:
+            time.sleep(2.5)
+            choice = self.server.backend_status("m")["adaptive_batching"]
+        finally:
+            statuses = load.stop()
+        self.assertEqual(set(statuses), {200}, statuses)
+        self.assertEqual(choice["max_batch_size"], 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
