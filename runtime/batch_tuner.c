@@ -25,12 +25,14 @@
 /* A period whose p99 stayed under this share of the target earns a step. */
 #define WELL_UNDER 0.8
 
-/* How fast the cost model forgets: per batch, for the line; per batch of
- * that size, for a size's own average. A size's average counts for
- * FRESH_NS after it was last seen; after that the line decides. */
+/* How fast the cost model forgets: per batch, for where the line passes;
+ * per batch of that size, for a size's own average. A size's average
+ * counts for FRESH_NS after it was last seen. */
 #define FIT_DECAY 0.97
 #define SIZE_WEIGHT 0.3
 #define FRESH_NS 1000000000ull
+/* The sizes seen recently must span this many to give a slope. */
+#define SPREAD_MIN 3
 
 struct batch_tuner {
     pthread_mutex_t lock;
@@ -43,10 +45,12 @@ struct batch_tuner {
     /* Under lock. */
     double *exec_avg;       /* [limit + 1]: per size, ns; 0 unseen */
     uint64_t *exec_seen_at; /* [limit + 1] */
-    double s, sx, sy, sxx, sxy; /* decayed sums of (n, exec ns) */
+    double s, sx, sy;           /* decayed sums of (1, n, exec ns) */
+    double slope;               /* the last slope read off spread sizes */
+    bool slope_known;
+    double a, b;                /* the line of the last period */
     uint64_t period_start;
     uint64_t period_requests;
-    double period_busy_ns;
     uint64_t hist[HIST_BUCKETS];
     double headroom;
     double last_p99_ns;
@@ -117,26 +121,46 @@ static double p99_of(const uint64_t *hist, uint64_t total)
     return bucket_top(HIST_BUCKETS - 1);
 }
 
-/* The predicted execution time of a batch of n, ns. Under lock. */
+/* The line a + b n through recent batches, ns. Under lock. Its slope is
+ * fitted to the recent average of each size seen in the last FRESH_NS,
+ * one point per size, so that many batches of one size weigh as one and
+ * a change of cost shows as soon as each size was seen again; only sizes
+ * that spread give a slope (a steady load runs batches of nearly one
+ * size, and noise would make any slope of them). Otherwise the last slope
+ * stands, moved to pass through the recent batches, or before any, their
+ * time per request (which never underestimates a larger batch). */
+static void fit_line(struct batch_tuner *t, uint64_t now_ns)
+{
+    double k = 0, kx = 0, ky = 0, kxx = 0, kxy = 0;
+    uint32_t lo = 0, hi = 0;
+    for (uint32_t n = 1; n <= t->limit; n++) {
+        if (t->exec_avg[n] <= 0 || now_ns - t->exec_seen_at[n] >= FRESH_NS) continue;
+        if (!lo) lo = n;
+        hi = n;
+        k += 1, kx += n, ky += t->exec_avg[n], kxx += (double)n * n, kxy += n * t->exec_avg[n];
+    }
+    if (hi - lo >= SPREAD_MIN) {
+        double slope = (kxy - kx * ky / k) / (kxx - kx * kx / k);
+        t->slope = slope > 0 ? slope : 0;
+        t->slope_known = true;
+    }
+    if (t->s <= 0) {
+        t->a = t->b = 0;
+        return;
+    }
+    double mx = t->sx / t->s, my = t->sy / t->s;
+    t->b = t->slope_known ? t->slope : my / mx;
+    t->a = my - t->b * mx;
+    if (t->a < 0) t->a = 0;
+}
+
+/* The predicted execution time of a batch of n, ns: the line, or the
+ * size's own recent average where that is longer. Under lock. */
 static double predict(const struct batch_tuner *t, uint32_t n, uint64_t now_ns)
 {
-    double fit;
-    double var = t->s > 0 ? t->sxx / t->s - (t->sx / t->s) * (t->sx / t->s) : 0;
-    if (t->s <= 0) {
-        fit = 0;
-    } else if (var < 0.25) {
-        /* One size seen (a steady load): its time per request, scaled. */
-        fit = t->sy / t->sx * n;
-    } else {
-        double slope = (t->sxy - t->sx * t->sy / t->s) / (t->sxx - t->sx * t->sx / t->s);
-        if (slope < 0) slope = 0;
-        double intercept = (t->sy - slope * t->sx) / t->s;
-        if (intercept < 0) intercept = 0;
-        fit = intercept + slope * n;
-    }
-    if (t->exec_avg[n] > 0 && now_ns - t->exec_seen_at[n] < FRESH_NS && t->exec_avg[n] > fit)
-        return t->exec_avg[n];
-    return fit;
+    double line = t->a + t->b * n;
+    if (t->exec_avg[n] > line && now_ns - t->exec_seen_at[n] < FRESH_NS) return t->exec_avg[n];
+    return line;
 }
 
 /* Closes a period: the AIMD step on the headroom, then the new choice.
@@ -155,6 +179,7 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
         if (t->headroom > BATCH_TUNER_HEADROOM_MAX) t->headroom = BATCH_TUNER_HEADROOM_MAX;
     }
     double budget = t->headroom * t->slo_ns;
+    fit_line(t, now_ns);
     uint32_t best = 1;
     for (uint32_t n = 2; n <= t->limit; n++) {
         if (2 * predict(t, n, now_ns) > budget) break;
@@ -163,9 +188,16 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
     double elapsed = (double)(now_ns - t->period_start);
     double replicas = atomic_load_explicit(&t->replicas, memory_order_relaxed);
     double rate = t->period_requests / elapsed / replicas; /* per replica, per ns */
-    double busy = t->period_busy_ns / elapsed / replicas;
+    /* The batch a replica that never waits settles at: what arrives while
+     * it runs the one before, n = rate x exec(n), with exec(n) = a + b n
+     * the line. Past half the chosen size, the load
+     * is near what that size carries: fuller batches buy capacity. Below,
+     * a wait would only add latency. (Measured from the load and the
+     * model, not from how busy the replica was, which the wait itself
+     * changes: the choice does not swing from one period to the next.) */
+    double greedy = rate * t->b < 1 ? rate * t->a / (1 - rate * t->b) : INFINITY;
     double wait = 0;
-    if (busy > 0.5 && rate > 0) {
+    if (greedy > best / 2.0 && rate > 0) {
         double fill = (best - 1) / rate;
         double room = budget - 2 * predict(t, best, now_ns);
         wait = fill < room ? fill : room;
@@ -176,7 +208,6 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
     for (int b = 0; b < HIST_BUCKETS; b++) t->hist[b] = 0;
     t->period_start = now_ns;
     t->period_requests = 0;
-    t->period_busy_ns = 0;
 }
 
 void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t queued_ns, uint64_t exec_ns,
@@ -194,11 +225,8 @@ void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t queued_ns, ui
     t->s = t->s * FIT_DECAY + 1;
     t->sx = t->sx * FIT_DECAY + (double)n;
     t->sy = t->sy * FIT_DECAY + exec;
-    t->sxx = t->sxx * FIT_DECAY + (double)n * (double)n;
-    t->sxy = t->sxy * FIT_DECAY + (double)n * exec;
     t->hist[bucket_of((double)queued_ns + exec)] += n;
     t->period_requests += n;
-    t->period_busy_ns += exec;
     uint64_t elapsed = now_ns - t->period_start;
     if ((elapsed >= BATCH_TUNER_PERIOD_MS * 1000000ull &&
          t->period_requests >= PERIOD_MIN_REQUESTS) ||

@@ -6,8 +6,9 @@
  * waited, how long it ran), it keeps
  * - a cost model: the execution time of each batch size seen (a moving
  *   average), and a line a + b x n fitted to recent batches for the sizes
- *   not seen (or, with too few sizes to fit, the time per request of
- *   those seen, which never underestimates a larger batch);
+ *   not seen (its slope read only off sizes that spread; with one size,
+ *   the last slope, or before any the time per request, which never
+ *   underestimates a larger batch);
  * - the p99 of the latency its requests saw over the last period
  *   (BATCH_TUNER_PERIOD_MS), each batch counted as its oldest request;
  * - a headroom, the share of the target it plans for: it shrinks by a
@@ -17,9 +18,10 @@
  * Each period it chooses the largest batch whose execution fits twice in
  * the planned budget (a request may wait behind a running batch, then run
  * in its own), and a wait: the time that batch takes to arrive at the
- * measured rate, within what the budget leaves, but only while the
- * replicas are busy more than half the time. Below that a wait would only
- * add latency: capacity is not what is short.
+ * measured rate, within what the budget leaves, but only where a replica
+ * that never waits would run batches past half that size (the load is
+ * near what it carries). Below that a wait would only add latency:
+ * capacity is not what is short.
  *
  * Threads: batch_tuner_observe from any thread (it takes a lock once per
  * batch, never per request); the choices are read lock-free. */
