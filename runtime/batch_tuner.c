@@ -31,6 +31,8 @@
 #define FIT_DECAY 0.97
 #define SIZE_WEIGHT 0.3
 #define FRESH_NS 1000000000ull
+/* The batch chosen carries this much more than the measured rate. */
+#define CARRY_MARGIN 1.25
 /* A new batch size closer than this share to the current one is not taken. */
 #define HOLD 0.1
 /* The sizes seen recently must span this many to give a slope. */
@@ -53,6 +55,7 @@ struct batch_tuner {
     double a, b;                /* the line of the last period */
     uint64_t period_start;
     uint64_t period_requests;
+    uint64_t period_batches, period_full; /* batches, and those at the chosen size */
     uint64_t hist[HIST_BUCKETS];
     double headroom;
     double last_p99_ns;
@@ -173,8 +176,18 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
     for (int b = 0; b < HIST_BUCKETS; b++) total += t->hist[b];
     double p99 = p99_of(t->hist, total);
     t->last_p99_ns = p99;
+    uint32_t current = atomic_load_explicit(&t->max_batch, memory_order_relaxed);
+    double elapsed = (double)(now_ns - t->period_start);
+    double replicas = atomic_load_explicit(&t->replicas, memory_order_relaxed);
+    double rate = t->period_requests / elapsed / replicas; /* per replica, per ns */
+    /* Most batches full: requests queued past the chosen size, so the
+     * replicas did not keep up with it. A miss then comes from the queue,
+     * not from the batches' length, and smaller batches would only carry
+     * less: the size doubles instead (a backlog drains fastest at the
+     * largest batch), and the headroom stays. */
+    bool backlog = current < t->limit && t->period_full * 2 > t->period_batches;
     double headroom_before = t->headroom;
-    if (p99 > t->slo_ns) {
+    if (p99 > t->slo_ns && !backlog) {
         t->headroom *= MISS_FACTOR;
         if (t->headroom < HEADROOM_MIN) t->headroom = HEADROOM_MIN;
     } else if (p99 < t->slo_ns * WELL_UNDER) {
@@ -183,30 +196,38 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
     }
     double budget = t->headroom * t->slo_ns;
     fit_line(t, now_ns);
+    /* The largest batch that fits the budget twice... */
     uint32_t best = 1;
     for (uint32_t n = 2; n <= t->limit; n++) {
         if (2 * predict(t, n, now_ns) > budget) break;
         best = n;
     }
+    /* ...but never one too small to carry the load with a quarter to
+     * spare: below that the queue grows and no latency is met. */
+    uint32_t carry = t->limit;
+    for (uint32_t n = 1; n <= t->limit; n++)
+        if (n >= CARRY_MARGIN * rate * predict(t, n, now_ns)) {
+            carry = n;
+            break;
+        }
+    if (best < carry) best = carry;
+    if (backlog && best < 2 * current) best = 2 * current < t->limit ? 2 * current : t->limit;
     /* With the same headroom, a size within HOLD of the current one is
      * the model's noise: the choice stays. (A step of the headroom, up or
      * down, is always taken.) */
-    uint32_t current = atomic_load_explicit(&t->max_batch, memory_order_relaxed);
-    if (t->headroom == headroom_before && fabs((double)best - current) <= HOLD * current)
+    if (!backlog && t->headroom == headroom_before &&
+        fabs((double)best - current) <= HOLD * current)
         best = current;
-    double elapsed = (double)(now_ns - t->period_start);
-    double replicas = atomic_load_explicit(&t->replicas, memory_order_relaxed);
-    double rate = t->period_requests / elapsed / replicas; /* per replica, per ns */
     /* The batch a replica that never waits settles at: what arrives while
      * it runs the one before, n = rate x exec(n), with exec(n) = a + b n
-     * the line. Past half the chosen size, the load
-     * is near what that size carries: fuller batches buy capacity. Below,
-     * a wait would only add latency. (Measured from the load and the
-     * model, not from how busy the replica was, which the wait itself
-     * changes: the choice does not swing from one period to the next.) */
+     * the line. Past half the chosen size, the load is near what that
+     * size carries: fuller batches buy capacity. Below, a wait would only
+     * add latency. (Measured from the load and the model, not from how
+     * busy the replica was, which the wait itself changes: the choice
+     * does not swing from one period to the next.) */
     double greedy = rate * t->b < 1 ? rate * t->a / (1 - rate * t->b) : INFINITY;
     double wait = 0;
-    if (greedy > best / 2.0 && rate > 0) {
+    if (greedy > best / 2.0 && rate > 0 && !backlog) {
         double fill = (best - 1) / rate;
         double room = budget - 2 * predict(t, best, now_ns);
         wait = fill < room ? fill : room;
@@ -217,6 +238,7 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
     for (int b = 0; b < HIST_BUCKETS; b++) t->hist[b] = 0;
     t->period_start = now_ns;
     t->period_requests = 0;
+    t->period_batches = t->period_full = 0;
 }
 
 void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t queued_ns, uint64_t exec_ns,
@@ -236,6 +258,8 @@ void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t queued_ns, ui
     t->sy = t->sy * FIT_DECAY + exec;
     t->hist[bucket_of((double)queued_ns + exec)] += n;
     t->period_requests += n;
+    t->period_batches++;
+    t->period_full += n >= atomic_load_explicit(&t->max_batch, memory_order_relaxed);
     uint64_t elapsed = now_ns - t->period_start;
     if ((elapsed >= BATCH_TUNER_PERIOD_MS * 1000000ull &&
          t->period_requests >= PERIOD_MIN_REQUESTS) ||

@@ -17,7 +17,11 @@
  *   additive increase, multiplicative decrease.
  * Each period it chooses the largest batch whose execution fits twice in
  * the planned budget (a request may wait behind a running batch, then run
- * in its own), and a wait: the time that batch takes to arrive at the
+ * in its own), but never one too small to carry the measured rate with a
+ * quarter to spare; when most batches ran full (a queue the chosen size
+ * does not keep up with), a miss comes from the queue, so the size doubles
+ * instead of the headroom shrinking (smaller batches would carry less and
+ * the queue would never drain). And a wait: the time that batch takes to arrive at the
  * measured rate, within what the budget leaves, but only where a replica
  * that never waits would run batches past half that size (the load is
  * near what it carries). Below that a wait would only add latency:

@@ -15,9 +15,11 @@ struct cost {
     double base_us, per_item_us;
 };
 
-/* Runs batches back to back (a busy replica) for `ms` of simulated time
- * from *now, sizes cycling up to the tuner's current choice, each request
- * having queued `queued_ms` first; idle_ms between batches (0: busy). */
+/* Runs batches for `ms` of simulated time from *now, sizes cycling up to
+ * the tuner's current choice, each request having queued `queued_ms`
+ * first, idle_ms between batches (a replica that keeps up with its load:
+ * one that never idles looks saturated, and keeps the size that carries
+ * its rate). */
 static void run(struct batch_tuner *t, struct cost c, double queued_ms, double idle_ms,
                 uint64_t *now, uint64_t ms)
 {
@@ -39,7 +41,7 @@ TEST_IMPL(batch_tuner_fits_the_budget)
     struct batch_tuner *t = batch_tuner_new(8, 128);
     ASSERT_NOT_NULL(t);
     uint64_t now = MS;
-    run(t, (struct cost){2000, 20}, 0.5, 0, &now, 5000);
+    run(t, (struct cost){2000, 20}, 0.5, 3, &now, 5000);
     uint32_t b = batch_tuner_max_batch(t);
     ASSERT(b >= 50 && b <= 60);
     batch_tuner_free(t);
@@ -51,19 +53,19 @@ TEST_IMPL(batch_tuner_backs_off_after_misses)
     struct batch_tuner *t = batch_tuner_new(20, 256);
     ASSERT_NOT_NULL(t);
     uint64_t now = MS;
-    run(t, (struct cost){2000, 20}, 1, 0, &now, 3000);
+    run(t, (struct cost){2000, 20}, 1, 3, &now, 3000);
     uint32_t calm = batch_tuner_max_batch(t);
     struct batch_tuner_view v;
     batch_tuner_view(t, &v);
     double headroom = v.headroom;
     /* Requests that queued 25 ms: every period misses the 20 ms SLO. */
-    run(t, (struct cost){2000, 20}, 25, 0, &now, 1000);
+    run(t, (struct cost){2000, 20}, 25, 3, &now, 1000);
     batch_tuner_view(t, &v);
     ASSERT(v.headroom < headroom * 0.5); /* multiplicative decrease */
     ASSERT(v.p99_ms > 20);
     ASSERT(batch_tuner_max_batch(t) < calm);
     /* The queue drains: the headroom grows back, step by step. */
-    run(t, (struct cost){2000, 20}, 1, 0, &now, 5000);
+    run(t, (struct cost){2000, 20}, 1, 3, &now, 5000);
     uint32_t again = batch_tuner_max_batch(t);
     ASSERT(again >= calm * 0.9 && again <= calm * 1.1); /* the same, within the model's noise */
     batch_tuner_free(t);
@@ -78,12 +80,12 @@ TEST_IMPL(batch_tuner_follows_a_cost_change)
     struct batch_tuner *t = batch_tuner_new(10, 64);
     ASSERT_NOT_NULL(t);
     uint64_t now = MS;
-    run(t, (struct cost){2000, 20}, 0.5, 0, &now, 3000);
+    run(t, (struct cost){2000, 20}, 0.5, 3, &now, 3000);
     ASSERT_EQ(batch_tuner_max_batch(t), 64);
     uint64_t change = now;
     uint64_t settled = 0;
     while (now < change + 5000 * MS) {
-        run(t, (struct cost){2000, 100}, 0.5, 0, &now, 100);
+        run(t, (struct cost){2000, 100}, 0.5, 3, &now, 100);
         uint32_t b = batch_tuner_max_batch(t);
         if (b >= 15 && b <= 22) {
             if (!settled) settled = now;
@@ -120,6 +122,31 @@ TEST_IMPL(batch_tuner_waits_only_near_capacity)
     uint32_t b = batch_tuner_max_batch(t);
     ASSERT(wait > 0);
     ASSERT(wait <= (uint64_t)(0.8 * 20 * MS - 2 * (2000 + 20.0 * b) * US) + US);
+    batch_tuner_free(t);
+    return 0;
+}
+
+TEST_IMPL(batch_tuner_grows_under_a_backlog)
+{
+    /* 2 ms + 500 us per item under a 20 ms SLO: two batches fit the
+     * budget only up to about a dozen requests. */
+    struct batch_tuner *t = batch_tuner_new(20, 64);
+    ASSERT_NOT_NULL(t);
+    uint64_t now = MS;
+    run(t, (struct cost){2000, 500}, 1, 10, &now, 3000);
+    uint32_t small = batch_tuner_max_batch(t);
+    ASSERT(small > 1 && small < 20);
+    /* Then more load than that size carries: every batch full, requests
+     * queued 300 ms. Every period misses, from the queue: shrinking the
+     * batch (as a miss of its own length would) would carry less and
+     * never drain it; the size grows to the largest instead. */
+    for (uint64_t end = now + 2000 * MS; now < end;) {
+        uint32_t n = batch_tuner_max_batch(t);
+        uint64_t exec = (uint64_t)((2000 + 500.0 * n) * US);
+        now += exec;
+        batch_tuner_observe(t, n, 300 * MS, exec, now);
+    }
+    ASSERT_EQ(batch_tuner_max_batch(t), 64);
     batch_tuner_free(t);
     return 0;
 }
