@@ -270,8 +270,8 @@ class AdaptiveBatching(ServeTestCase):
         self.run_under_load("process")
 
     def test_an_slo_too_tight_for_any_batch_still_serves(self):
-        # 50 ms per request against a 10 ms SLO: no batch meets it; the
-        # batcher falls back to batches of 1 and every request is answered.
+        # 50 ms per batch against a 10 ms SLO: no batch meets it. Every
+        # request is still answered, and the miss shows.
         self.server.deploy("m", "sim", "/m", "--config", "base_us=50000", "--max-batch-size", "8",
                            "--latency-slo-ms", "10", "--isolation", "thread")
         load = Load(self.server, "/m", 4)
@@ -281,8 +281,8 @@ class AdaptiveBatching(ServeTestCase):
         finally:
             statuses = load.stop()
         self.assertEqual(set(statuses), {200}, statuses)
-        self.assertEqual(choice["max_batch_size"], 1)
-
+        self.assertGreater(choice["p99_ms"], 10)
+        self.assertTrue(1 <= choice["max_batch_size"] <= 8, choice)
 
 if __name__ == "__main__":
     unittest.main()
