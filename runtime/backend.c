@@ -128,6 +128,26 @@ static void requeue_batch(struct replica *r, serve_request **batch, size_t n, in
     if (wake) park_wake(&wake->park);
 }
 
+/* Adaptive batching's latency samples: each answered request's time from
+ * queued to answered (a stream's is its generation's, not a latency: left
+ * out). One lock per call. reqs[i] may be NULL. */
+static void observe_latencies(struct backend *b, serve_request *const *reqs, size_t n)
+{
+    if (!b->tuner) return;
+    uint64_t now = serve__now_ns(), lat[64];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const serve_request *req = reqs[i];
+        if (!req || req->stream || atomic_load(&req->state) != REQ_ANSWERED) continue;
+        lat[k++] = now - req->enqueued_ns;
+        if (k == 64) {
+            batch_tuner_latencies(b->tuner, lat, k);
+            k = 0;
+        }
+    }
+    if (k) batch_tuner_latencies(b->tuner, lat, k);
+}
+
 /* Runs one batch, outside the mutex: on the replica's worker thread, or
  * (an asynchronous kind's hand-over, see dispatch_here) another one;
  * `nowait` on a thread the replica may be waiting on. Returns how many
@@ -147,8 +167,6 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n, bo
     }
     histogram_observe(&m->batch_size, n);
     histogram_observe(&m->batch_wait_seconds, started - batch[0]->enqueued_ns);
-    atomic_store_explicit(&r->last_queued_ns, started - batch[0]->enqueued_ns,
-                          memory_order_relaxed);
     /* Counted at dispatch, like the batch-size histogram, so that the two
      * agree in any scrape. */
     atomic_fetch_add_explicit(&m->batches_total, 1, memory_order_relaxed);
@@ -163,6 +181,14 @@ static uint32_t run_batch(struct replica *r, serve_request **batch, size_t n, bo
     /* A kind that runs batches elsewhere reports their time (and
      * failures) itself. */
     if (!b->kind->idle) {
+        if (b->tuner) {
+            /* Those it answered now (the deferred ones count when answered). */
+            serve_request *answered[64];
+            size_t k = 0;
+            for (size_t i = 0; i < n && k < 64; i++)
+                if (!batch[i]->deferred && batch[i]->answered) answered[k++] = batch[i];
+            observe_latencies(b, answered, k);
+        }
         backend_replica_batch_ran(&r->base, n, serve__now_ns() - started);
         if (rc != 0) log_batch_failed(&r->batch_failures, b->spec.name, r->base.index, rc, n);
     }
@@ -323,7 +349,7 @@ void *replica_main(void *arg)
             /* Draining (autoscaling): what it holds finishes, open
              * generations included; nothing new comes. A backend that
              * stops meanwhile ends it as it ends the others. */
-            bool stepping = r->base.again && !b->reject_queued &&
+            bool stepping = r->base.again && !b->reject_queued && r->in_flight > 0 &&
                             (!b->stopping || serve__now_ns() < b->stop_steps_until_ns);
             if ((r->in_flight == 0 || b->stopping) && !stepping) {
                 r->exited = true;
@@ -678,6 +704,8 @@ static bool dispatch_here(struct backend *b, struct replica *only, bool nowait)
     if (!dispatched) return false;
     /* What is left (a large body, a full ring) is the worker's. */
     bool wake = b->queue_head && r->parked == PARKED_AT_LIMIT && r->in_flight < b->concurrency;
+    /* A replica that began to drain meanwhile ends once it holds nothing. */
+    wake = wake || (r->retiring && r->in_flight == 0 && r->parked != PARKED_NO);
     if (wake) r->parked = PARKED_NO;
     pthread_mutex_unlock(&b->mutex);
     if (wake) park_wake(&r->park);
@@ -724,6 +752,15 @@ enum enqueue_result backend_enqueue(struct backend *b, serve_request *req)
     return ENQUEUE_OK;
 }
 
+/* Under b->mutex: may a callback about a request it held still reach
+ * replica r? Not once the replicas stop, nor once r is being stopped or
+ * its slot was freed (autoscaling): a stream's last bytes, or a late
+ * cancel, may come after the replica that answered it is gone. */
+static bool replica_reachable(const struct backend *b, const struct replica *r)
+{
+    return r && !b->stopping_replicas && !r->reaping && !r->empty;
+}
+
 void backend_request_cancelled(serve_request *req)
 {
     handles_cancel_calls(req); /* the calls it made go too, transitively */
@@ -731,7 +768,7 @@ void backend_request_cancelled(serve_request *req)
     if (!b || !b->kind->cancelled) return;
     pthread_mutex_lock(&b->mutex);
     struct replica *r = req->replica; /* NULL while queued */
-    if (b->stopping_replicas || (r && r->reaping)) r = NULL;
+    if (!replica_reachable(b, r)) r = NULL;
     if (r) b->cancels_running++;
     pthread_mutex_unlock(&b->mutex);
     if (!r) return;
@@ -746,8 +783,17 @@ void backend_request_cancelled(serve_request *req)
 void backend_stream_drained(serve_request *req, uint64_t drained)
 {
     struct backend *b = req->backend;
+    if (!b || !b->kind->stream_drained) return;
+    pthread_mutex_lock(&b->mutex);
     struct replica *r = req->replica; /* a streaming request stays on its replica */
-    if (b && r && b->kind->stream_drained) b->kind->stream_drained(&r->base, req, drained);
+    bool reachable = replica_reachable(b, r);
+    if (reachable) b->cancels_running++; /* its stop waits for this, as for a cancel */
+    pthread_mutex_unlock(&b->mutex);
+    if (!reachable) return;
+    b->kind->stream_drained(&r->base, req, drained);
+    pthread_mutex_lock(&b->mutex);
+    if (--b->cancels_running == 0) pthread_cond_broadcast(&b->reconfigured);
+    pthread_mutex_unlock(&b->mutex);
 }
 
 /* Answers everything queued with 503 and msg. */
@@ -804,8 +850,10 @@ void backend_stop(struct backend *b)
 /* Under b->mutex. */
 static bool any_replica_up(const struct backend *b)
 {
-    for (size_t i = 0; i < b->replica_count; i++)
-        if (!b->replicas[i].down) return true;
+    for (size_t i = 0; i < b->replica_count; i++) {
+        const struct replica *r = &b->replicas[i];
+        if (!r->down && !r->retiring && !r->empty) return true;
+    }
     return false;
 }
 
@@ -844,10 +892,7 @@ void backend_replica_batch_ran(struct replica_base *base, size_t n, uint64_t too
     struct replica *r = (struct replica *)base;
     struct backend *b = r->backend;
     histogram_observe(&b->m->exec_seconds, took);
-    if (b->tuner)
-        batch_tuner_observe(b->tuner, n,
-                            atomic_load_explicit(&r->last_queued_ns, memory_order_relaxed), took,
-                            serve__now_ns());
+    if (b->tuner) batch_tuner_observe(b->tuner, n, took, serve__now_ns());
     double timeout_ms = b->spec.options.request_timeout_ms;
     double hang_ms = b->spec.options.hang_timeout_ms;
     if (hang_ms > 0 && took / 1e6 > hang_ms && b->kind == &replica_kind_thread)
@@ -905,13 +950,13 @@ static long reconfigure_all(struct backend *b, const serve_config *config, bool 
     b->pending_config = config;
     /* A drained replica (autoscaling) is stopped before it runs again. */
     for (size_t i = 0; i < b->replica_count; i++)
-        b->replicas[i].reconfigure_pending = !b->replicas[i].exited;
+        b->replicas[i].reconfigure_pending = !b->replicas[i].exited && !b->replicas[i].empty;
     wake_parked(b, PARKED_NO);
     for (size_t i = 0; i < b->replica_count; i++)
         while (b->replicas[i].reconfigure_pending) pthread_cond_wait(&b->reconfigured, &b->mutex);
     long failed = -1;
     for (size_t i = 0; i < b->replica_count; i++) {
-        if (b->replicas[i].exited) b->replicas[i].reconfigure_rc = 0;
+        if (b->replicas[i].exited || b->replicas[i].empty) b->replicas[i].reconfigure_rc = 0;
         if (took) took[i] = b->replicas[i].reconfigure_rc == 0;
         if (b->replicas[i].reconfigure_rc != 0 && failed < 0) failed = (long)i;
     }
@@ -999,6 +1044,7 @@ void backend_deferred_answered(serve_request *req, bool answer_won)
     pthread_mutex_unlock(&b->mutex);
     if (wake) park_wake(&r->park);
     if (answer_won && req->status >= 500) backend_count_rejection(b, REJECT_PLUGIN_ERROR);
+    if (answer_won) observe_latencies(b, &req, 1);
     if (answer_won)
         req->deliver(req);
     else
@@ -1019,6 +1065,7 @@ void backend_deferred_answered_many(serve_request **reqs, const bool *won, size_
         pthread_mutex_unlock(&b->mutex);
         if (wake) park_wake(&r->park);
     }
+    observe_latencies(b, reqs, n); /* those whose answer won (the others are not answered) */
     for (size_t i = 0; i < n; i++) {
         serve_request *req = reqs[i];
         if (!won[i]) {
@@ -1116,7 +1163,10 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     mp_pack_key(pk, "concurrency"); /* max_concurrent_queries in force */
     msgpack_pack_uint32(pk, b->concurrency);
     mp_pack_key(pk, "spec");
-    backend_spec_pack(pk, &b->spec);
+    /* As the state file has it: the count autoscaling chose last. */
+    struct backend_spec shown = b->spec;
+    shown.options.num_replicas = atomic_load(&b->target_replicas);
+    backend_spec_pack(pk, &shown);
     mp_pack_key(pk, "plugin_name");
     mp_pack_str(pk, b->group_open ? b->group.label : "?");
     mp_pack_key(pk, "queued");

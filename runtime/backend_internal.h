@@ -46,7 +46,6 @@ struct replica {
     bool exited;
     bool reaping;
     bool empty; /* a slot below replica_count whose replica was stopped */
-    _Atomic uint64_t last_queued_ns; /* how long its last batch's oldest request waited */
     struct log_rate batch_failures; /* the worker's */
 };
 
@@ -84,6 +83,8 @@ struct backend {
     _Atomic uint32_t target_replicas;
     double last_ongoing;
     struct log_rate scale_failures;
+    uint64_t scale_retry_at_ns; /* no start attempt before (after a failed one) */
+    uint64_t scale_backoff_ns;
 
     struct batch_tuner *tuner; /* --latency-slo-ms; NULL: static batching */
 

@@ -10,6 +10,10 @@
 #include "batch_tuner.h"
 #include "clock.h"
 
+/* The backoff between attempts to start a replica after one failed. */
+#define SCALE_RETRY_MIN_NS (1000ull * 1000 * 1000)
+#define SCALE_RETRY_MAX_NS (30000ull * 1000 * 1000)
+
 /* Under b->mutex: replicas that take work. */
 size_t running_count(const struct backend *b)
 {
@@ -32,18 +36,18 @@ static bool start_replica(struct backend *b, char *err, size_t errlen)
         return false;
     }
     struct replica *r = replica_slot_init(b, i);
-    r->empty = r->down = true; /* a reused slot: not up, not counted, until started */
+    r->empty = true; /* a reused slot: not counted, not reached, until started */
     pthread_mutex_unlock(&b->mutex);
     if (!b->kind->start(&r->base, err, errlen)) return false;
     r->started = true;
     pthread_mutex_lock(&b->mutex);
-    r->empty = r->down = false;
+    r->empty = false; /* `down` is the kind's to say, from its start on */
     if (i == b->replica_count) b->replica_count = i + 1;
     pthread_mutex_unlock(&b->mutex);
     int rc = pthread_create(&r->thread, NULL, replica_main, r);
     if (rc != 0) {
         pthread_mutex_lock(&b->mutex);
-        r->empty = r->down = true;
+        r->empty = true;
         pthread_mutex_unlock(&b->mutex);
         b->kind->stop(&r->base);
         r->started = false;
@@ -54,11 +58,17 @@ static bool start_replica(struct backend *b, char *err, size_t errlen)
     return true;
 }
 
-/* Under b->mutex: the highest running replica starts to drain. */
+/* Under b->mutex: a running replica starts to drain: the highest that is
+ * down (restarting after a crash) if any, else the highest. */
 static void retire_one(struct backend *b)
 {
+    struct replica *down = NULL;
+    for (size_t i = b->replica_count; i-- > 0 && !down;)
+        if (!b->replicas[i].retiring && !b->replicas[i].empty && b->replicas[i].down)
+            down = &b->replicas[i];
     for (size_t i = b->replica_count; i-- > 0;) {
         struct replica *r = &b->replicas[i];
+        if (down && r != down) continue;
         if (r->retiring || r->empty) continue;
         r->retiring = true;
         LOG_INFO("backend=%s replica=%zu: draining (autoscaling down)", b->spec.name, i);
@@ -106,7 +116,7 @@ static void reap_retired(struct backend *b)
         b->kind->stop(&r->base);
         r->started = false;
         pthread_mutex_lock(&b->mutex);
-        r->empty = r->down = true;
+        r->empty = true;
         while (b->replica_count && b->replicas[b->replica_count - 1].empty) b->replica_count--;
         pthread_mutex_unlock(&b->mutex);
         LOG_INFO("backend=%s replica=%zu: drained and stopped", b->spec.name, i);
@@ -123,15 +133,24 @@ static void converge(struct backend *b)
     for (; running > target; running--) retire_one(b);
     while (running < target && unretire_one(b)) running++;
     pthread_mutex_unlock(&b->mutex);
-    for (; running < target; running++) {
+    uint64_t now = serve__now_ns();
+    for (; running < target && now >= b->scale_retry_at_ns; running++) {
         char err[1024];
-        if (!start_replica(b, err, sizeof err)) {
-            unsigned suppressed;
-            if (log_rate_allow(&b->scale_failures, 10000000000ull, &suppressed))
-                LOG_ERROR("backend=%s: cannot start a replica to reach %u (%u such failures "
-                          "not logged): %s", b->spec.name, target, suppressed, err);
-            break;
+        if (start_replica(b, err, sizeof err)) {
+            b->scale_backoff_ns = 0;
+            continue;
         }
+        /* A start that fails (an init that cannot load its model) is
+         * tried again after a backoff, not on every tick. */
+        b->scale_backoff_ns = b->scale_backoff_ns ? b->scale_backoff_ns * 2 : SCALE_RETRY_MIN_NS;
+        if (b->scale_backoff_ns > SCALE_RETRY_MAX_NS) b->scale_backoff_ns = SCALE_RETRY_MAX_NS;
+        b->scale_retry_at_ns = now + b->scale_backoff_ns;
+        unsigned suppressed;
+        if (log_rate_allow(&b->scale_failures, 10000000000ull, &suppressed))
+            LOG_ERROR("backend=%s: cannot start a replica to reach %u (tried again in %.0f s; "
+                      "%u such failures not logged): %s", b->spec.name, target,
+                      b->scale_backoff_ns / 1e9, suppressed, err);
+        break;
     }
     if (b->tuner) batch_tuner_set_replicas(b->tuner, (uint32_t)running);
 }

@@ -55,6 +55,8 @@ struct batch_tuner {
     double a, b;                /* the line of the last period */
     uint64_t period_start;
     uint64_t period_requests;
+    uint64_t period_answers;    /* latencies in hist */
+    uint64_t last_now;
     uint64_t period_batches, period_full; /* batches, and those at the chosen size */
     uint64_t hist[HIST_BUCKETS];
     double headroom;
@@ -237,17 +239,20 @@ static void choose(struct batch_tuner *t, uint64_t now_ns)
     atomic_store_explicit(&t->wait_ns, (uint64_t)wait, memory_order_relaxed);
     for (int b = 0; b < HIST_BUCKETS; b++) t->hist[b] = 0;
     t->period_start = now_ns;
-    t->period_requests = 0;
+    t->period_requests = t->period_answers = 0;
     t->period_batches = t->period_full = 0;
 }
 
-void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t queued_ns, uint64_t exec_ns,
-                         uint64_t now_ns)
+void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t exec_ns, uint64_t now_ns)
 {
     if (n == 0) return;
     if (n > t->limit) n = t->limit;
     double exec = (double)exec_ns;
     pthread_mutex_lock(&t->lock);
+    /* Threads read their clocks before taking the lock: one read earlier
+     * than the last seen counts as the last, so that no time runs back. */
+    if (now_ns < t->last_now) now_ns = t->last_now;
+    t->last_now = now_ns;
     if (t->period_start == 0) t->period_start = now_ns > exec_ns ? now_ns - exec_ns : 1;
     t->exec_avg[n] = t->exec_avg[n] > 0 && now_ns - t->exec_seen_at[n] < FRESH_NS
                          ? t->exec_avg[n] + SIZE_WEIGHT * (exec - t->exec_avg[n])
@@ -256,15 +261,22 @@ void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t queued_ns, ui
     t->s = t->s * FIT_DECAY + 1;
     t->sx = t->sx * FIT_DECAY + (double)n;
     t->sy = t->sy * FIT_DECAY + exec;
-    t->hist[bucket_of((double)queued_ns + exec)] += n;
     t->period_requests += n;
     t->period_batches++;
     t->period_full += n >= atomic_load_explicit(&t->max_batch, memory_order_relaxed);
     uint64_t elapsed = now_ns - t->period_start;
-    if ((elapsed >= BATCH_TUNER_PERIOD_MS * 1000000ull &&
-         t->period_requests >= PERIOD_MIN_REQUESTS) ||
-        elapsed >= PERIOD_MAX_NS)
+    bool enough = t->period_answers >= PERIOD_MIN_REQUESTS;
+    if ((elapsed >= BATCH_TUNER_PERIOD_MS * 1000000ull && enough) ||
+        (elapsed >= PERIOD_MAX_NS && t->period_answers > 0))
         choose(t, now_ns);
+    pthread_mutex_unlock(&t->lock);
+}
+
+void batch_tuner_latencies(struct batch_tuner *t, const uint64_t *latency_ns, size_t n)
+{
+    pthread_mutex_lock(&t->lock);
+    for (size_t i = 0; i < n; i++) t->hist[bucket_of((double)latency_ns[i])]++;
+    t->period_answers += n;
     pthread_mutex_unlock(&t->lock);
 }
 

@@ -2,15 +2,15 @@
  * that give the most throughput with the p99 of queue + execution time
  * within a latency target (--latency-slo-ms).
  *
- * Fed every batch a backend runs (its size, how long its oldest request
- * waited, how long it ran), it keeps
+ * Fed every batch a backend runs (its size, how long it ran) and every
+ * answer's latency (from queued to answered), it keeps
  * - a cost model: the execution time of each batch size seen (a moving
  *   average), and a line a + b x n fitted to recent batches for the sizes
  *   not seen (its slope read only off sizes that spread; with one size,
  *   the last slope, or before any the time per request, which never
  *   underestimates a larger batch);
  * - the p99 of the latency its requests saw over the last period
- *   (BATCH_TUNER_PERIOD_MS), each batch counted as its oldest request;
+ *   (BATCH_TUNER_PERIOD_MS);
  * - a headroom, the share of the target it plans for: it shrinks by a
  *   quarter after a period whose p99 missed the target, and grows by a
  *   step (up to BATCH_TUNER_HEADROOM_MAX) after one well under it:
@@ -28,8 +28,9 @@
  * capacity is not what is short. With the headroom unchanged, a batch size
  * within 10 % of the current one is the model's noise and is not taken.
  *
- * Threads: batch_tuner_observe from any thread (it takes a lock once per
- * batch, never per request); the choices are read lock-free. */
+ * Threads: any, for batch_tuner_observe and batch_tuner_latencies (a lock
+ * per batch, and per group of answers handed over together); the choices
+ * are read lock-free. */
 #ifndef SERVE_RUNTIME_BATCH_TUNER_H
 #define SERVE_RUNTIME_BATCH_TUNER_H
 
@@ -49,11 +50,14 @@ void batch_tuner_free(struct batch_tuner *t);
 /* How many replicas share the load (for the rate per replica). Any thread. */
 void batch_tuner_set_replicas(struct batch_tuner *t, uint32_t replicas);
 
-/* A batch of n ran for exec_ns; its oldest request had waited queued_ns
- * before it. now_ns: the monotonic clock at its end. n = 0 (a continuous
- * batching step) is ignored. */
-void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t queued_ns, uint64_t exec_ns,
-                         uint64_t now_ns);
+/* A batch of n ran for exec_ns; now_ns: the monotonic clock at its end
+ * (a clock read before another thread's later one counts as that one).
+ * n = 0 (a continuous batching step) is ignored. */
+void batch_tuner_observe(struct batch_tuner *t, size_t n, uint64_t exec_ns, uint64_t now_ns);
+
+/* The latencies of n answered requests: each one's time from queued to
+ * answered, waits behind other batches included. */
+void batch_tuner_latencies(struct batch_tuner *t, const uint64_t *latency_ns, size_t n);
 
 /* The current choice. Lock-free. */
 uint32_t batch_tuner_max_batch(const struct batch_tuner *t);

@@ -6,6 +6,7 @@ across a restart and a re-applied deploy file; the batcher's choice under
 way (never earlier than a delay) or with wide margins."""
 import os
 import re
+import socket
 import tempfile
 import textwrap
 import threading
@@ -13,7 +14,7 @@ import time
 import unittest
 import http.client
 
-from serve_harness import Server, ServeTestCase
+from serve_harness import Server, ServeTestCase, test_plugin
 
 
 class Load:
@@ -168,6 +169,56 @@ class Autoscaling(ServeTestCase):
         b = self.server.backend_status("m")
         self.assertEqual((b["replicas"], b["spec"]["max_replicas"]), (4, 0))
         self.assertNotIn("autoscaling", b)
+
+    def test_streams_drain_past_a_stopped_replica(self):
+        # Two large streams to slow readers on two process replicas; the
+        # load (2 ongoing against a target of 4) drains one replica at
+        # once, while its stream is open: the replica keeps it to the end,
+        # then stops, while the reader is still taking the stream's tail
+        # from the server and the sockets. Both streams arrive whole.
+        self.server.deploy("f", test_plugin("faulty"), "/f", "--num-replicas", "2",
+                           "--min-replicas", "1", "--max-replicas", "2",
+                           "--target-ongoing-requests", "4", "--downscale-delay", "0",
+                           "--upscale-delay", "600")
+        total = 8 << 20
+        socks = []
+        for _ in range(2):
+            sock = socket.create_connection((self.server.host, self.server.port), timeout=60)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            body = b"stream-big:%d" % total
+            sock.sendall(b"POST /f HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))
+            socks.append(sock)
+        received = [0, 0]
+        done = [False, False]
+
+        def read(i):
+            data = b""
+            while True:
+                chunk = socks[i].recv(64 << 10)
+                if not chunk:
+                    return
+                received[i] += len(chunk)
+                data = (data + chunk)[-16:]
+                if data.endswith(b"\r\n0\r\n\r\n"):
+                    done[i] = True
+                    return
+                # About 1.3 MB/s: the stream's last buffer drains over
+                # 200 ms, past the replica's stop (the next 100 ms tick).
+                time.sleep(0.05)
+
+        readers = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+        for t in readers:
+            t.start()
+        for t in readers:
+            t.join(120)
+        for sock in socks:
+            sock.close()
+        self.assertEqual(done, [True, True], received)
+        self.assertTrue(self.server.alive())
+        self.assertEqual(self.server.post("/f", b"ok").status, 200)
+        self.assertEqual(replicas(self.server, "f"), (1, 1))
+        self.assertIn("replica=1: drained and stopped", self.server.log())
 
     def test_restart_keeps_the_target_count(self):
         self.server.deploy("m", "sim", "/m", "--config", "base_us=20000", "--min-replicas", "1",

@@ -15,6 +15,17 @@ struct cost {
     double base_us, per_item_us;
 };
 
+/* A batch of n that ran exec ns, each of its requests answered latency ns
+ * after it was queued, as a replica reports them. */
+static void answer(struct batch_tuner *t, uint32_t n, uint64_t latency, uint64_t exec,
+                   uint64_t now)
+{
+    uint64_t lat[256];
+    for (uint32_t i = 0; i < n && i < 256; i++) lat[i] = latency;
+    batch_tuner_latencies(t, lat, n < 256 ? n : 256);
+    batch_tuner_observe(t, n, exec, now);
+}
+
 /* Runs batches for `ms` of simulated time from *now, sizes cycling up to
  * the tuner's current choice, each request having queued `queued_ms`
  * first, idle_ms between batches (a replica that keeps up with its load:
@@ -29,7 +40,7 @@ static void run(struct batch_tuner *t, struct cost c, double queued_ms, double i
         uint32_t n = i % cap + 1;
         uint64_t exec = (uint64_t)((c.base_us + c.per_item_us * n) * US);
         *now += exec;
-        batch_tuner_observe(t, n, (uint64_t)(queued_ms * MS), exec, *now);
+        answer(t, n, (uint64_t)(queued_ms * MS) + exec, exec, *now);
         *now += (uint64_t)(idle_ms * MS);
     }
 }
@@ -116,7 +127,7 @@ TEST_IMPL(batch_tuner_waits_only_near_capacity)
         uint32_t n = i % 8 ? 64 : 48;
         uint64_t exec = (uint64_t)((2000 + 20.0 * n) * US);
         now += exec;
-        batch_tuner_observe(t, n, (uint64_t)(0.2 * MS), exec, now);
+        answer(t, n, (uint64_t)(0.2 * MS) + exec, exec, now);
     }
     uint64_t wait = batch_tuner_wait_ns(t);
     uint32_t b = batch_tuner_max_batch(t);
@@ -144,7 +155,7 @@ TEST_IMPL(batch_tuner_grows_under_a_backlog)
         uint32_t n = batch_tuner_max_batch(t);
         uint64_t exec = (uint64_t)((2000 + 500.0 * n) * US);
         now += exec;
-        batch_tuner_observe(t, n, 300 * MS, exec, now);
+        answer(t, n, 300 * MS + exec, exec, now);
     }
     ASSERT_EQ(batch_tuner_max_batch(t), 64);
     batch_tuner_free(t);
