@@ -118,6 +118,7 @@ try:
                             float(v["batch_wait_seconds"]) * 1e3, float(v["p99_seconds"]) * 1e3))
             time.sleep(0.1)
 
+    load_started = time.monotonic()
     load = subprocess.Popen([SERVE, "--state-dir", work, "bench", "m", "--rate", str(int(rate)),
                              "-c", "512", "-d", "24s", "--json"], stdout=subprocess.PIPE,
                             text=True)
@@ -130,7 +131,8 @@ try:
     stop.set()
     poller.join()
     before = [s for s in samples if changed - 3 <= s[0] < changed]
-    after = [s for s in samples if s[0] >= changed]
+    # While the load runs at its rate: its last second winds down.
+    after = [s for s in samples if changed <= s[0] < load_started + 24 - 1.5]
     final = after[-20:]  # the last 2 s
     settled_batch = sorted(s[1] for s in final)[len(final) // 2]
 
