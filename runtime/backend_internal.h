@@ -82,7 +82,6 @@ struct backend {
     struct autoscale autoscale;
     _Atomic uint32_t target_replicas;
     double last_ongoing;
-    struct log_rate scale_failures;
     uint64_t scale_retry_at_ns; /* no start attempt before (after a failed one) */
     uint64_t scale_backoff_ns;
 

@@ -145,11 +145,9 @@ static void converge(struct backend *b)
         b->scale_backoff_ns = b->scale_backoff_ns ? b->scale_backoff_ns * 2 : SCALE_RETRY_MIN_NS;
         if (b->scale_backoff_ns > SCALE_RETRY_MAX_NS) b->scale_backoff_ns = SCALE_RETRY_MAX_NS;
         b->scale_retry_at_ns = now + b->scale_backoff_ns;
-        unsigned suppressed;
-        if (log_rate_allow(&b->scale_failures, 10000000000ull, &suppressed))
-            LOG_ERROR("backend=%s: cannot start a replica to reach %u (tried again in %.0f s; "
-                      "%u such failures not logged): %s", b->spec.name, target,
-                      b->scale_backoff_ns / 1e9, suppressed, err);
+        /* The backoff spaces these lines too: each attempt is logged. */
+        LOG_ERROR("backend=%s: cannot start a replica to reach %u (tried again in %.0f s): %s",
+                  b->spec.name, target, b->scale_backoff_ns / 1e9, err);
         break;
     }
     if (b->tuner) batch_tuner_set_replicas(b->tuner, (uint32_t)running);

@@ -66,12 +66,12 @@ def replicas(server, name="m"):
     return b["replicas"], b["target_replicas"]
 
 
-def wait_for(server, predicate, timeout, seen):
+def wait_for(server, predicate, timeout, seen, name="m"):
     """Polls replicas until predicate(running) holds; records every count
     seen (to check the bounds); returns the time it held, or None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        running, target = replicas(server)
+        running, target = replicas(server, name)
         seen.append((running, target))
         if predicate(running):
             return time.monotonic()
@@ -219,6 +219,50 @@ class Autoscaling(ServeTestCase):
         self.assertEqual(self.server.post("/f", b"ok").status, 200)
         self.assertEqual(replicas(self.server, "f"), (1, 1))
         self.assertIn("replica=1: drained and stopped", self.server.log())
+
+    def test_a_replica_that_cannot_start_backs_off(self):
+        # The plugin's init crashes while a file exists: scaling up fails.
+        # The replica that runs goes on serving, the failure is logged with
+        # its retry, starts are tried again after a backoff (not every
+        # 100 ms tick), and once init works again the count is reached.
+        flag = os.path.join(self.server.state_dir, "no-init")
+        self.server.deploy("f", test_plugin("faulty"), "/f", "--config",
+                           "crash_init_if=" + flag, "--min-replicas", "1", "--max-replicas", "3",
+                           "--upscale-delay", "0.3", "--downscale-delay", "600")
+        open(flag, "w").close()
+        stop = threading.Event()
+        statuses = []
+
+        def client():
+            while not stop.is_set():
+                r = self.server.post("/f", b"stream:5:40")  # 200 ms in flight
+                statuses.append(r.status)
+
+        clients = [threading.Thread(target=client) for _ in range(6)]
+        for t in clients:
+            t.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "cannot start a replica to reach 3" not in self.server.log():
+                self.assertLess(time.monotonic(), deadline, self.server.log()[-3000:])
+                time.sleep(0.1)
+            self.assertRegex(self.server.log(), r"cannot start a replica to reach 3 \(tried again "
+                             r"in 1 s")
+            time.sleep(2.5)
+            self.assertEqual(replicas(self.server, "f"), (1, 3))
+            # Backed off: each attempt is logged, and in 2.5 s there are
+            # at most 3 (then 1 s, then 2 s later), where one every 100 ms
+            # tick would make about 25.
+            attempts = self.server.log().count("cannot start a replica to reach 3")
+            os.unlink(flag)
+            grown = wait_for(self.server, lambda n: n == 3, 60, [], "f")
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(60)
+        self.assertIsNotNone(grown, self.server.log()[-3000:])
+        self.assertEqual(set(statuses), {200})
+        self.assertLessEqual(attempts, 4, self.server.log()[-3000:])
 
     def test_restart_keeps_the_target_count(self):
         self.server.deploy("m", "sim", "/m", "--config", "base_us=20000", "--min-replicas", "1",
