@@ -138,6 +138,9 @@ class Autoscaling(ServeTestCase):
             (["--min-replicas", "1", "--max-replicas", "2", "--upscale-delay", "-1"],
              "--upscale-delay"),
             (["--latency-slo-ms", "-3"], "--latency-slo-ms"),
+            (["--latency-slo-ms", "nan"], "--latency-slo-ms"),
+            (["--min-replicas", "1", "--max-replicas", "2", "--downscale-delay", "inf"],
+             "--downscale-delay"),
         ]:
             proc = self.server.cli("create-backend", "bad", "sim", *args, check=False)
             self.assertNotEqual(proc.returncode, 0, args)
@@ -325,6 +328,11 @@ class DeployFiles(ServeTestCase):
             ("autoscaling: 3", "autoscaling must be a mapping"),
             ("autoscaling: {min_replicas: 4, max_replicas: 2}", "at most"),
             ("latency_slo_ms: fast", "latency_slo_ms must be a number"),
+            ("latency_slo_ms: nan", "latency_slo_ms must be between 0 and 3600000"),
+            ("autoscaling: {min_replicas: 1, max_replicas: 2, target_ongoing_requests: nan}",
+             "target_ongoing_requests must be above 0"),
+            ("autoscaling: {min_replicas: 1, max_replicas: 2, upscale_delay_s: inf}",
+             "upscale_delay must be between 0 and 86400"),
         ]:
             path = self.write("backends:\n  - name: m\n    plugin: sim\n    %s\n" % body)
             proc = self.server.cli("deploy", path, check=False)

@@ -45,6 +45,21 @@ static void run(struct batch_tuner *t, struct cost c, double queued_ms, double i
     }
 }
 
+/* A saturated replica for `ms`: batches of the tuner's current choice back
+ * to back (every eighth a quarter smaller, so that sizes spread), each
+ * request answered queued_ms after it was queued plus its batch's run. */
+static void saturate(struct batch_tuner *t, struct cost c, double queued_ms, uint64_t *now,
+                     uint64_t ms)
+{
+    for (uint64_t end = *now + ms * MS, i = 0; *now < end; i++) {
+        uint32_t cap = batch_tuner_max_batch(t);
+        uint32_t n = i % 8 ? cap : cap - cap / 4;
+        uint64_t exec = (uint64_t)((c.base_us + c.per_item_us * n) * US);
+        *now += exec;
+        answer(t, n, (uint64_t)(queued_ms * MS) + exec, exec, *now);
+    }
+}
+
 TEST_IMPL(batch_tuner_fits_the_budget)
 {
     /* 2 ms + 20 us x n under an 8 ms SLO: with the headroom grown to its
@@ -119,16 +134,12 @@ TEST_IMPL(batch_tuner_waits_only_near_capacity)
      * a wait would add latency for nothing. */
     run(t, (struct cost){2000, 20}, 0.2, 25, &now, 3000);
     ASSERT_EQ(batch_tuner_wait_ns(t), 0);
+    ASSERT_EQ(batch_tuner_max_batch(t), 64);
     /* Mostly full batches of 64 back to back (about 19 000 requests/s at
-     * 3.28 ms a batch), a smaller one now and then: the load needs the
-     * largest batches, so wait for them to fill, within the budget left
-     * after two batches of the chosen size. */
-    for (uint64_t end = now + 3000 * MS, i = 0; now < end; i++) {
-        uint32_t n = i % 8 ? 64 : 48;
-        uint64_t exec = (uint64_t)((2000 + 20.0 * n) * US);
-        now += exec;
-        answer(t, n, (uint64_t)(0.2 * MS) + exec, exec, now);
-    }
+     * 3.28 ms a batch): the load needs the largest batches, so wait for
+     * them to fill, within the budget left after two batches of the
+     * chosen size. */
+    saturate(t, (struct cost){2000, 20}, 0.2, &now, 3000);
     uint64_t wait = batch_tuner_wait_ns(t);
     uint32_t b = batch_tuner_max_batch(t);
     ASSERT(wait > 0);
@@ -147,16 +158,11 @@ TEST_IMPL(batch_tuner_grows_under_a_backlog)
     run(t, (struct cost){2000, 500}, 1, 10, &now, 3000);
     uint32_t small = batch_tuner_max_batch(t);
     ASSERT(small > 1 && small < 20);
-    /* Then more load than that size carries: every batch full, requests
+    /* Then more load than that size carries: batches full, requests
      * queued 300 ms. Every period misses, from the queue: shrinking the
      * batch (as a miss of its own length would) would carry less and
      * never drain it; the size grows to the largest instead. */
-    for (uint64_t end = now + 2000 * MS; now < end;) {
-        uint32_t n = batch_tuner_max_batch(t);
-        uint64_t exec = (uint64_t)((2000 + 500.0 * n) * US);
-        now += exec;
-        answer(t, n, 300 * MS + exec, exec, now);
-    }
+    saturate(t, (struct cost){2000, 500}, 300, &now, 2000);
     ASSERT_EQ(batch_tuner_max_batch(t), 64);
     batch_tuner_free(t);
     return 0;
