@@ -1106,16 +1106,15 @@ void backend_report_plugin_bug(const serve_request *req, const char *what)
 
 void backend_pack_status(struct backend *b, msgpack_packer *pk)
 {
-    size_t queued, in_flight = 0;
+    /* One look under the lock: counts that agree with each other. */
+    size_t queued, in_flight = 0, busy = 0;
     pthread_mutex_lock(&b->mutex);
     queued = b->queue_len;
-    for (size_t i = 0; i < b->replica_count; i++) in_flight += b->replicas[i].in_flight;
-    pthread_mutex_unlock(&b->mutex);
-    size_t busy = 0;
-    pthread_mutex_lock(&b->mutex);
-    for (size_t i = 0; i < b->replica_count; i++) busy += b->replicas[i].in_flight > 0;
-    pthread_mutex_unlock(&b->mutex);
-    pthread_mutex_lock(&b->mutex);
+    for (size_t i = 0; i < b->replica_count; i++) {
+        in_flight += b->replicas[i].in_flight;
+        busy += b->replicas[i].in_flight > 0;
+    }
+    size_t running = running_count(b);
     uint64_t crashes = 0;
     for (int i = 0; i < CRASH_REASONS; i++) crashes += atomic_load(&b->m->crashes[i]);
     char last_crash[sizeof b->m->last_crash];
@@ -1124,9 +1123,6 @@ void backend_pack_status(struct backend *b, msgpack_packer *pk)
     pthread_mutex_unlock(&last_crash_lock);
     char unavailable[sizeof b->unavailable];
     memcpy(unavailable, b->unavailable, sizeof unavailable);
-    pthread_mutex_unlock(&b->mutex);
-    pthread_mutex_lock(&b->mutex);
-    size_t running = running_count(b);
     pthread_mutex_unlock(&b->mutex);
     msgpack_pack_map(pk, 15 + (b->autoscaled ? 1 : 0) + (b->tuner ? 1 : 0));
     mp_pack_key(pk, "replicas");
